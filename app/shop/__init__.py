@@ -1,0 +1,1 @@
+"""The web shop backend: catalog, Redis carts, idempotent checkout, operations endpoints."""

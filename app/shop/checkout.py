@@ -1,0 +1,163 @@
+"""Checkout: a cart becomes an order in one statement, idempotent per key, never overselling."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shop import metrics
+from shop.carts import Carts
+from shop.catalog import Catalog
+from shop.errors import ApiError, not_found
+
+MAX_KEY_LENGTH = 200
+
+# Stock decrement, order and lines in one statement: every line must find enough stock
+# (`HAVING count(*) = :n`) or no order row comes back and the caller rolls back. A second
+# request with the same key waits on the unique index, then inserts nothing.
+_PLACE_ORDER_SQL = text(
+    """
+    WITH wanted AS (
+        SELECT * FROM unnest(CAST(:ids AS bigint[]), CAST(:qtys AS int[])) AS w(product_id, quantity)
+    ), taken AS (
+        UPDATE products p SET stock = p.stock - w.quantity, updated_at = now()
+        FROM wanted w
+        WHERE p.id = w.product_id AND p.stock >= w.quantity
+        RETURNING p.id AS product_id, p.name, p.price_cents, w.quantity
+    ), placed AS (
+        INSERT INTO orders (email, status, total_cents, synthetic, idempotency_key, cart_id)
+        SELECT :email, 'placed', sum(price_cents::bigint * quantity), :synthetic, :key, :cart_id
+        FROM taken HAVING count(*) = :n
+        ON CONFLICT (idempotency_key) DO NOTHING
+        RETURNING id, email, status, total_cents, synthetic, created_at
+    ), lines AS (
+        INSERT INTO order_lines (order_id, product_id, name, price_cents, quantity)
+        SELECT placed.id, taken.product_id, taken.name, taken.price_cents, taken.quantity FROM placed, taken
+    )
+    SELECT placed.*, (SELECT json_agg(json_build_object('product_id', product_id, 'name', name,
+        'price_cents', price_cents, 'quantity', quantity) ORDER BY product_id) FROM taken) AS items
+    FROM placed
+    """
+)
+_ORDER_BY_KEY_SQL = text("SELECT id, cart_id FROM orders WHERE idempotency_key = :key")
+_ORDER_SQL = text(
+    """
+    SELECT o.id, o.email, o.status, o.total_cents, o.synthetic, o.created_at,
+           (SELECT json_agg(json_build_object('product_id', product_id, 'name', name,
+                'price_cents', price_cents, 'quantity', quantity) ORDER BY product_id)
+            FROM order_lines WHERE order_id = o.id) AS items
+    FROM orders o WHERE o.id = :id
+    """
+)
+DEADLOCK = "40P01"
+
+
+def order_number(order_id: int) -> str:
+    return f"SO-{order_id:08d}"
+
+
+def order_doc(row: Any) -> dict[str, Any]:
+    items = row.items
+    if isinstance(items, str):
+        items = orjson.loads(items)
+    return {
+        "id": row.id,
+        "number": order_number(row.id),
+        "email": row.email,
+        "status": row.status,
+        "total_cents": row.total_cents,
+        "items": items or [],
+        "synthetic": row.synthetic,
+        "created_at": row.created_at.isoformat(),
+    }
+
+
+def check_key(key: str | None) -> str:
+    if not key:
+        raise ApiError(400, "missing_idempotency_key", "checkout requires an Idempotency-Key header (e.g. a UUID)")
+    if len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        raise ApiError(400, "invalid_idempotency_key", f"Idempotency-Key must be printable, at most {MAX_KEY_LENGTH} chars")
+    return key
+
+
+class Checkout:
+    """Places orders and reads them back."""
+
+    def __init__(self, engine: AsyncEngine, carts: Carts, catalog: Catalog) -> None:
+        self.engine = engine
+        self.carts = carts
+        self.catalog = catalog
+
+    async def place(self, cart_id: str, email: str, key: str, synthetic: bool) -> tuple[dict[str, Any], bool]:
+        """(order, created): created is False when `key` already placed this order (a retry)."""
+        try:
+            lines = await self.carts.lines(cart_id)
+        except ApiError:
+            replay = await self._replay(key, cart_id)
+            if replay is not None:
+                return replay, False
+            raise
+        if not lines:
+            replay = await self._replay(key, cart_id)
+            if replay is not None:
+                return replay, False
+            raise ApiError(422, "empty_cart", f"cart {cart_id} is empty; add items before checkout")
+        ids = sorted(lines)
+        params = {
+            "ids": ids,
+            "qtys": [lines[i] for i in ids],
+            "n": len(ids),
+            "email": email,
+            "synthetic": synthetic,
+            "key": key,
+            "cart_id": cart_id,
+        }
+        row = await self._place_once(params)
+        if row is None:
+            replay = await self._replay(key, cart_id)
+            if replay is not None:
+                return replay, False
+            raise ApiError(409, "insufficient_stock", "not enough stock left for every item in the cart")
+        await self.carts.delete(cart_id)
+        await self.catalog.stock_changed(ids)
+        metrics.ORDERS.labels(str(synthetic).lower()).inc()
+        return order_doc(row), True
+
+    async def _place_once(self, params: dict[str, Any]) -> Any:
+        for attempt in range(3):
+            try:
+                async with self.engine.connect() as conn:
+                    row = (await conn.execute(_PLACE_ORDER_SQL, params)).first()
+                    if row is None:
+                        await conn.rollback()
+                    else:
+                        await conn.commit()
+                    return row
+            except DBAPIError as exc:
+                if getattr(exc.orig, "sqlstate", None) != DEADLOCK or attempt == 2:
+                    raise
+        return None
+
+    async def _replay(self, key: str, cart_id: str) -> dict[str, Any] | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(_ORDER_BY_KEY_SQL, {"key": key})).first()
+        if row is None:
+            return None
+        if row.cart_id != cart_id:
+            raise ApiError(
+                409, "idempotency_key_reused", "this Idempotency-Key was used for another cart; use a new key"
+            )
+        return await self.get(row.id)
+
+    async def get(self, order_id: int) -> dict[str, Any]:
+        if order_id < 1 or order_id > 2**62:
+            raise not_found("Order", order_id)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(_ORDER_SQL, {"id": order_id})).first()
+        if row is None:
+            raise not_found("Order", order_id)
+        return order_doc(row)

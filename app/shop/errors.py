@@ -1,0 +1,31 @@
+"""The documented error body and the exception that produces it."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class ApiError(Exception):
+    """An expected failure answered with `status` and the error body."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(examples=["not_found"])
+    message: str = Field(examples=["Product 42 not found"])
+    request_id: str = Field(examples=["6f1c2a0e9b7d4c3a"])
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx and 5xx answer has this body."""
+
+    error: ErrorDetail
+
+
+def not_found(kind: str, ident: object) -> ApiError:
+    return ApiError(404, "not_found", f"{kind} {ident} not found")

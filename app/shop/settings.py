@@ -1,0 +1,107 @@
+"""Backend settings from SHOP_* environment variables, validated once at start."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+
+SECRET_FIELDS = ("database_password", "redis_password", "admin_token")
+
+
+class SettingsError(Exception):
+    """A setting is missing or malformed; the message names the variable and the fix."""
+
+
+class Settings(BaseSettings):
+    """Everything the backend reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="SHOP_", extra="ignore")
+
+    database_url: str = Field(
+        description="SQLAlchemy URL without the password, e.g. postgresql+asyncpg://shop@127.0.0.1:5432/shop"
+    )
+    database_password: SecretStr | None = None
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    redis_url: str = Field(description="e.g. redis://127.0.0.1:6379/0")
+    redis_password: SecretStr | None = None
+    redis_max_connections: int = Field(default=50, ge=1, le=10_000)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    workers: int = Field(default=2, ge=1, le=64)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    access_log: bool = True
+    cache_ttl_seconds: float = Field(default=30.0, gt=0, le=3600)
+    local_cache_ttl_seconds: float = Field(default=1.0, ge=0, le=60)
+    cart_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    admin_token: SecretStr | None = None
+    version: str = "0.0.0-dev"
+    git_commit: str = "unknown"
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        try:
+            url = make_url(value)
+        except Exception:
+            raise ValueError("is not a URL like postgresql+asyncpg://shop@127.0.0.1:5432/shop") from None
+        if url.get_backend_name() != "postgresql":
+            raise ValueError("must start with postgresql+asyncpg:// (or postgresql://)")
+        if url.password is not None:
+            raise ValueError("must not contain a password: set SHOP_DATABASE_PASSWORD or SHOP_DATABASE_PASSWORD_FILE")
+        if not url.database:
+            raise ValueError("names no database: end it with /DBNAME")
+        return url.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        if not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+
+def _read_secret_files(environ: dict[str, str]) -> dict[str, str]:
+    """Map SHOP_X_FILE=path to SHOP_X=<file contents> for the secret fields."""
+    values: dict[str, str] = {}
+    for name in SECRET_FIELDS:
+        var = f"SHOP_{name.upper()}_FILE"
+        path = environ.get(var)
+        if not path:
+            continue
+        try:
+            values[name] = Path(path).read_text().strip()
+        except OSError as exc:
+            raise SettingsError(f"{var}: cannot read {path} ({exc.strerror}); point it at a readable file") from None
+    return values
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Validate the environment; raise SettingsError naming the first bad variable."""
+    env = dict(os.environ if environ is None else environ)
+    from_files = _read_secret_files(env)
+    shop_env = {k: v for k, v in env.items() if k.startswith("SHOP_") and not k.endswith("_FILE")}
+    try:
+        # _env_prefix handling: pass values explicitly so tests can use a dict environment
+        kwargs = {k[5:].lower(): v for k, v in shop_env.items()}
+        kwargs.update(from_files)
+        return Settings.model_validate(kwargs)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else "?"
+        var = f"SHOP_{field.upper()}"
+        if err["type"] == "missing":
+            raise SettingsError(f"{var} is not set; set it (see .env.example)") from None
+        msg = err["msg"].removeprefix("Value error, ")
+        raise SettingsError(f"{var} is invalid: {msg}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, validated on first use."""
+    return load_settings()

@@ -1,0 +1,1 @@
+"""Starts and stops the local environment's real services (PostgreSQL, Redis, ...)."""

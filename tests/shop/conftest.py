@@ -1,0 +1,103 @@
+"""Backend fixtures: a migrated, seeded database and a real `shop-serve` process."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shop.migrate import upgrade
+from shop.seed import seed_catalog
+from shop_ops.localstack.processes import PostgresCluster, RedisServer, free_port
+
+_db_names = itertools.count(1)
+SEED_PRODUCTS = 300
+
+
+def new_database(postgres: PostgresCluster, prefix: str = "shop") -> str:
+    """A new empty database owned by the role `shop`; returns its asyncpg URL."""
+    name = f"{prefix}_{next(_db_names)}_{os.getpid()}"
+    postgres.create_database(name, owner="shop")
+    return postgres.dsn(name, user="shop", driver="postgresql+asyncpg")
+
+
+def shop_env(db_url: str, redis_url: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOP_")}
+    env.update({"SHOP_DATABASE_URL": db_url, "SHOP_REDIS_URL": redis_url, "SHOP_WORKERS": "1"})
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="session")
+def shop_db(postgres: PostgresCluster) -> str:
+    url = new_database(postgres)
+    upgrade(url)
+    asyncio.run(seed_catalog(url, SEED_PRODUCTS))
+    return url
+
+
+class ShopServer:
+    """A running `shop-serve` (granian) process and where it answers."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.port = free_port()
+        self.env = {**env, "SHOP_PORT": str(self.port), "SHOP_HOST": "127.0.0.1"}
+        self.log_path = log_path
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30) -> None:
+        serve = str(Path(sys.executable).parent / "shop-serve")
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen([serve], env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"shop-serve exited: {self.log_path.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"shop-serve did not answer in {timeout}s: {self.log_path.read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def admin_token() -> str:
+    return "test-admin-token-not-a-secret"
+
+
+@pytest.fixture(scope="session")
+def server(
+    shop_db: str, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory, admin_token: str
+) -> Iterator[ShopServer]:
+    env = shop_env(shop_db, redis_server.url(0), SHOP_ADMIN_TOKEN=admin_token, SHOP_VERSION="9.9.9")
+    srv = ShopServer(env, tmp_path_factory.mktemp("serve") / "shop.log")
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def client(server: ShopServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+        yield c
