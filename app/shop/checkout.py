@@ -80,7 +80,9 @@ def check_key(key: str | None) -> str:
     if not key:
         raise ApiError(400, "missing_idempotency_key", "checkout requires an Idempotency-Key header (e.g. a UUID)")
     if len(key) > MAX_KEY_LENGTH or not key.isprintable():
-        raise ApiError(400, "invalid_idempotency_key", f"Idempotency-Key must be printable, at most {MAX_KEY_LENGTH} chars")
+        raise ApiError(
+            400, "invalid_idempotency_key", f"Idempotency-Key must be printable, at most {MAX_KEY_LENGTH} chars"
+        )
     return key
 
 

@@ -19,9 +19,7 @@ LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0),
 )
 CACHE = Counter("shop_cache_requests_total", "Cache lookups", ["level", "result"])
-DB_POOL_CHECKED_OUT = Gauge(
-    "shop_db_pool_checked_out", "DB connections in use", multiprocess_mode="livesum"
-)
+DB_POOL_CHECKED_OUT = Gauge("shop_db_pool_checked_out", "DB connections in use", multiprocess_mode="livesum")
 DB_POOL_SIZE = Gauge("shop_db_pool_size", "DB pool size", multiprocess_mode="livesum")
 ORDERS = Counter("shop_orders_total", "Orders placed", ["synthetic"])
 

@@ -45,7 +45,7 @@ def known_revisions() -> list[str]:
 
 
 def migration_phase(revision: str) -> str:
-    """"expand" or "contract", as the migration module declares (expand when unset)."""
+    """ "expand" or "contract", as the migration module declares (expand when unset)."""
     return getattr(script_directory().get_revision(revision).module, "phase", "expand")
 
 

@@ -50,7 +50,9 @@ class CartLine(BaseModel):
 
 CART_EXAMPLE = {
     "id": "3f2c0a9d1b7e4c6a8d5f0e1b2c3d4e5f",
-    "items": [{"product_id": 1, "name": "Sturdy Oak Lamp", "price_cents": 4599, "quantity": 2, "line_total_cents": 9198}],
+    "items": [
+        {"product_id": 1, "name": "Sturdy Oak Lamp", "price_cents": 4599, "quantity": 2, "line_total_cents": 9198}
+    ],
     "total_cents": 9198,
     "item_count": 2,
 }

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 SECRET_FIELDS = ("database_password", "redis_password", "admin_token")
 
@@ -48,7 +49,7 @@ class Settings(BaseSettings):
     def _database_url(cls, value: str) -> str:
         try:
             url = make_url(value)
-        except Exception:
+        except ArgumentError:
             raise ValueError("is not a URL like postgresql+asyncpg://shop@127.0.0.1:5432/shop") from None
         if url.get_backend_name() != "postgresql":
             raise ValueError("must start with postgresql+asyncpg:// (or postgresql://)")

@@ -56,7 +56,7 @@ class ShopServer:
 
     def start(self, timeout: float = 30) -> None:
         serve = str(Path(sys.executable).parent / "shop-serve")
-        self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.log = open(self.log_path, "wb")
         self.process = subprocess.Popen([serve], env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -32,9 +32,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("sku", name="products_sku_key"),
     )
     op.create_index("ix_products_category_id", "products", ["category", "id"])
-    op.execute(
-        "CREATE INDEX ix_products_search_trgm ON products USING gin ((name || ' ' || description) gin_trgm_ops)"
-    )
+    op.execute("CREATE INDEX ix_products_search_trgm ON products USING gin ((name || ' ' || description) gin_trgm_ops)")
     op.create_table(
         "orders",
         sa.Column("id", sa.BigInteger, primary_key=True),
