@@ -47,13 +47,13 @@ def k6_binary() -> str:
     return found
 
 
-def prepare_carts(redis_url: str, count: int, products: int, path: Path) -> None:
-    """Filled carts written straight into Redis (as the API stores them), ids to a JSON file."""
+def prepare_carts(redis_url: str, count: int, product_ids: list[int], path: Path) -> None:
+    """Filled carts (one in-stock product each) written straight into Redis as the API stores them."""
     client = redis.Redis.from_url(redis_url)
     ids = [secrets.token_hex(16) for _ in range(count)]
     pipe = client.pipeline(transaction=False)
     for n, cart_id in enumerate(ids):
-        pipe.hset(f"cart:{cart_id}", mapping={"_": 1, str(1 + (n * 7919) % products): 1})
+        pipe.hset(f"cart:{cart_id}", mapping={"_": 1, str(product_ids[n % len(product_ids)]): 1})
         pipe.expire(f"cart:{cart_id}", 3600)
     pipe.execute()
     path.write_text(json.dumps(ids))
@@ -155,13 +155,14 @@ def main() -> int:
             time.sleep(0.2)
         k6_env = {**os.environ, "BASE_URL": f"http://127.0.0.1:{port}", "PRODUCTS": str(args.products)}
 
-        def on_step(name: str, script: str, rate: int) -> dict[str, float]:
+        def on_step(name: str, script: str, rate: int, duration: str = args.duration) -> dict[str, float]:
             step_env = dict(k6_env)
             if name == "checkout":
                 carts = base / f"carts-{rate}.json"
-                prepare_carts(rs.url(0), rate * int(args.duration.rstrip("s")) + rate, args.products, carts)
+                in_stock = [int(i) for i in pg.psql("SELECT id FROM products WHERE stock >= 200", "shop").split()]
+                prepare_carts(rs.url(0), rate * int(duration.rstrip("s")) + rate, in_stock, carts)
                 step_env["CARTS_FILE"] = str(carts)
-            step = run_step(script, rate, args.duration, step_env, base)
+            step = run_step(script, rate, duration, step_env, base)
             verdict = "ok" if passes(step) else "over"
             print(
                 f"  {name:<12} target {rate:>6}/s -> {step['rps']:8.0f} req/s  p95 {step['p95']:7.1f} ms  "
@@ -172,6 +173,7 @@ def main() -> int:
 
         results = {}
         for name in args.scenarios.split(","):
+            on_step(name, SCENARIOS[name][0], 100, "3s")  # warm-up: caches, connection pools
             results[name] = climb(name, args.duration, k6_env, base, on_step)
         bare = results.get("bare")
         print()

@@ -31,3 +31,17 @@ export function rateOptions(defaultRate, tag) {
 export function postJson(path, body, params) {
   return http.post(`${BASE_URL}${path}`, JSON.stringify(body), params);
 }
+
+// Ids of products with at least `minStock` in stock, from the first pages of the catalog (for setup()).
+export function inStockProducts(minStock) {
+  const ids = [];
+  for (let page = 1; page <= 5; page++) {
+    const res = http.get(`${BASE_URL}/api/products?page=${page}&limit=100`);
+    if (res.status !== 200) throw new Error(`GET /api/products answered ${res.status}: is the shop up at ${BASE_URL}?`);
+    for (const p of res.json('items')) {
+      if (p.stock >= minStock) ids.push(p.id);
+    }
+  }
+  if (ids.length === 0) throw new Error(`no product with stock >= ${minStock}: seed the catalog first (shop-seed)`);
+  return ids;
+}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
@@ -56,18 +57,40 @@ class LocalCache:
 
 
 class ResponseCache:
-    """Two-level cache of serialized responses: in-process first, then Redis, then `load`."""
+    """Two-level cache of serialized responses: in-process first, then Redis, then `load`.
+
+    Concurrent misses for one key in a worker share a single lookup (no thundering herd on
+    a cold or just-expired key).
+    """
 
     def __init__(self, redis: aioredis.Redis, local: LocalCache, ttl_seconds: float) -> None:
         self.redis = redis
         self.local = local
         self.ttl_ms = int(ttl_seconds * 1000)
+        self._inflight: dict[str, asyncio.Future[bytes | None]] = {}
 
     async def get_or_load(self, key: str, load: Callable[[], Awaitable[bytes | None]]) -> bytes | None:
         value = self.local.get(key)
         if value is not None:
             metrics.CACHE.labels("local", "hit").inc()
             return value
+        pending = self._inflight.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        pending = asyncio.get_running_loop().create_future()
+        self._inflight[key] = pending
+        try:
+            value = await self._fetch(key, load)
+            pending.set_result(value)
+            return value
+        except BaseException as exc:
+            pending.set_exception(exc)
+            pending.exception()  # marks it retrieved when no other request waited
+            raise
+        finally:
+            del self._inflight[key]
+
+    async def _fetch(self, key: str, load: Callable[[], Awaitable[bytes | None]]) -> bytes | None:
         value = await self.redis.get(key)
         if value is not None:
             metrics.CACHE.labels("redis", "hit").inc()
@@ -80,8 +103,9 @@ class ResponseCache:
         self.local.put(key, value)
         return value
 
-    async def invalidate(self, *keys: str) -> None:
+    async def invalidate(self, *keys: str, redis_only: list[str] | tuple[str, ...] = ()) -> None:
+        """Drop `keys` here and in Redis (other workers' local copies expire by their short TTL)."""
         for key in keys:
             self.local.drop(key)
-        if keys:
-            await self.redis.delete(*keys)
+        if keys or redis_only:
+            await self.redis.delete(*keys, *redis_only)

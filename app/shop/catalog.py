@@ -133,9 +133,10 @@ class Catalog:
         assert value is not None
         return value
 
-    async def stock_changed(self, product_ids: list[int]) -> None:
-        """Drop the cached pages of products whose stock changed (search pages expire by TTL)."""
-        await self.cache.invalidate(*(f"product:{pid}" for pid in product_ids))
+    async def stock_changed(self, product_ids: list[int], also_delete: list[str] | None = None) -> None:
+        """Drop the cached pages of products whose stock changed (search pages expire by TTL),
+        and `also_delete` other Redis keys in the same round trip."""
+        await self.cache.invalidate(*(f"product:{pid}" for pid in product_ids), redis_only=also_delete or [])
 
     async def update_product(self, product_id: int, changes: dict[str, Any]) -> dict[str, Any]:
         """Apply `changes` to a product and invalidate every cached page that may show it."""
