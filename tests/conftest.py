@@ -1,15 +1,20 @@
-"""Fixtures that start the real services (PostgreSQL 15, Redis 7) on free ports under temp folders."""
+"""Fixtures that start the real services (PostgreSQL 15, Redis 7, the shop backend) on free ports."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
+from shop.migrate import upgrade
+from shop.seed import seed_catalog
 from shop_ops.localstack.processes import PostgresCluster, RedisServer, free_port
+from tests.support import SEED_PRODUCTS, ShopServer, new_database, shop_env
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +38,33 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def shop_db(postgres: PostgresCluster) -> str:
+    url = new_database(postgres)
+    upgrade(url)
+    asyncio.run(seed_catalog(url, SEED_PRODUCTS))
+    return url
+
+
+@pytest.fixture(scope="session")
+def admin_token() -> str:
+    return "test-admin-token-not-a-secret"
+
+
+@pytest.fixture(scope="session")
+def server(
+    shop_db: str, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory, admin_token: str
+) -> Iterator[ShopServer]:
+    env = shop_env(shop_db, redis_server.url(0), SHOP_ADMIN_TOKEN=admin_token, SHOP_VERSION="9.9.9")
+    srv = ShopServer(env, tmp_path_factory.mktemp("serve") / "shop.log")
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def client(server: ShopServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+        yield c

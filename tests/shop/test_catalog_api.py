@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from .conftest import SEED_PRODUCTS
+from tests.support import SEED_PRODUCTS
 
 
 def test_search_matches_name_or_description(client: httpx.Client):

@@ -19,8 +19,7 @@ from shop.migrate import (
     upgrade,
 )
 from shop_ops.localstack.processes import PostgresCluster
-
-from .conftest import new_database
+from tests.support import new_database
 
 APP = Path(__file__).resolve().parents[2] / "app"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,8 +12,7 @@ import pytest
 
 from shop.migrate import head_revision, upgrade
 from shop_ops.localstack.processes import PostgresCluster, RedisServer
-
-from .conftest import ShopServer, new_database, shop_env
+from tests.support import ShopServer, new_database, shop_env
 
 
 @pytest.fixture
@@ -91,8 +91,13 @@ def test_metrics_count_requests_by_route_and_cache(client: httpx.Client):
 def test_one_json_log_line_per_request_with_request_id(client: httpx.Client, server: ShopServer):
     res = client.get("/api/products/5", headers={"X-Request-ID": "req-log-test-1"})
     assert res.headers["x-request-id"] == "req-log-test-1"
-    lines = [json.loads(line) for line in server.log_path.read_text().splitlines() if line.startswith("{")]
-    mine = [line for line in lines if line.get("request_id") == "req-log-test-1"]
+    mine: list[dict] = []
+    for _ in range(50):  # the line is written just after the response goes out
+        lines = [json.loads(line) for line in server.log_path.read_text().splitlines() if line.startswith("{")]
+        mine = [line for line in lines if line.get("request_id") == "req-log-test-1"]
+        if mine:
+            break
+        time.sleep(0.05)
     assert len(mine) == 1
     assert mine[0]["route"] == "/api/products/{product_id}" and mine[0]["status"] == 200
     assert isinstance(mine[0]["ms"], float)

@@ -11,8 +11,7 @@ from pathlib import Path
 from shop.migrate import upgrade
 from shop.seed import catalog_rows, seed_catalog
 from shop_ops.localstack.processes import PostgresCluster
-
-from .conftest import new_database
+from tests.support import new_database
 
 
 def test_rows_are_deterministic_and_valid():

@@ -1,22 +1,17 @@
-"""Backend fixtures: a migrated, seeded database and a real `shop-serve` process."""
+"""Helpers for tests that need the shop backend: databases, its environment, a real server process."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
-from shop.migrate import upgrade
-from shop.seed import seed_catalog
-from shop_ops.localstack.processes import PostgresCluster, RedisServer, free_port
+from shop_ops.localstack.processes import PostgresCluster, free_port
 
 _db_names = itertools.count(1)
 SEED_PRODUCTS = 300
@@ -34,14 +29,6 @@ def shop_env(db_url: str, redis_url: str, **extra: str) -> dict[str, str]:
     env.update({"SHOP_DATABASE_URL": db_url, "SHOP_REDIS_URL": redis_url, "SHOP_WORKERS": "1"})
     env.update(extra)
     return env
-
-
-@pytest.fixture(scope="session")
-def shop_db(postgres: PostgresCluster) -> str:
-    url = new_database(postgres)
-    upgrade(url)
-    asyncio.run(seed_catalog(url, SEED_PRODUCTS))
-    return url
 
 
 class ShopServer:
@@ -79,25 +66,3 @@ class ShopServer:
                 self.process.kill()
                 self.process.wait()
         self.log.close()
-
-
-@pytest.fixture(scope="session")
-def admin_token() -> str:
-    return "test-admin-token-not-a-secret"
-
-
-@pytest.fixture(scope="session")
-def server(
-    shop_db: str, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory, admin_token: str
-) -> Iterator[ShopServer]:
-    env = shop_env(shop_db, redis_server.url(0), SHOP_ADMIN_TOKEN=admin_token, SHOP_VERSION="9.9.9")
-    srv = ShopServer(env, tmp_path_factory.mktemp("serve") / "shop.log")
-    srv.start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
-def client(server: ShopServer) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=10) as c:
-        yield c

@@ -1,0 +1,43 @@
+// End-to-end: a shopper searches, adds a product to the cart, checks out and sees the order number.
+// Drives Debian's Chromium headless through playwright-core against a served storefront.
+//   node e2e/checkout.mjs BASE_URL SCREENSHOT_DIR
+// Prints one JSON line: {"order_number": "...", "product": "..."}
+import { chromium } from 'playwright-core';
+
+const [baseUrl, shots] = process.argv.slice(2);
+if (!baseUrl || !shots) {
+  console.error('usage: node e2e/checkout.mjs BASE_URL SCREENSHOT_DIR');
+  process.exit(2);
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+    '--disable-sync', '--no-first-run', '--disable-quic'],
+});
+try {
+  const page = await browser.newPage();
+  page.setDefaultTimeout(15000);
+  await page.goto(baseUrl);
+  await page.getByTestId('search-input').fill('lamp');
+  await page.getByTestId('search-submit').click();
+  await page.getByTestId('product-card').first().waitFor();
+  const names = await page.getByTestId('product-card').allInnerTexts();
+  if (!names.every((n) => n.toLowerCase().includes('lamp'))) throw new Error(`search shows non-matching products: ${names}`);
+  await page.screenshot({ path: `${shots}/1-search.png` });
+  await page.getByTestId('product-link').first().click();
+  const product = await page.getByTestId('product-name').innerText();
+  await page.getByTestId('add-to-cart').click();
+  await page.getByTestId('cart-count').filter({ hasText: '1' }).waitFor();
+  await page.getByTestId('cart-link').click();
+  await page.getByTestId('cart-line').first().waitFor();
+  await page.screenshot({ path: `${shots}/2-cart.png` });
+  await page.getByTestId('checkout-link').click();
+  await page.getByTestId('email-input').fill('e2e@example.com');
+  await page.getByTestId('place-order').click();
+  const number = await page.getByTestId('order-number').innerText();
+  await page.screenshot({ path: `${shots}/3-order.png` });
+  console.log(JSON.stringify({ order_number: number, product }));
+} finally {
+  await browser.close();
+}

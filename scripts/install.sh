@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Installs what shop-ops needs on Debian 12 / Ubuntu, skipping what is already there:
+# Debian packages, the Python virtualenv (.venv) and the storefront's npm dependencies.
+#   scripts/install.sh            # everything
+#   scripts/install.sh apt|venv|npm
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+APT_PACKAGES=(
+  postgresql-15 redis-server nginx-light                        # the shop's services and the router
+  podman buildah skopeo runc uidmap fuse-overlayfs slirp4netns  # Docker API and image builds
+  debootstrap docker-compose docker-registry apache2-utils      # base images, compose, registry
+  chromium python3-venv git make curl ca-certificates           # end-to-end checks, toolchain
+)
+
+say() { printf '[install] %s\n' "$*"; }
+
+install_apt() {
+  local missing=()
+  for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  if [ ${#missing[@]} -eq 0 ]; then
+    say "Debian packages: all present"
+    return
+  fi
+  if [ "$(id -u)" -ne 0 ]; then
+    say "missing Debian packages: ${missing[*]}; run as root or: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+  say "installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The Debian packages start their own services; ours run on free ports under our own folders.
+  for svc in redis-server nginx postgresql; do
+    if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
+      say "note: the system's $svc service is running; shop-ops does not use it"
+    fi
+  done
+}
+
+install_venv() {
+  local stamp=.venv/.shop-ops-installed want
+  want=$(cat pyproject.toml app/pyproject.toml | sha256sum | cut -d' ' -f1)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x .venv/bin/python ]; then
+    say "virtualenv: up to date"
+    return
+  fi
+  say "virtualenv: installing shop (app/) and shop-ops with dev tools into .venv"
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check --upgrade pip setuptools wheel
+  .venv/bin/pip install -q --disable-pip-version-check -e ./app -e '.[dev]'
+  echo "$want" >"$stamp"
+}
+
+install_npm() {
+  if ! command -v node >/dev/null || ! node -e 'process.exit(parseInt(process.versions.node, 10) < 20 ? 1 : 0)'; then
+    say "Node.js 20 or newer is needed for the storefront (found: $(node --version 2>/dev/null || echo none))" >&2
+    exit 1
+  fi
+  if [ -f frontend/node_modules/.package-lock.json ] && [ frontend/node_modules/.package-lock.json -nt frontend/package-lock.json ]; then
+    say "npm: up to date"
+    return
+  fi
+  say "npm: installing the storefront's dependencies (npm ci)"
+  (cd frontend && npm ci --no-audit --no-fund --loglevel=error)
+}
+
+case "${1:-all}" in
+  apt) install_apt ;;
+  venv) install_venv ;;
+  npm) install_npm ;;
+  all) install_apt; install_venv; install_npm ;;
+  *) echo "usage: $0 [apt|venv|npm|all]" >&2; exit 2 ;;
+esac
