@@ -11,7 +11,7 @@ APT_PACKAGES=(
   postgresql-15 redis-server nginx-light                        # the shop's services and the router
   podman buildah skopeo runc uidmap fuse-overlayfs slirp4netns  # Docker API and image builds
   debootstrap docker-compose docker-registry apache2-utils      # base images, compose, registry
-  chromium python3-venv git make curl ca-certificates           # end-to-end checks, toolchain
+  chromium python3-venv python3-pip git make curl ca-certificates  # e2e checks, toolchain, wheels
 )
 
 say() { printf '[install] %s\n' "$*"; }
