@@ -1,0 +1,187 @@
+"""Profiles and environments (local, aws), read from config/<profile>.yaml and validated at load.
+
+`SHOP_OPS_PROFILE` picks the profile (default `local`), `SHOP_OPS_CONFIG` another YAML file,
+`SHOP_OPS_STATE` the state folder. Secrets are never read from these files.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+ROOT = Path(__file__).resolve().parents[1]
+ENVIRONMENTS = ("staging", "production")
+Port = Annotated[int, Field(ge=1024, le=65535)]
+
+
+class SettingsError(Exception):
+    """A setting is missing or wrong; the message names the file, the field and the fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SlotPorts(_Strict):
+    backend_port: Port
+    frontend_port: Port
+
+
+class LocalEnvironment(_Strict):
+    """One environment on this machine: its own PostgreSQL cluster, Redis db, router, slots."""
+
+    postgres_port: Port
+    database: str = "shop"
+    redis_db: int = Field(ge=0, le=15)
+    router_port: Port
+    slots: dict[Literal["blue", "green"], SlotPorts]
+
+    @model_validator(mode="after")
+    def _both_slots(self) -> LocalEnvironment:
+        if set(self.slots) != {"blue", "green"}:
+            raise ValueError("slots must name both blue and green")
+        return self
+
+
+class AwsEnvironment(_Strict):
+    ecs_service: str
+    database_secret_arn: str
+    url: str
+
+
+class ImageSettings(_Strict):
+    backend_repository: str = "shop/backend"
+    frontend_repository: str = "shop/frontend"
+    backend_budget_mb: float = Field(default=500, gt=0)
+    frontend_budget_mb: float = Field(default=100, gt=0)
+
+
+class DagsterSettings(_Strict):
+    port: Port = 3000
+
+
+class RegistrySettings(_Strict):
+    port: Port = 5055
+
+
+class RedisSettings(_Strict):
+    port: Port = 6390
+
+
+class AwsSettings(_Strict):
+    region: str
+    ecs_cluster: str
+    ecr_registry: str
+    backups_bucket: str
+
+
+class Settings(_Strict):
+    """The whole profile."""
+
+    profile: Literal["local", "aws"]
+    state_dir: Path = Path(".state")
+    images: ImageSettings = ImageSettings()
+    dagster: DagsterSettings = DagsterSettings()
+    registry: RegistrySettings = RegistrySettings()
+    redis: RedisSettings = RedisSettings()
+    aws: AwsSettings | None = None
+    environments: dict[str, LocalEnvironment | AwsEnvironment]
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if set(self.environments) != set(ENVIRONMENTS):
+            raise ValueError(f"environments must be exactly {', '.join(ENVIRONMENTS)}, got {', '.join(self.environments)}")
+        kind = LocalEnvironment if self.profile == "local" else AwsEnvironment
+        for name, env in self.environments.items():
+            if not isinstance(env, kind):
+                raise ValueError(f"environments.{name} does not fit the {self.profile} profile")
+        if self.profile == "aws" and self.aws is None:
+            raise ValueError("the aws profile needs an aws: section (region, ecs_cluster, ecr_registry, backups_bucket)")
+        if self.profile == "local":
+            self._check_ports()
+        return self
+
+    def _check_ports(self) -> None:
+        seen: dict[int, str] = {}
+
+        def claim(port: int, field: str) -> None:
+            if port in seen:
+                raise ValueError(f"{field} uses port {port}, already used by {seen[port]}; pick another")
+            seen[port] = field
+
+        claim(self.dagster.port, "dagster.port")
+        claim(self.registry.port, "registry.port")
+        claim(self.redis.port, "redis.port")
+        for name, env in self.local_environments().items():
+            claim(env.postgres_port, f"environments.{name}.postgres_port")
+            claim(env.router_port, f"environments.{name}.router_port")
+            for slot, ports in env.slots.items():
+                claim(ports.backend_port, f"environments.{name}.slots.{slot}.backend_port")
+                claim(ports.frontend_port, f"environments.{name}.slots.{slot}.frontend_port")
+
+    def local_environments(self) -> dict[str, LocalEnvironment]:
+        """The environments of the local profile (an error in the aws profile)."""
+        if self.profile != "local":
+            raise SettingsError(f"the {self.profile} profile has no local environments")
+        return {name: env for name, env in self.environments.items() if isinstance(env, LocalEnvironment)}
+
+    @property
+    def state_path(self) -> Path:
+        override = os.environ.get("SHOP_OPS_STATE")
+        path = Path(override) if override else self.state_dir
+        return path if path.is_absolute() else ROOT / path
+
+
+def config_path(profile: str | None = None) -> Path:
+    """The YAML file of the profile (or SHOP_OPS_CONFIG)."""
+    explicit = os.environ.get("SHOP_OPS_CONFIG")
+    if explicit:
+        return Path(explicit)
+    profile = profile or os.environ.get("SHOP_OPS_PROFILE", "local")
+    if profile not in ("local", "aws"):
+        raise SettingsError(f"SHOP_OPS_PROFILE={profile!r} is not a profile: use local or aws")
+    return ROOT / "config" / f"{profile}.yaml"
+
+
+def _describe(err: dict) -> str:
+    parts = [str(p) for p in err["loc"]]
+    location = ".".join(p for p in parts if "[" not in p and p not in ("LocalEnvironment", "AwsEnvironment"))
+    message = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "missing":
+        return f"{location} is missing: add it"
+    if err["type"] == "extra_forbidden":
+        return f"{location} is not a known setting: remove it or fix its spelling"
+    return f"{location}: {message}" if location else message
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Read and validate a profile file; SettingsError names the file and field on any problem."""
+    path = path or config_path()
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SettingsError(f"{path}: no such settings file; set SHOP_OPS_PROFILE=local|aws or SHOP_OPS_CONFIG") from None
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise SettingsError(f"{path}: expected a mapping of settings at the top level")
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as exc:
+        errors = exc.errors()
+        # In a union (local | aws environment), report the error of the branch the profile asks for.
+        profile = raw.get("profile")
+        wanted = "LocalEnvironment" if profile == "local" else "AwsEnvironment"
+        relevant = [e for e in errors if any(wanted in str(p) for p in e["loc"])] or errors
+        raise SettingsError(f"{path}: {_describe(relevant[0])}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, validated once."""
+    return load_settings()
