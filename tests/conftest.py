@@ -13,7 +13,9 @@ import pytest
 
 from shop.migrate import upgrade
 from shop.seed import seed_catalog
+from shop_ops.localstack.docker_api import DockerApi
 from shop_ops.localstack.processes import PostgresCluster, RedisServer, free_port
+from shop_ops.localstack.registry import RegistryServer
 from tests.support import SEED_PRODUCTS, ShopServer, new_database, shop_env
 
 
@@ -38,6 +40,31 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def docker_api() -> Iterator[DockerApi]:
+    """The Docker API over the repository's podman storage (base images are cached there).
+
+    Started here unless it already runs (e.g. under `make run`); stopped only if started here.
+    """
+    api = DockerApi(Path(__file__).resolve().parents[1] / ".state")
+    was_running = api.answers()
+    api.start()
+    yield api
+    if not was_running:
+        api.stop()
+
+
+@pytest.fixture(scope="session")
+def registry(docker_api: DockerApi) -> Iterator[RegistryServer]:
+    """A real registry (htpasswd auth) on a free port; podman may push to it over plain HTTP."""
+    server = RegistryServer(Path(tempfile.mkdtemp(prefix="shop-ops-test-registry-")), free_port())
+    docker_api.allow_insecure_registry(server.address)
+    server.start()
+    yield server
+    server.stop()
+    shutil.rmtree(server.datadir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

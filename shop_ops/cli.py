@@ -1,0 +1,22 @@
+"""The `shop-ops` command line: `shop-ops local up | down | status [--json]`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="shop-ops", description="Operate the shop: the local environment.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    local = sub.add_parser("local", help="the local environment (every service on 127.0.0.1)")
+    local.add_argument("action", choices=["up", "down", "status"])
+    local.add_argument("--json", action="store_true", help="status: one JSON object keyed by service")
+    args = parser.parse_args(argv)
+    from shop_ops.localstack import cli as local_cli
+
+    return local_cli.run(args.action, as_json=args.json)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
