@@ -96,7 +96,7 @@ class RegistryServer:
         self.datadir.mkdir(parents=True, exist_ok=True)
         self._ensure_credentials()
         config = self._write_config()
-        log = open(self.datadir / "registry.log", "ab")  # noqa: SIM115 - the child keeps it
+        log = open(self.datadir / "registry.log", "ab")
         self.process = subprocess.Popen(
             [binary, "serve", str(config)], stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True
         )
