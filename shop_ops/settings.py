@@ -95,13 +95,17 @@ class Settings(_Strict):
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if set(self.environments) != set(ENVIRONMENTS):
-            raise ValueError(f"environments must be exactly {', '.join(ENVIRONMENTS)}, got {', '.join(self.environments)}")
+            raise ValueError(
+                f"environments must be exactly {', '.join(ENVIRONMENTS)}, got {', '.join(self.environments)}"
+            )
         kind = LocalEnvironment if self.profile == "local" else AwsEnvironment
         for name, env in self.environments.items():
             if not isinstance(env, kind):
                 raise ValueError(f"environments.{name} does not fit the {self.profile} profile")
         if self.profile == "aws" and self.aws is None:
-            raise ValueError("the aws profile needs an aws: section (region, ecs_cluster, ecr_registry, backups_bucket)")
+            raise ValueError(
+                "the aws profile needs an aws: section (region, ecs_cluster, ecr_registry, backups_bucket)"
+            )
         if self.profile == "local":
             self._check_ports()
         return self
@@ -165,7 +169,9 @@ def load_settings(path: Path | None = None) -> Settings:
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise SettingsError(f"{path}: no such settings file; set SHOP_OPS_PROFILE=local|aws or SHOP_OPS_CONFIG") from None
+        raise SettingsError(
+            f"{path}: no such settings file; set SHOP_OPS_PROFILE=local|aws or SHOP_OPS_CONFIG"
+        ) from None
     except yaml.YAMLError as exc:
         raise SettingsError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(raw, dict):

@@ -106,7 +106,9 @@ class RegistryServer:
         while not self.answers():
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
-                raise ServiceError(f"the registry on port {self.port} did not start; see {self.datadir / 'registry.log'}")
+                raise ServiceError(
+                    f"the registry on port {self.port} did not start; see {self.datadir / 'registry.log'}"
+                )
             time.sleep(0.05)
 
     def answers(self) -> bool:
