@@ -101,8 +101,8 @@ def climb(name: str, duration: str, env: dict[str, str], workdir: Path, on_step)
             best, low, rate = step, rate, rate * 2
         else:
             high = rate
-    for _ in range(2):
-        if high is None or high - low < 100:
+    for _ in range(3):
+        if high is None or high - low < 50:
             break
         mid = (low + high) // 2
         step = on_step(name, script, mid)

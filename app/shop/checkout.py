@@ -16,9 +16,12 @@ from shop.errors import ApiError, not_found
 
 MAX_KEY_LENGTH = 200
 
-# Stock decrement, order and lines in one statement: every line must find enough stock
-# (`HAVING count(*) = $3`) or no order row comes back and the caller rolls back. A second
-# request with the same key waits on the unique index, then inserts nothing.
+# Stock decrement, order and lines in ONE statement, run on its own (autocommit): it either
+# applies whole or fails whole, and the constraints say why it failed:
+#   - stock would go below zero       -> check ck_products_stock_nonnegative (never oversold)
+#   - the key already placed an order -> unique orders_idempotency_key_key (a concurrent retry
+#                                        waits on the index, then fails here)
+#   - a product of the cart is gone   -> total_cents NULL (fewer lines than asked for)
 # Parameters: $1 product ids, $2 quantities, $3 line count, $4 email, $5 synthetic, $6 key, $7 cart id.
 _PLACE_ORDER_SQL = """
     WITH wanted AS (
@@ -26,13 +29,12 @@ _PLACE_ORDER_SQL = """
     ), taken AS (
         UPDATE products p SET stock = p.stock - w.quantity, updated_at = now()
         FROM wanted w
-        WHERE p.id = w.product_id AND p.stock >= w.quantity
+        WHERE p.id = w.product_id
         RETURNING p.id AS product_id, p.name, p.price_cents, w.quantity
     ), placed AS (
         INSERT INTO orders (email, status, total_cents, synthetic, idempotency_key, cart_id)
-        SELECT $4, 'placed', sum(price_cents::bigint * quantity), $5, $6, $7
-        FROM taken HAVING count(*) = $3
-        ON CONFLICT (idempotency_key) DO NOTHING
+        SELECT $4, 'placed', CASE WHEN count(*) = $3 THEN sum(price_cents::bigint * quantity) END, $5, $6, $7
+        FROM taken
         RETURNING id, email, status, total_cents, synthetic, created_at
     ), lines AS (
         INSERT INTO order_lines (order_id, product_id, name, price_cents, quantity)
@@ -107,18 +109,27 @@ class Checkout:
                 return replay, False
             raise ApiError(422, "empty_cart", f"cart {cart_id} is empty; add items before checkout")
         ids = sorted(lines)
-        row = await self._place_once([ids, [lines[i] for i in ids], len(ids), email, synthetic, key, cart_id])
-        if row is None:
+        try:
+            row = await self._place([ids, [lines[i] for i in ids], len(ids), email, synthetic, key, cart_id])
+        except asyncpg.exceptions.UniqueViolationError:
             replay = await self._replay(key, cart_id)
-            if replay is not None:
-                return replay, False
-            raise ApiError(409, "insufficient_stock", "not enough stock left for every item in the cart")
+            if replay is None:  # cannot happen: the key's order exists once its insert conflicted
+                raise
+            return replay, False
+        except asyncpg.exceptions.CheckViolationError as exc:
+            if exc.constraint_name != "ck_products_stock_nonnegative":
+                raise
+            raise ApiError(409, "insufficient_stock", "not enough stock left for every item in the cart") from None
+        except asyncpg.exceptions.NotNullViolationError as exc:
+            if exc.column_name != "total_cents":
+                raise
+            raise ApiError(409, "product_unavailable", "a product in the cart is no longer sold") from None
         await self.catalog.stock_changed(ids, also_delete=[cart_key(cart_id)])
         metrics.ORDERS.labels(str(synthetic).lower()).inc()
         return order_doc(row), True
 
-    async def _place_once(self, args: list[Any]) -> Any:
-        """Run the order statement in its own transaction; None (rolled back) when stock ran out.
+    async def _place(self, args: list[Any]) -> Any:
+        """Run the order statement (one round trip, atomic on its own); retried on deadlock.
 
         The hot path goes to asyncpg directly on a connection from the SQLAlchemy pool: the
         statement is prepared once per connection and the greenlet layers stay out of it.
@@ -127,22 +138,11 @@ class Checkout:
             try:
                 async with self.engine.connect() as conn:
                     driver = (await conn.get_raw_connection()).driver_connection
-                    tx = driver.transaction()
-                    await tx.start()
-                    try:
-                        row = await driver.fetchrow(_PLACE_ORDER_SQL, *args)
-                    except BaseException:
-                        await tx.rollback()
-                        raise
-                    if row is None:
-                        await tx.rollback()
-                    else:
-                        await tx.commit()
-                    return row
+                    return await driver.fetchrow(_PLACE_ORDER_SQL, *args)
             except asyncpg.exceptions.DeadlockDetectedError:
                 if attempt == 2:
                     raise
-        return None
+        raise AssertionError("not reached")
 
     async def _replay(self, key: str, cart_id: str) -> dict[str, Any] | None:
         async with self.engine.connect() as conn:

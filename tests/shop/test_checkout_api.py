@@ -160,3 +160,20 @@ def test_synthetic_orders_are_flagged(client: httpx.Client, postgres: PostgresCl
 def test_unknown_order_is_404(client: httpx.Client):
     res = client.get("/api/orders/424242")
     assert res.status_code == 404 and res.json()["error"]["code"] == "not_found"
+
+
+def test_product_gone_from_the_catalog_fails_whole(client: httpx.Client, postgres: PostgresCluster, shop_db: str):
+    db = db_name(shop_db)
+    kept, gone = [int(i) for i in postgres.psql(
+        "SELECT id FROM products p WHERE stock >= 5 AND NOT EXISTS "
+        "(SELECT 1 FROM order_lines ol WHERE ol.product_id = p.id) ORDER BY id DESC LIMIT 2", db
+    ).split()]  # fmt: skip
+    cart_id = filled_cart(client, kept)
+    client.post(f"/api/carts/{cart_id}/items", json={"product_id": gone, "quantity": 1})
+    kept_stock = postgres.psql(f"SELECT stock FROM products WHERE id = {kept}", db)
+    postgres.psql(f"DELETE FROM products WHERE id = {gone}", db)
+    res = client.post("/api/checkout", json={"cart_id": cart_id, "email": "g@example.com"},
+                      headers={"Idempotency-Key": "k-gone"})  # fmt: skip
+    assert res.status_code == 409 and res.json()["error"]["code"] == "product_unavailable"
+    assert postgres.psql(f"SELECT stock FROM products WHERE id = {kept}", db) == kept_stock
+    assert postgres.psql("SELECT count(*) FROM orders WHERE idempotency_key = 'k-gone'", db) == "0"
