@@ -2,7 +2,13 @@
 SHELL := /bin/bash
 VENV := .venv/bin
 
-.PHONY: test install lint frontend images bench-api
+.PHONY: run test install lint frontend images bench-api
+
+# Installs what is missing, starts the local environment (`shop-ops local up`: databases, Redis,
+# registry, Docker API, routers, the shop in staging and production, dagster dev) and prints
+# the URLs. Idempotent: what already runs is reused. Stop it with `.venv/bin/shop-ops local down`.
+run: install
+	$(VENV)/shop-ops local up
 
 install:
 	scripts/install.sh

@@ -83,6 +83,9 @@ class PostgresCluster:
     user: str = "postgres"
     wal_archive: Path | None = None
     extra_conf: dict[str, str] = field(default_factory=dict)
+    # "trust" (test clusters) or "scram-sha-256": TCP logins then need a password, and the
+    # superuser administers the cluster over its unix socket (inside the 0700 data folder).
+    tcp_auth: str = "trust"
 
     @property
     def socket_dir(self) -> Path:
@@ -124,6 +127,36 @@ class PostgresCluster:
         conf.update(self.extra_conf)
         with open(self.datadir / "postgresql.conf", "a") as fh:
             fh.write("\n# shop-ops\n" + "".join(f"{k} = {v}\n" for k, v in conf.items()))
+        if self.tcp_auth != "trust":
+            self._write_hba()
+
+    def _write_hba(self) -> None:
+        hba = self.datadir / "pg_hba.conf"
+        hba.write_text(
+            "# shop-ops: the unix socket (inside the 0700 data folder) trusts; TCP needs a password\n"
+            "local   all          all                  trust\n"
+            "local   replication  all                  trust\n"
+            f"host    all          all   127.0.0.1/32   {self.tcp_auth}\n"
+            f"host    replication  all   127.0.0.1/32   {self.tcp_auth}\n"
+            f"host    all          all   ::1/128        {self.tcp_auth}\n"
+        )
+        hand_to_pg_user(hba)
+
+    def running(self) -> bool:
+        """The postmaster of this data folder is alive (its postmaster.pid names a live process)."""
+        pidfile = self.datadir / "postmaster.pid"
+        try:
+            pid = int(pidfile.read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return False
+        return pid_alive(pid, "postgres")
+
+    def ready(self) -> bool:
+        """pg_isready over TCP: the server accepts connections now."""
+        result = subprocess.run(
+            [pg_bin("pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port), "-t", "2"], capture_output=True
+        )
+        return result.returncode == 0
 
     def start(self, timeout: float = 30) -> None:
         if port_is_open(self.port):
@@ -144,10 +177,12 @@ class PostgresCluster:
             )
 
     def psql(self, sql: str, database: str = "postgres") -> str:
+        """Run SQL as the superuser (given on stdin, so it never shows in a process list)."""
+        host = "127.0.0.1" if self.tcp_auth == "trust" else str(self.socket_dir)
         result = subprocess.run(
-            [pg_bin("psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.user, "-d", database,
-             "-v", "ON_ERROR_STOP=1", "-At", "-c", sql],
-            capture_output=True, text=True,
+            [pg_bin("psql"), "-h", host, "-p", str(self.port), "-U", self.user, "-d", database,
+             "-v", "ON_ERROR_STOP=1", "-At", "-f", "-"],
+            input=sql, capture_output=True, text=True,
         )  # fmt: skip
         if result.returncode != 0:
             raise ServiceError(f"psql on port {self.port}: {result.stderr.strip()}")
@@ -189,23 +224,107 @@ class RedisServer:
                 "--logfile", str(self.datadir / "redis.log")]  # fmt: skip
         if self.password:
             args += ["--requirepass", self.password]
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
+        # No inherited stdout/stderr: a caller capturing our output must not wait on the server.
+        self.process = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
         deadline = time.monotonic() + timeout
         while not port_is_open(self.port):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise ServiceError(f"Redis on port {self.port} did not start; see {self.datadir / 'redis.log'}")
             time.sleep(0.05)
 
-    def stop(self) -> None:
+    def running(self) -> bool:
+        """The server of this data folder is alive (pid file names a live redis-server)."""
+        pid = _read_pid(self.pidfile)
+        return pid is not None and pid_alive(pid, "redis-server")
+
+    def ping(self) -> bool:
+        """PING answers PONG now."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as sock:
+                sock.sendall(b"PING\r\n")
+                return sock.recv(64).startswith((b"+PONG", b"-NOAUTH"))
+        except OSError:
+            return False
+
+    def stop(self, timeout: float = 10) -> None:
         pid = self.process.pid if self.process else _read_pid(self.pidfile)
-        if pid is None:
+        if pid is None or (self.process is None and not pid_alive(pid, "redis-server")):
+            self.pidfile.unlink(missing_ok=True)
             return
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             return
         if self.process is not None:
-            self.process.wait(timeout=10)
+            self.process.wait(timeout=timeout)
+        else:
+            wait_gone(pid, timeout)
+        self.pidfile.unlink(missing_ok=True)
+
+
+def pid_alive(pid: int, name: str | None = None) -> bool:
+    """`pid` is a live (not zombie) process, and its command line mentions `name` if given."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    if stat.rpartition(")")[2].split()[0] in ("Z", "X"):
+        return False
+    return name is None or name in cmdline
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    """Wait until `pid` has exited; False if it is still there after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def pids_using(folder: Path, name: str) -> list[int]:
+    """Live processes whose command line mentions `name` and that hold a file open under `folder`.
+
+    Finds what a crash left behind (e.g. nginx workers whose master was killed), which still
+    holds its logs, and so proves it belongs to this state folder and not to someone else.
+    """
+    prefix = str(folder.resolve()) + os.sep
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        pid = int(proc.name)
+        if pid == os.getpid() or not pid_alive(pid, name):
+            continue
+        try:
+            targets = [os.readlink(fd) for fd in (proc / "fd").iterdir()]
+        except OSError:
+            continue
+        if any(target.startswith(prefix) for target in targets):
+            found.append(pid)
+    return found
+
+
+def port_holder(port: int) -> str | None:
+    """Which process listens on 127.0.0.1:`port` ("nginx pid 123"), from `ss`; None if unknown."""
+    try:
+        out = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    marker = 'users:(("'
+    if marker not in out:
+        return None
+    name, _, rest = out.split(marker, 1)[1].partition('"')
+    pid = rest.split("pid=", 1)[1].split(",", 1)[0] if "pid=" in rest else "?"
+    return f"{name} (pid {pid})"
+
+
+def read_pid(path: Path) -> int | None:
+    """The integer in a pid file, or None."""
+    return _read_pid(path)
 
 
 def _read_pid(path: Path) -> int | None:

@@ -1,0 +1,134 @@
+"""The shop's app containers in the local environment: one-off commands and the slot services.
+
+Built on `DockerEngine` (shop_ops/resources/containers.py): host networking, a stop timeout,
+labels that let `down` find exactly this stack's containers, and the database password as a
+read-only file mount (never an environment value).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from shop_ops.resources.containers import ContainerError, DockerEngine, ServiceContainer
+
+LABEL_STACK = "io.shop-ops.stack"
+LABEL_ENVIRONMENT = "io.shop-ops.environment"
+LABEL_SLOT = "io.shop-ops.slot"
+LABEL_ROLE = "io.shop-ops.role"
+LABEL_PORT = "io.shop-ops.port"
+PASSWORD_MOUNT = "/run/secrets/shop-db-password"
+STOP_TIMEOUT = 10
+
+
+@dataclass(frozen=True)
+class AppEnvironment:
+    """What the shop's containers in one environment connect to, and how they are labelled."""
+
+    stack: str
+    name: str
+    database_url: str  # postgresql+asyncpg://shop@127.0.0.1:PORT/shop, no password
+    password_file: Path
+    redis_url: str
+    workers: int = 1
+
+    def backend_env(self, port: int | None = None) -> dict[str, str]:
+        env = {
+            "SHOP_DATABASE_URL": self.database_url,
+            "SHOP_DATABASE_PASSWORD_FILE": PASSWORD_MOUNT,
+            "SHOP_REDIS_URL": self.redis_url,
+            "SHOP_HOST": "127.0.0.1",
+            "SHOP_WORKERS": str(self.workers),
+        }
+        if port is not None:
+            env["SHOP_PORT"] = str(port)
+        return env
+
+    @property
+    def mounts(self) -> dict[str | Path, str]:
+        return {self.password_file: PASSWORD_MOUNT}
+
+    def labels(self, **extra: str) -> dict[str, str]:
+        return {LABEL_STACK: self.stack, LABEL_ENVIRONMENT: self.name, **extra}
+
+
+def service_name(env: AppEnvironment, slot: str, role: str) -> str:
+    return f"shop-ops-{env.stack}-{env.name}-{slot}-{role}"
+
+
+def run_once(engine: DockerEngine, image: str, command: list[str], env: AppEnvironment) -> str:
+    """Run `command` in a one-off backend container; its stdout, or ContainerError with the log's end."""
+    result = engine.run_once(image, command, env=env.backend_env(), mounts=env.mounts, timeout=600, labels=env.labels())
+    if not result.ok:
+        raise ContainerError(f"{' '.join(command)} in {image} exited {result.exit_code}:\n{result.logs[-2000:]}")
+    return result.stdout
+
+
+def start_slot(
+    engine: DockerEngine, env: AppEnvironment, slot: str, images: dict[str, str], backend_port: int,
+    frontend_port: int,
+) -> None:  # fmt: skip
+    """Start the backend and storefront containers of `slot` (replacing stopped ones of the same name)."""
+    engine.start_service(
+        service_name(env, slot, "backend"),
+        images["backend"],
+        env=env.backend_env(backend_port),
+        labels=env.labels(**{LABEL_SLOT: slot, LABEL_ROLE: "backend", LABEL_PORT: str(backend_port)}),
+        stop_timeout=STOP_TIMEOUT,
+        mounts=env.mounts,
+        replace=True,
+    )
+    engine.start_service(
+        service_name(env, slot, "frontend"),
+        images["frontend"],
+        env={
+            "LISTEN_HOST": "127.0.0.1",
+            "LISTEN_PORT": str(frontend_port),
+            "BACKEND_URL": f"http://127.0.0.1:{backend_port}",
+            "NGINX_WORKER_PROCESSES": "1",
+            "NGINX_ACCESS_LOG": "off",
+        },
+        labels=env.labels(**{LABEL_SLOT: slot, LABEL_ROLE: "frontend", LABEL_PORT: str(frontend_port)}),
+        stop_timeout=STOP_TIMEOUT,
+        replace=True,
+    )
+
+
+def wait_ready(engine: DockerEngine, names: Iterable[str], urls: Iterable[str], timeout: float = 90) -> None:
+    """Poll each URL until it answers 200 (readiness over HTTP: podman 4.3 runs no healthchecks)."""
+    pending = list(urls)
+    watched = list(names)
+    deadline = time.monotonic() + timeout
+    while pending:
+        try:
+            if httpx.get(pending[0], timeout=2).status_code == 200:
+                pending.pop(0)
+                continue
+        except httpx.TransportError:
+            pass
+        running = {c.name for c in engine.list_services(labels={LABEL_ROLE: "backend"}) if c.status == "running"}
+        running |= {c.name for c in engine.list_services(labels={LABEL_ROLE: "frontend"}) if c.status == "running"}
+        for name in watched:
+            if name not in running:
+                raise ContainerError(f"{name} stopped before it was ready:\n{engine.logs(name, tail=40)}")
+        if time.monotonic() > deadline:
+            raise ContainerError(f"{pending[0]} did not answer 200 within {timeout:.0f}s")
+        time.sleep(0.25)
+
+
+def stack_containers(engine: DockerEngine, stack: str) -> list[ServiceContainer]:
+    """Every container (running or not) labelled with this stack."""
+    return engine.list_services(labels={LABEL_STACK: stack}, include_stopped=True)
+
+
+def remove_stack_containers(engine: DockerEngine, stack: str) -> list[str]:
+    """Stop (within the stop timeout) and remove this stack's containers; their names."""
+    names = []
+    for container in stack_containers(engine, stack):
+        engine.stop_service(container.id, timeout=STOP_TIMEOUT)
+        names.append(container.name)
+    return names

@@ -1,0 +1,93 @@
+"""`shop-ops local up | down | status [--json]`: the local environment from the command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from shop_ops.localstack.processes import ServiceError
+from shop_ops.localstack.stack import NO_RELEASE_NOTE, LocalStack, PortConflict, Progress, tool_problems
+from shop_ops.settings import SettingsError, load_settings
+
+
+def run(action: str, as_json: bool = False) -> int:
+    """Exit code: 0 ok, 1 a service failed (rolled back), 2 settings/ports/tools, 3 status: something down."""
+    try:
+        stack = LocalStack(load_settings(), Progress(sys.stdout))
+    except SettingsError as exc:
+        print(f"shop-ops: {exc}", file=sys.stderr)
+        return 2
+    if action == "up":
+        return _up(stack)
+    if action == "down":
+        stack.down()
+        print("local environment stopped")
+        return 0
+    if action == "status":
+        return _status(stack, as_json)
+    print(f"shop-ops local: unknown action {action!r}", file=sys.stderr)
+    return 2
+
+
+def _up(stack: LocalStack) -> int:
+    missing = tool_problems()
+    if missing:
+        print("shop-ops local up: missing programs: " + "; ".join(missing), file=sys.stderr)
+        print("run scripts/install.sh (or make run)", file=sys.stderr)
+        return 2
+    from shop_ops.resources.containers import ContainerError
+
+    try:
+        stack.up()
+    except PortConflict as exc:
+        print(f"shop-ops local up: {exc}", file=sys.stderr)
+        return 2
+    except (ServiceError, ContainerError, OSError) as exc:
+        print(f"shop-ops local up: {exc}", file=sys.stderr)
+        print("nothing this run started is left running; fix the above and run it again", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("shop-ops local up: interrupted; what this run started was stopped", file=sys.stderr)
+        return 130
+    print()
+    print(f"note: {NO_RELEASE_NOTE}")
+    print()
+    width = max(len(what) for what, _ in stack.urls())
+    for what, where in stack.urls():
+        print(f"  {what:<{width}}  {where}")
+    return 0
+
+
+def _status(stack: LocalStack, as_json: bool) -> int:
+    status = stack.status()
+    if as_json:
+        print(json.dumps(status, indent=2))
+    else:
+        for line in human_status(status):
+            print(line)
+    return 0 if all(entry.get("up") for entry in status.values()) else 3
+
+
+def human_status(status: dict) -> list[str]:
+    """One line per service: name, up/DOWN, address, details."""
+    rows: list[tuple[str, str, str]] = []
+    for key, entry in status.items():
+        if key == "postgres":
+            for env, pg in entry.items():
+                if isinstance(pg, dict):
+                    rows.append((f"postgres ({env})", _updown(pg), pg["dsn"]))
+            continue
+        where = entry.get("url", "")
+        if key == "registry":
+            where += f"  credentials: {entry['credentials_file']}"
+        elif "slot" in entry:
+            where += f"  slot: {entry['slot'] or '-'}"
+            if entry.get("version"):
+                where += f"  version: {entry['version']}"
+        rows.append((key.replace("_", " "), _updown(entry), where))
+    width = max(len(name) for name, _, _ in rows)
+    return [f"{name:<{width}}  {state:<4}  {where}" for name, state, where in rows]
+
+
+def _updown(entry: dict) -> str:
+    return "up" if entry.get("up") else "DOWN"

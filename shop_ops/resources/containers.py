@@ -1,0 +1,407 @@
+"""The Docker Engine API (Docker or podman's service) through docker-py: build, push, inspect, run containers.
+
+`DockerEngine` is the plain client (usable without Dagster: the local environment and the
+deploy functions call it); `ContainersResource` is its Dagster resource. Every container is
+run with host networking (services bind 127.0.0.1; podman's bridge cannot reach loopback).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import docker
+import requests
+from docker.auth import encode_header
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+
+MANAGED_LABEL = "io.shop-ops.managed"
+
+
+class ContainerError(RuntimeError):
+    """A build, push or container run failed; the message says which and shows the last log lines."""
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    image_id: str
+    seconds: float
+    log: list[str]
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """What an image is, as the engine reports it."""
+
+    image_id: str
+    size_mb: float
+    layers: int
+    user: str
+    healthcheck: bool
+    labels: dict[str, str]
+
+    @property
+    def runs_as_root(self) -> bool:
+        """USER unset, 0 or root (with or without a group) runs as root."""
+        return self.user.split(":", 1)[0] in ("", "0", "root")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    exit_code: int
+    logs: str  # stdout and stderr
+    stdout: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_code == 0
+
+
+@dataclass(frozen=True)
+class ServiceContainer:
+    id: str
+    name: str
+    image: str
+    status: str
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RegistryAuth:
+    """Credentials for one push; never logged (no repr of the password)."""
+
+    username: str
+    password: str = field(repr=False)
+    server: str = ""
+
+
+def _auth_header(auth: RegistryAuth) -> str:
+    return encode_header({"username": auth.username, "password": auth.password, "serveraddress": auth.server}).decode()
+
+
+def _tail(lines: Sequence[str], n: int = 20) -> str:
+    return "\n".join(line.rstrip() for line in lines[-n:])
+
+
+class DockerEngine:
+    """docker-py over `docker_host` (unix:///...). Plain and typed; safe to share in one thread."""
+
+    def __init__(self, docker_host: str, timeout: float = 600) -> None:
+        self.docker_host = docker_host
+        self.timeout = timeout
+
+    @cached_property
+    def client(self) -> docker.DockerClient:
+        try:
+            return docker.DockerClient(base_url=self.docker_host, timeout=int(self.timeout))
+        except DockerException as exc:
+            raise ContainerError(
+                f"the Docker API at {self.docker_host} does not answer ({exc}); start it with `shop-ops local up`"
+            ) from None
+
+    @cached_property
+    def is_podman(self) -> bool:
+        components = self.client.version().get("Components") or []
+        return any("podman" in str(c.get("Name", "")).lower() for c in components)
+
+    # ------------------------------------------------------------------ images
+    def build(
+        self,
+        context: Path,
+        tag: str,
+        build_args: Mapping[str, str] | None = None,
+        dockerfile: str = "Dockerfile",
+        network_mode: str = "none",
+        on_line: Callable[[str], None] | None = None,
+        use_cache: bool = False,
+    ) -> BuildResult:
+        """Build `context` (its .dockerignore applies) into `tag`; no pulls, no network by default.
+
+        No layer cache by default: podman 4.3's build cache reuses a LABEL step whose ARG
+        value changed (an image labelled with another commit), as measured here.
+        """
+        started = time.monotonic()
+        log: list[str] = []
+        image_id = ""
+        try:
+            stream = self.client.api.build(
+                path=str(context),
+                tag=tag,
+                dockerfile=dockerfile,
+                buildargs=dict(build_args or {}),
+                network_mode=network_mode,
+                rm=True,
+                forcerm=True,
+                nocache=not use_cache,
+                pull=False,
+                decode=True,
+            )
+            for chunk in stream:
+                if "error" in chunk or "errorDetail" in chunk:
+                    message = chunk.get("error") or chunk.get("errorDetail", {}).get("message", "")
+                    raise ContainerError(f"build of {tag} from {context} failed: {message}\n{_tail(log)}")
+                text = chunk.get("stream") or chunk.get("status") or ""
+                image_id = chunk.get("aux", {}).get("ID", image_id)
+                for line in text.splitlines():
+                    if line.strip():
+                        log.append(line)
+                        if on_line:
+                            on_line(line)
+        except APIError as exc:
+            raise ContainerError(f"build of {tag} from {context} failed: {exc.explanation}\n{_tail(log)}") from None
+        try:
+            image_id = image_id or self.client.images.get(tag).id
+        except ImageNotFound:
+            raise ContainerError(f"build of {tag} reported success but no image is tagged\n{_tail(log)}") from None
+        return BuildResult(image_id=image_id, seconds=round(time.monotonic() - started, 2), log=log)
+
+    def tag(self, image: str, ref: str) -> None:
+        """Give `image` (id or ref) the name `ref` (repository:tag)."""
+        repository, _, tag = ref.rpartition(":")
+        if not repository or "/" in tag:
+            raise ValueError(f"{ref!r} is not repository:tag")
+        if not self.client.api.tag(image, repository, tag):
+            raise ContainerError(f"could not tag {image} as {ref}")
+
+    def push(self, ref: str, auth: RegistryAuth | None = None, insecure: bool = False) -> str:
+        """Push `ref` (repository:tag); returns the manifest digest the registry stored.
+
+        `insecure`: plain-HTTP registry. podman's Docker API takes `tlsVerify=false` per
+        request (docker-py has no argument for it); a Docker engine already treats
+        127.0.0.0/8 registries as insecure and ignores the parameter.
+        """
+        repository, _, tag = ref.rpartition(":")
+        headers = {}
+        if auth is not None:
+            headers["X-Registry-Auth"] = _auth_header(auth)
+        params = {"tag": tag}
+        if insecure:
+            params["tlsVerify"] = "false"
+        api = self.client.api
+        digest = ""
+        log: list[str] = []
+        response = api._post(api._url("/images/{0}/push", repository), params=params, headers=headers, stream=True)
+        api._raise_for_status(response)
+        for chunk in api._stream_helper(response, decode=True):
+            if "error" in chunk or "errorDetail" in chunk:
+                message = chunk.get("error") or chunk.get("errorDetail", {}).get("message", "")
+                raise ContainerError(f"push of {ref} failed: {message}")
+            digest = chunk.get("aux", {}).get("Digest", digest)
+            status = str(chunk.get("status", ""))
+            log.append(status)
+            if not digest and "digest: sha256:" in status:
+                digest = status.split("digest: ", 1)[1].split()[0]
+        if not digest.startswith("sha256:"):
+            raise ContainerError(f"push of {ref} reported no digest:\n{_tail(log)}")
+        return digest
+
+    def pull(self, ref: str, auth: RegistryAuth | None = None, insecure: bool = False) -> str:
+        """Pull `ref` (tag or @digest); returns the image id. podman: its own API, which takes tlsVerify."""
+        api = self.client.api
+        headers = {"X-Registry-Auth": _auth_header(auth)} if auth else {}
+        if self.is_podman:
+            params = {"reference": ref, "quiet": "true", **({"tlsVerify": "false"} if insecure else {})}
+            response = api._post(
+                f"{api.base_url}/v4.0.0/libpod/images/pull", params=params, headers=headers, stream=True
+            )
+        else:
+            response = api._post(api._url("/images/create"), params={"fromImage": ref}, headers=headers, stream=True)
+        api._raise_for_status(response)
+        for chunk in api._stream_helper(response, decode=True):
+            if chunk.get("error") or chunk.get("errorDetail"):
+                message = chunk.get("error") or chunk.get("errorDetail", {}).get("message", "")
+                raise ContainerError(f"pull of {ref} failed: {message}")
+        return self.inspect(ref).image_id
+
+    def ensure_image(self, ref: str, auth: RegistryAuth | None = None, insecure: bool = False) -> None:
+        """Pull `ref` unless the engine has it (a digest reference names the registry's manifest digest)."""
+        if not self.image_exists(ref):
+            self.pull(ref, auth=auth, insecure=insecure)
+
+    def inspect(self, image: str) -> ImageFacts:
+        """Size, layers, user, healthcheck and labels of a local image (id or ref)."""
+        try:
+            attrs = self.client.api.inspect_image(image)
+        except ImageNotFound:
+            raise ContainerError(f"image {image} is not in the engine's storage") from None
+        config = attrs.get("Config") or {}
+        health = config.get("Healthcheck")
+        if health is None and self.is_podman:
+            # podman's Docker-compatible inspect leaves Config.Healthcheck out; its own API has it.
+            api = self.client.api
+            native = api._result(api.get(f"{api.base_url}/v4.0.0/libpod/images/{attrs['Id']}/json"), json=True)
+            health = native.get("Healthcheck") or native.get("HealthCheck")
+        test = (health or {}).get("Test") or []
+        return ImageFacts(
+            image_id=attrs["Id"],
+            size_mb=round(int(attrs.get("Size") or 0) / 1_000_000, 1),
+            layers=len((attrs.get("RootFS") or {}).get("Layers") or []),
+            user=str(config.get("User") or ""),
+            healthcheck=bool(test) and test[0] != "NONE",
+            labels=dict(config.get("Labels") or {}),
+        )
+
+    def image_exists(self, image: str) -> bool:
+        try:
+            self.client.api.inspect_image(image)
+            return True
+        except ImageNotFound:
+            return False
+
+    def remove_image(self, image: str) -> bool:
+        """Remove a local image name or full id (content stays while other names use it); False if absent or in use."""
+        try:
+            self.client.api.remove_image(image)
+            return True
+        except (ImageNotFound, NotFound):
+            return False
+        except APIError as exc:
+            if exc.status_code == 409:  # a container uses it
+                return False
+            raise
+
+    # ------------------------------------------------------------------ containers
+    def _host_config(self, mounts: Mapping[str | Path, str] | None) -> dict[str, Any]:
+        binds = {str(Path(src).resolve()): {"bind": dst, "mode": "ro"} for src, dst in (mounts or {}).items()}
+        return self.client.api.create_host_config(network_mode="host", binds=binds)
+
+    def run_once(
+        self,
+        image: str,
+        command: Sequence[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        mounts: Mapping[str | Path, str] | None = None,
+        timeout: float = 300,
+        entrypoint: Sequence[str] | None = None,
+        user: str | None = None,
+        labels: Mapping[str, str] | None = None,
+    ) -> RunResult:
+        """Run a one-off container (host network, read-only `mounts` host path -> container path).
+
+        Waits up to `timeout` seconds (then kills it: ContainerError); the container is always removed.
+        """
+        api = self.client.api
+        started = time.monotonic()
+        created = api.create_container(
+            image,
+            command=list(command) if command is not None else None,
+            entrypoint=list(entrypoint) if entrypoint is not None else None,
+            environment=dict(env or {}),
+            user=user,
+            labels={MANAGED_LABEL: "true", "io.shop-ops.role": "one-off", **(labels or {})},
+            host_config=self._host_config(mounts),
+        )
+        cid = created["Id"]
+        try:
+            api.start(cid)
+            try:
+                status = api.wait(cid, timeout=timeout)
+            except (requests.exceptions.ConnectionError, requests.exceptions.Timeout):
+                api.kill(cid)
+                logs = api.logs(cid, stdout=True, stderr=True).decode(errors="replace")
+                raise ContainerError(
+                    f"{image} {' '.join(command or [])} did not finish in {timeout:.0f} s; killed\n"
+                    f"{_tail(logs.splitlines())}"
+                ) from None
+            return RunResult(
+                exit_code=int(status.get("StatusCode", -1)),
+                logs=api.logs(cid, stdout=True, stderr=True).decode(errors="replace"),
+                stdout=api.logs(cid, stdout=True, stderr=False).decode(errors="replace"),
+                seconds=round(time.monotonic() - started, 2),
+            )
+        finally:
+            try:
+                api.remove_container(cid, force=True)
+            except NotFound:
+                pass
+
+    def start_service(
+        self,
+        name: str,
+        image: str,
+        command: Sequence[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        stop_timeout: int = 10,
+        mounts: Mapping[str | Path, str] | None = None,
+        replace: bool = False,
+    ) -> ServiceContainer:
+        """Start a long-running container `name` on the host network. `replace` removes one of that name first."""
+        api = self.client.api
+        if replace:
+            self.stop_service(name, timeout=stop_timeout)
+        try:
+            created = api.create_container(
+                image,
+                command=list(command) if command is not None else None,
+                name=name,
+                environment=dict(env or {}),
+                labels={MANAGED_LABEL: "true", **(labels or {})},
+                stop_timeout=stop_timeout,
+                host_config=self._host_config(mounts),
+            )
+        except APIError as exc:
+            raise ContainerError(f"cannot create container {name} from {image}: {exc.explanation}") from None
+        api.start(created["Id"])
+        return self._service(created["Id"])
+
+    def stop_service(self, name: str, timeout: int | None = None) -> bool:
+        """Stop (SIGTERM, then SIGKILL after `timeout` or the container's stop_timeout) and remove; False if absent."""
+        api = self.client.api
+        try:
+            if timeout is None:
+                api.stop(name)
+            else:
+                api.stop(name, timeout=timeout)
+        except NotFound:
+            return False
+        except APIError as exc:
+            if exc.status_code != 304:  # already stopped
+                raise
+        try:
+            api.remove_container(name, force=True)
+        except NotFound:
+            pass
+        return True
+
+    def list_services(
+        self, labels: Mapping[str, str] | None = None, include_stopped: bool = False
+    ) -> list[ServiceContainer]:
+        """Containers carrying every label in `labels` (running ones unless `include_stopped`)."""
+        filters = {"label": [f"{k}={v}" for k, v in (labels or {MANAGED_LABEL: "true"}).items()]}
+        found = self.client.api.containers(all=include_stopped, filters=filters)
+        return [self._service(c["Id"]) for c in found]
+
+    def logs(self, name: str, tail: int = 100) -> str:
+        return self.client.api.logs(name, stdout=True, stderr=True, tail=tail).decode(errors="replace")
+
+    def _service(self, cid: str) -> ServiceContainer:
+        info = self.client.api.inspect_container(cid)
+        return ServiceContainer(
+            id=info["Id"],
+            name=str(info.get("Name", "")).lstrip("/"),
+            image=str((info.get("Config") or {}).get("Image", "")),
+            status=str((info.get("State") or {}).get("Status", "")),
+            labels=dict((info.get("Config") or {}).get("Labels") or {}),
+        )
+
+    def close(self) -> None:
+        if "client" in self.__dict__:
+            self.client.close()
+            del self.__dict__["client"]
+
+
+class ContainersResource(dg.ConfigurableResource):
+    """The Docker Engine API used to build, push and run the shop's images."""
+
+    docker_host: str
+    timeout_seconds: float = 600
+
+    def engine(self) -> DockerEngine:
+        return DockerEngine(self.docker_host, timeout=self.timeout_seconds)

@@ -1,0 +1,41 @@
+"""The code location loads as Dagster sees it: one Definitions, stable names, blocking image checks."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import dagster as dg
+
+from shop_ops.settings import ROOT
+
+
+def test_definitions_names_and_blocking_checks():
+    from shop_ops.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert keys == {
+        "backend_image", "backend_release_tag", "frontend_image", "frontend_release_tag",
+        "staging/database_schema", "production/database_schema", "environment_health",
+    }  # fmt: skip
+    checks = graph.asset_check_keys
+    assert {(c.asset_key.to_user_string(), c.name) for c in checks} >= {
+        ("backend_image", "size_budget"), ("backend_image", "non_root"),
+        ("backend_image", "healthcheck"), ("backend_image", "no_hadolint_errors"),
+        ("frontend_image", "size_budget"),
+    }  # fmt: skip
+    assert all(graph.get_check_spec(c).blocking for c in checks)
+    assert defs.resolve_job_def("build_images").name == "build_images"
+    assert {"containers", "registry", "postgres", "notifier", "router"} <= set(defs.resources or {})
+    assert defs.resolve_job_def("check_environment_health").name == "check_environment_health"
+    assert graph.get(dg.AssetKey(["staging", "database_schema"])).group_name == "database"
+
+
+def test_workspace_validates_with_the_dagster_cli():
+    result = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Validation successful for code location shop_ops" in result.stderr + result.stdout
