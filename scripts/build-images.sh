@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the shop's backend and frontend images with podman, from the locally built bases.
 #
-# usage: scripts/build-images.sh [backend] [frontend]      (default: both)
+# usage: scripts/build-images.sh [--prepare-only] [backend] [frontend]      (default: both)
+#   --prepare-only   only the host-side steps (base images, wheels, bundle): what the
+#                    pipeline's images assets call before they build through the Docker API
 #
 # Steps: base images if missing (build-base-images.sh) -> backend wheels on the host
 # (pip wheel, into app/.build/wheels) -> frontend bundle if frontend/dist is missing or
@@ -32,8 +34,11 @@ BUILD_DIR=$ROOT/.build
 LOG_DIR=$BUILD_DIR/logs
 mkdir -p "$LOG_DIR"
 # One build at a time per clone: the wheel dir, logs and tags are shared.
-exec 9>"$BUILD_DIR/.build-images.lock"
-flock 9
+# One build per clone at a time; a caller that holds this lock already says so.
+if [ -z "${SHOP_OPS_BUILD_LOCK_HELD:-}" ]; then
+    exec 9>"$BUILD_DIR/.build-images.lock"
+    flock 9
+fi
 
 fail() {
     echo "build-images: error: $*" >&2
@@ -43,9 +48,11 @@ trap 'echo "build-images: failed (exit $?) at line $LINENO: $BASH_COMMAND" >&2' 
 log() { echo "build-images: $*" >&2; }
 
 TARGETS=()
+PREPARE_ONLY=""
 for arg in "$@"; do
     case $arg in
         backend | frontend) TARGETS+=("$arg") ;;
+        --prepare-only) PREPARE_ONLY=1 ;;
         -h | --help) sed -n '2,/^set -Eeuo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) fail "unknown argument '$arg' (expected backend and/or frontend)" ;;
     esac
@@ -228,6 +235,13 @@ check_image() {
     awk -v s="${SIZE_MB[$name]}" -v m="$max_mb" 'BEGIN { exit !(s <= m) }' ||
         fail "$ref is ${SIZE_MB[$name]} MB, over its budget of $max_mb MB"
 }
+
+if [ -n "$PREPARE_ONLY" ]; then
+    if wants backend; then build_wheels; fi
+    if wants frontend; then frontend_bundle; fi
+    log "prepared: ${TARGETS[*]}"
+    exit 0
+fi
 
 declare -A SIZE_MB LAYERS USER_OF
 if wants backend; then

@@ -138,11 +138,11 @@ def registry_auth(registry: RegistryClient) -> RegistryAuth | None:
     return RegistryAuth(credentials[0], credentials[1], registry.address) if credentials else None
 
 
-def prepare_context(spec: ImageSpec, engine: DockerEngine, log: Log) -> Path:
+def prepare_context(spec: ImageSpec, log: Log) -> Path:
     if spec.prepare == "wheels":
-        return prepare_backend(engine, spec.base_image, spec.context, log)
+        return prepare_backend(spec.base_image, spec.context, log)
     if spec.prepare == "bundle":
-        return prepare_frontend(spec.context, log)
+        return prepare_frontend(spec.base_image, spec.context, log)
     return spec.context
 
 
@@ -155,7 +155,7 @@ def build_and_push(
     ref = registry.image_ref(spec.repository, source.candidate_tag)
     previous = engine.inspect(ref).image_id if engine.image_exists(ref) else None
     with build_lock():
-        context = prepare_context(spec, engine, log)
+        context = prepare_context(spec, log)
         log(f"building {ref} from {context.relative_to(ROOT) if context.is_relative_to(ROOT) else context}")
         build = engine.build(
             context,
