@@ -89,6 +89,7 @@ def run_step(script: str, rate: int, duration: str, env: dict[str, str], workdir
 
 
 def passes(step: dict[str, float]) -> bool:
+    """p95 under 200 ms, no failed request, at most rate/100 iterations dropped over the step."""
     return step["p95"] < 200 and step["failed"] == 0 and step["dropped"] <= step["rate"] * 0.01
 
 
