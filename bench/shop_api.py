@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from shop.migrate import upgrade  # noqa: E402
 from shop.seed import seed_catalog  # noqa: E402
-from shop_ops.localstack.processes import PostgresCluster, RedisServer, free_port  # noqa: E402
+from shop_ops.localstack.processes import PostgresCluster, RedisServer, free_port, wait_for_http  # noqa: E402
 
 SCENARIOS = {  # name -> (k6 script, first rate)
     "bare": ("bare.js", 1000),
@@ -145,15 +145,7 @@ def main() -> int:
         }
         log = open(base / "shop.log", "wb")
         server = subprocess.Popen([str(Path(sys.executable).parent / "shop-serve")], env=env, stdout=log, stderr=log)
-        import httpx
-
-        for _ in range(100):
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+        wait_for_http(f"http://127.0.0.1:{port}/readyz", 30, server, base / "shop.log")
         k6_env = {**os.environ, "BASE_URL": f"http://127.0.0.1:{port}", "PRODUCTS": str(args.products)}
 
         def on_step(name: str, script: str, rate: int, duration: str = args.duration) -> dict[str, float]:

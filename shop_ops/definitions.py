@@ -9,6 +9,7 @@ from shop_ops.assets.environment_health import environment_health, environment_h
 from shop_ops.assets.images import image_assets
 from shop_ops.release.images import shop_image_specs
 from shop_ops.resources import resources_from_settings
+from shop_ops.sensors.run_failure_alerts import run_failure_alert_sensor
 from shop_ops.settings import ENVIRONMENTS, get_settings
 
 settings = get_settings()
@@ -34,5 +35,6 @@ build_images = dg.define_asset_job(
 defs = dg.Definitions(
     assets=[*images, *database, environment_health],
     jobs=[build_images, environment_health_job],
+    sensors=[run_failure_alert_sensor],
     resources=resources_from_settings(settings),
 )

@@ -6,12 +6,9 @@ import itertools
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
-
-from shop_ops.localstack.processes import PostgresCluster, free_port
+from shop_ops.localstack.processes import PostgresCluster, free_port, wait_for_http
 
 _db_names = itertools.count(1)
 SEED_PRODUCTS = 300
@@ -45,17 +42,7 @@ class ShopServer:
         serve = str(Path(sys.executable).parent / "shop-serve")
         self.log = open(self.log_path, "wb")
         self.process = subprocess.Popen([serve], env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"shop-serve exited: {self.log_path.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"shop-serve did not answer in {timeout}s: {self.log_path.read_text()[-2000:]}")
+        wait_for_http(f"{self.url}/healthz", timeout, self.process, self.log_path)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+
 PG_BIN_CANDIDATES = ("/usr/lib/postgresql/15/bin",)
 
 
@@ -32,6 +34,26 @@ def port_is_open(port: int, host: str = "127.0.0.1") -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.2)
         return sock.connect_ex((host, port)) == 0
+
+
+def wait_for_http(
+    url: str, timeout: float = 30, process: subprocess.Popen[bytes] | None = None, log: Path | None = None
+) -> None:
+    """Until GET `url` answers 200; ServiceError (with the log's tail) if `process` exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process is not None and process.poll() is not None:
+            tail = log.read_text(errors="replace")[-2000:] if log else ""
+            raise ServiceError(f"the process serving {url} exited ({process.returncode}): {tail}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            tail = log.read_text(errors="replace")[-2000:] if log else ""
+            raise ServiceError(f"{url} did not answer 200 within {timeout:.0f}s: {tail}")
+        time.sleep(0.1)
 
 
 def pg_bin(name: str) -> str:

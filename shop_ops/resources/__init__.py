@@ -1,4 +1,4 @@
-"""One ConfigurableResource per outside system (containers, registry, postgres, notifier, router), built from settings."""
+"""One ConfigurableResource per outside system (containers, registry, postgres, notifier, router or aws), from settings."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import dagster as dg
 
 from shop_ops.localstack.docker_api import DockerApi
+from shop_ops.resources.aws import AwsResource
 from shop_ops.resources.containers import ContainersResource
 from shop_ops.resources.notifier import NotifierResource
 from shop_ops.resources.postgres import PostgresResource
@@ -38,5 +39,9 @@ def resources_from_settings(settings: Settings) -> dict[str, dg.ConfigurableReso
         "registry": registry_from_settings(settings),
         "postgres": PostgresResource.from_settings(settings),
         "notifier": NotifierResource(),
-        **({"router": RouterResource()} if settings.profile == "local" else {}),
+        **(
+            {"router": RouterResource()}
+            if settings.profile == "local"
+            else {"aws": AwsResource.from_settings(settings)}
+        ),
     }

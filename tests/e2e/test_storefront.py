@@ -11,14 +11,12 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
-from shop_ops.localstack.processes import PostgresCluster, free_port
+from shop_ops.localstack.processes import PostgresCluster, free_port, wait_for_http
 from tests.support import ShopServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,12 +57,7 @@ def storefront(server: ShopServer) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"{url}/nginx-health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.05)
+        wait_for_http(f"{url}/nginx-health", 10, nginx, run_dir / "error.log")
         yield url
     finally:
         nginx.terminate()

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import dagster as dg
 import pytest
+from aiosmtpd.controller import Controller
 
 from shop_ops.assets.images import image_assets
 from shop_ops.localstack.docker_api import DockerApi
+from shop_ops.localstack.processes import free_port, wait_for_http
 from shop_ops.localstack.registry import RegistryServer
 from shop_ops.release.images import BuiltImage, shop_image_specs
 from shop_ops.resources.containers import ContainersResource, DockerEngine
@@ -63,3 +71,87 @@ def write(path: Path, text: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
     return path
+
+
+@dataclass
+class MotoServer:
+    """A running `moto_server` and its endpoint (fake AWS APIs: request shapes and state, no real resources)."""
+
+    url: str
+    pid: int
+
+
+# moto reports this many running tasks for every ECS service it creates: a service with
+# desiredCount <= this has a COMPLETED deployment, one with more stays IN_PROGRESS forever.
+MOTO_ECS_RUNNING = 2
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory) -> Iterator[MotoServer]:
+    """`moto_server -H 127.0.0.1` on a free port for the session; dummy credentials only in its own env."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update({"MOTO_ECS_SERVICE_RUNNING": str(MOTO_ECS_RUNNING), "AWS_ACCESS_KEY_ID": "testing"})
+    env.update({"AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "eu-central-1"})
+    binary = str(Path(sys.executable).parent / "moto_server")
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(port)], env=env, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/moto-api/data.json", 30, proc, log_path)
+        yield MotoServer(url=url, pid=proc.pid)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# --- real receivers for notifications: a Slack-style webhook (HTTP) and an SMTP server ---------------------
+WEBHOOK_TOKEN = "T000/B000/secret-token"
+
+
+class _Hook(BaseHTTPRequestHandler):
+    received: list[dict] = []  # noqa: RUF012
+    status = 200
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).received.append(json.loads(body))
+        self.send_response(type(self).status)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def webhook() -> Iterator[type[_Hook]]:
+    handler = type("Hook", (_Hook,), {"received": [], "status": 200})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    handler.url = f"http://127.0.0.1:{server.server_address[1]}/services/{WEBHOOK_TOKEN}"
+    yield handler
+    server.shutdown()
+    server.server_close()
+
+
+class _Inbox:
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append(envelope.content.decode())
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[int, _Inbox]]:
+    inbox, port = _Inbox(), free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield port, inbox
+    controller.stop()

@@ -29,6 +29,8 @@ def test_definitions_names_and_blocking_checks():
     assert defs.resolve_job_def("build_images").name == "build_images"
     assert {"containers", "registry", "postgres", "notifier", "router"} <= set(defs.resources or {})
     assert defs.resolve_job_def("check_environment_health").name == "check_environment_health"
+    sensor = defs.resolve_sensor_def("run_failure_alert_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING  # local profile: on from the start
     assert graph.get(dg.AssetKey(["staging", "database_schema"])).group_name == "database"
 
 
