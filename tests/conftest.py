@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +19,8 @@ from shop_ops.localstack.docker_api import DockerApi
 from shop_ops.localstack.processes import PostgresCluster, RedisServer, free_port
 from shop_ops.localstack.registry import RegistryServer
 from tests.support import SEED_PRODUCTS, ShopServer, new_database, shop_env
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -95,3 +99,12 @@ def server(
 def client(server: ShopServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=10) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def built(docker_api: DockerApi) -> dict:
+    """scripts/build-images.sh, run for real once per session (tags <version>-<sha> and :local); its summary."""
+    result = subprocess.run([str(ROOT / "scripts" / "build-images.sh")], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "size" in (result.stdout + result.stderr).lower()  # the table of measured sizes is printed
+    return json.loads((ROOT / ".build" / "images.json").read_text())

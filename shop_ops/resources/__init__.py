@@ -1,4 +1,4 @@
-"""One ConfigurableResource per outside system (containers, registry, postgres, notifier, router or aws), from settings."""
+"""One ConfigurableResource per outside system (containers, registry, postgres, notifier, k6, router or aws), from settings."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import dagster as dg
 from shop_ops.localstack.docker_api import DockerApi
 from shop_ops.resources.aws import AwsResource
 from shop_ops.resources.containers import ContainersResource
+from shop_ops.resources.k6 import K6Resource
 from shop_ops.resources.notifier import NotifierResource
 from shop_ops.resources.postgres import PostgresResource
 from shop_ops.resources.registry import RegistryResource
@@ -39,6 +40,7 @@ def resources_from_settings(settings: Settings) -> dict[str, dg.ConfigurableReso
         "registry": registry_from_settings(settings),
         "postgres": PostgresResource.from_settings(settings),
         "notifier": NotifierResource(),
+        "k6": K6Resource(),
         **(
             {"router": RouterResource()}
             if settings.profile == "local"

@@ -1,0 +1,302 @@
+"""Blue/green deploys (shop_ops/release/bluegreen.py) with the real local pieces, on free ports.
+
+The session fixtures (tests/conftest.py) give the Docker API over the repository's podman storage,
+a registry with htpasswd auth, PostgreSQL and Redis; this module adds one environment: its own
+database, an nginx router and a release ledger in a temp state folder. Release images are real
+images pushed to the test registry: small derived builds of the locally built shop images
+(`localhost/shop-*:local`), one per version, so each release has its own manifest digests.
+The tests run in file order against that one environment (each starts from what the last left).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psycopg2
+import pytest
+
+from shop_ops.localstack import apps
+from shop_ops.localstack.processes import PostgresCluster, RedisServer, free_port
+from shop_ops.localstack.registry import RegistryServer
+from shop_ops.localstack.router import Router, Upstreams
+from shop_ops.release.bluegreen import (
+    DEPLOY_LOCK_KEY,
+    DeployDeps,
+    DeployFailed,
+    DeployRefused,
+    Release,
+    check_guards,
+    deploy,
+    rollback,
+)
+from shop_ops.release.ledger import ReleaseLedger
+from shop_ops.resources.containers import DockerEngine, RegistryAuth
+from shop_ops.resources.postgres import DatabaseTarget
+from shop_ops.resources.registry import RegistryClient
+from tests.support import new_database
+
+# Own repositories in the session registry: the images assets' tests own shop/backend and shop/frontend.
+REPOSITORY_PREFIX = "bluegreen-test"
+BACKEND_BASE = "localhost/shop-backend:local"
+FRONTEND_BASE = "localhost/shop-frontend:local"
+# version -> extra Dockerfile lines of its backend image
+RELEASES = {
+    "1.0.0": "ENV SHOP_VERSION=1.0.0",
+    "2.0.0": "ENV SHOP_VERSION=2.0.0",
+    "3.0.0": "ENV SHOP_VERSION=2.9.9",  # mislabelled: serves another version, so verification fails
+    "4.0.0": 'ENV SHOP_VERSION=4.0.0\nCMD ["python3", "-c", "import time; time.sleep(3600)"]',  # never ready
+}
+
+
+@dataclass
+class Check:
+    passed: bool
+    reason: str
+
+
+def version_verifier(expected: str):
+    """Through the router: the storefront, the catalog API and /version == `expected`."""
+
+    def verify(base_url: str) -> Check:
+        with httpx.Client(base_url=base_url, timeout=5) as http:
+            home, products, version = http.get("/"), http.get("/api/products"), http.get("/version")
+        if home.status_code != 200 or products.status_code != 200:
+            return Check(False, f"/ answered {home.status_code}, /api/products {products.status_code}")
+        served = version.json().get("version") if version.status_code == 200 else None
+        if served != expected:
+            return Check(False, f"/version answered {served!r}, expected {expected!r}")
+        return Check(True, f"storefront, catalog and /version {served} answer")
+
+    return verify
+
+
+@pytest.fixture(scope="module")
+def releases(
+    built: dict, engine: DockerEngine, registry: RegistryServer, registry_client: RegistryClient
+) -> Iterator[dict]:
+    # `built` (tests/conftest.py) runs scripts/build-images.sh once per session: the :local images exist.
+    user, password = registry_client.credentials()  # type: ignore[misc]
+    auth = RegistryAuth(user, password, server=registry_client.address)
+    context = Path(tempfile.mkdtemp(prefix="shop-ops-test-bg-"))
+    found, refs = {}, []
+    for version, lines in RELEASES.items():
+        digests = {}
+        for role, base, extra in (
+            ("backend", BACKEND_BASE, lines),
+            ("frontend", FRONTEND_BASE, f"LABEL io.shop-ops.test-version={version}"),
+        ):
+            (context / "Dockerfile").write_text(f"FROM {base}\n{extra}\n")
+            ref = registry_client.image_ref(f"{REPOSITORY_PREFIX}/{role}", version)
+            engine.build(context, ref, use_cache=True)
+            digests[role] = engine.push(ref, auth=auth, insecure=True)
+            refs += [ref, registry_client.pinned_ref(f"{REPOSITORY_PREFIX}/{role}", digests[role])]
+        found[version] = Release(version, digests["backend"], digests["frontend"])
+    yield found
+    shutil.rmtree(context, ignore_errors=True)
+    for ref in refs:
+        engine.remove_image(ref)
+
+
+@dataclass
+class Env:
+    deps: DeployDeps
+    router: Router
+    ledger: ReleaseLedger
+
+
+@pytest.fixture(scope="module")
+def staging(
+    engine: DockerEngine, registry_client: RegistryClient, postgres: PostgresCluster, redis_server: RedisServer
+) -> Iterator[Env]:
+    state = Path(tempfile.mkdtemp(prefix="shop-ops-test-bg-state-"))
+    state.chmod(0o755)
+    url = new_database(postgres, "bluegreen")
+    password_file = state / "db-password"  # the test cluster trusts loopback: any password does
+    password_file.write_text("unused\n")
+    password_file.chmod(0o644)
+    app_env = apps.AppEnvironment(
+        stack=f"bgtest{free_port()}", name="staging", database_url=url, password_file=password_file,
+        redis_url=redis_server.url(5),
+    )  # fmt: skip
+    slots = {slot: Upstreams(slot, free_port(), free_port()) for slot in ("blue", "green")}
+    router = Router("staging", state / "router", free_port())
+    router.start(slots["blue"])  # nothing serves yet: the first deploy goes to green
+    ledger = ReleaseLedger(state)
+    deps = DeployDeps(
+        engine=engine, registry=registry_client, router=router, app_env=app_env, slots=slots,
+        database=DatabaseTarget(port=postgres.port, database=url.rsplit("/", 1)[1]), ledger=ledger,
+        ready_timeout=60, backend_repository=f"{REPOSITORY_PREFIX}/backend",
+        frontend_repository=f"{REPOSITORY_PREFIX}/frontend",
+    )  # fmt: skip
+    yield Env(deps, router, ledger)
+    router.stop()
+    apps.remove_stack_containers(engine, app_env.stack)
+    shutil.rmtree(state, ignore_errors=True)
+
+
+def served(router: Router) -> tuple[str | None, str | None]:
+    """(version, X-Shop-Slot) the router answers /version with."""
+    response = httpx.get(f"{router.url}/version", timeout=5)
+    version = response.json().get("version") if response.status_code == 200 else None
+    return version, response.headers.get("x-shop-slot")
+
+
+def slot_containers(env: Env, slot: str) -> list[str]:
+    labels = env.deps.app_env.labels(**{apps.LABEL_SLOT: slot})
+    return [c.name for c in env.deps.engine.list_services(labels=labels, include_stopped=True)]
+
+
+class Watcher:
+    """Asks the router for /version in a loop; an answer that is not 200 from one of `versions` is bad."""
+
+    def __init__(self, router: Router, *versions: str) -> None:
+        self.router, self.versions = router, versions
+        self.ok, self.bad = 0, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        with httpx.Client(base_url=self.router.url, timeout=5) as http:
+            while not self._stop.is_set():
+                try:
+                    response = http.get("/version")
+                    if response.status_code == 200 and response.json()["version"] in self.versions:
+                        self.ok += 1
+                    else:
+                        self.bad.append(f"{response.status_code} {response.text[:60]}")
+                except httpx.TransportError as exc:
+                    self.bad.append(repr(exc))
+                time.sleep(0.05)
+
+    def __enter__(self) -> Watcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
+def test_deploy_to_idle_slot_and_replace(staging: Env, releases: dict[str, Release]) -> None:
+    first = deploy("staging", releases["1.0.0"], staging.deps, verify=version_verifier("1.0.0"))
+    assert (first.status, first.slot, first.previous_slot) == ("verified", "green", "blue")
+    assert served(staging.router) == ("1.0.0", "green")
+    assert {"migrate", "start", "ready", "switch", "verify"} <= set(first.steps), first.steps
+
+    with Watcher(staging.router, "1.0.0", "2.0.0") as watch:
+        second = deploy("staging", releases["2.0.0"], staging.deps, verify=version_verifier("2.0.0"))
+    assert watch.ok > 10 and watch.bad == [], watch.bad[:5]
+    assert (second.status, second.slot, second.previous_release_id) == ("verified", "blue", first.release_id)
+    assert served(staging.router) == ("2.0.0", "blue")
+    assert slot_containers(staging, "green") == []  # the old slot was stopped after verification
+    assert staging.ledger.get(first.release_id).status == "replaced"
+    assert staging.ledger.serving("staging").release_id == second.release_id
+    assert staging.ledger.previous_verified("staging").release_id == first.release_id
+    assert staging.ledger.is_verified("staging", releases["2.0.0"].backend_digest, releases["2.0.0"].frontend_digest)
+    rows = staging.ledger.history("staging")
+    assert [r["status"] for r in rows] == ["replaced", "verified"]
+    assert isinstance(rows[1]["ready_seconds"], float) and rows[1]["backend_digest"] == releases["2.0.0"].backend_digest
+    print(f"\ndeploy 2.0.0 steps {second.steps} total {second.total_seconds}s")
+
+
+def test_never_ready_gets_no_traffic(staging: Env, releases: dict[str, Release]) -> None:
+    deps = dataclasses.replace(staging.deps, ready_timeout=8)
+    with Watcher(staging.router, "2.0.0") as watch, pytest.raises(DeployFailed) as failed:
+        deploy("staging", releases["4.0.0"], deps, verify=version_verifier("4.0.0"))
+    result = failed.value.result
+    assert result.status == "failed" and "did not become ready" in str(failed.value), failed.value
+    assert "did not answer 200 within 8s" in str(failed.value), failed.value
+    assert "switch" not in result.steps
+    assert watch.ok > 10 and watch.bad == [], watch.bad[:5]
+    assert served(staging.router) == ("2.0.0", "blue")
+    assert slot_containers(staging, "green") == []
+    assert staging.ledger.get(result.release_id).status == "failed"
+
+
+def test_verification_failure_rolls_back(staging: Env, releases: dict[str, Release]) -> None:
+    with pytest.raises(DeployFailed) as failed:
+        deploy("staging", releases["3.0.0"], staging.deps, verify=version_verifier("3.0.0"))
+    result = failed.value.result
+    assert result.status == "rolled_back"
+    assert "/version answered '2.9.9', expected '3.0.0'" in str(failed.value)
+    assert result.rollback_seconds is not None and result.rollback_seconds < 10
+    assert served(staging.router) == ("2.0.0", "blue")
+    assert slot_containers(staging, "green") == []
+    entry = staging.ledger.get(result.release_id)
+    assert entry.status == "rolled_back" and "2.9.9" in (entry.reason or "")
+    assert staging.ledger.serving("staging").version == "2.0.0"
+    print(f"\nrolled back in {result.rollback_seconds}s (failed check to old slot serving); steps {result.steps}")
+
+
+def test_production_guards(staging: Env, releases: dict[str, Release]) -> None:
+    production = dataclasses.replace(staging.deps, app_env=dataclasses.replace(staging.deps.app_env, name="production"))
+    with pytest.raises(DeployRefused, match="approved_by is required"):
+        deploy("production", releases["2.0.0"], production, verify=version_verifier("2.0.0"))
+    with pytest.raises(DeployRefused, match="approved_by is required"):
+        deploy("production", releases["2.0.0"], production, verify=version_verifier("2.0.0"), approved_by="  ")
+    bad = releases["3.0.0"]  # rolled back on staging: never verified
+    with pytest.raises(DeployRefused) as refused:
+        deploy("production", bad, production, verify=version_verifier("3.0.0"), approved_by="alice")
+    assert bad.backend_digest in str(refused.value) and "not been verified on staging" in str(refused.value)
+    check_guards("production", releases["2.0.0"], staging.ledger, "alice")  # verified on staging: allowed
+    assert [r["environment"] for r in staging.ledger.history()].count("production") == 0
+
+
+def test_advisory_lock_refuses_concurrent_deploy(staging: Env, releases: dict[str, Release]) -> None:
+    db = staging.deps.database
+    holder = psycopg2.connect(host=db.host, port=db.port, dbname=db.database, user=db.user)
+    try:
+        holder.autocommit = True
+        with holder.cursor() as cur:
+            cur.execute("SELECT pg_try_advisory_lock(%s)", (DEPLOY_LOCK_KEY,))
+            assert cur.fetchone()[0] is True
+        rows = len(staging.ledger.history())
+        with pytest.raises(DeployRefused, match="another deploy, promote or rollback of staging is running"):
+            deploy("staging", releases["1.0.0"], staging.deps, verify=version_verifier("1.0.0"))
+        with pytest.raises(DeployRefused, match="another deploy"):
+            rollback("staging", staging.deps)
+        assert len(staging.ledger.history()) == rows
+    finally:
+        holder.close()
+    assert served(staging.router) == ("2.0.0", "blue")
+
+
+def test_rollback_to_previous_verified(staging: Env, releases: dict[str, Release]) -> None:
+    serving = staging.ledger.serving("staging")
+    with Watcher(staging.router, "2.0.0", "1.0.0") as watch:
+        result = rollback("staging", staging.deps)
+    assert watch.bad == []
+    assert (result.status, result.version, result.slot) == ("verified", "1.0.0", "green")
+    assert "start" in result.steps  # its containers were stopped when 2.0.0 verified: started again first
+    assert result.rollback_seconds is not None and result.rollback_seconds < 10
+    assert served(staging.router) == ("1.0.0", "green")
+    assert slot_containers(staging, "blue") == []
+    assert staging.ledger.get(serving.release_id).status == "rolled_back"
+    assert staging.ledger.serving("staging").release_id == result.release_id
+    with pytest.raises(DeployRefused, match="no previous verified release"):
+        rollback("staging", staging.deps)
+
+    # A newer release verifies again; then the previous one's containers are still there: one switch.
+    again = deploy("staging", releases["2.0.0"], staging.deps, verify=version_verifier("2.0.0"))
+    assert (again.slot, served(staging.router)) == ("blue", ("2.0.0", "blue"))
+    target = staging.ledger.previous_verified("staging")
+    assert target is not None and target.version == "1.0.0"
+    images = {
+        role: staging.deps.registry.pinned_ref(f"{REPOSITORY_PREFIX}/{role}", getattr(target, f"{role}_digest"))
+        for role in ("backend", "frontend")
+    }
+    green = staging.deps.slots["green"]
+    apps.start_slot(staging.deps.engine, staging.deps.app_env, "green", images, green.backend_port, green.frontend_port)
+    apps.wait_ready(staging.deps.engine, [], [f"http://127.0.0.1:{green.backend_port}/readyz"], timeout=60)
+    quick = rollback("staging", staging.deps)
+    assert "start" not in quick.steps and quick.version == "1.0.0", quick.steps
+    assert served(staging.router) == ("1.0.0", "green")
+    print(f"\nrollback by one switch: {quick.rollback_seconds}s; with a restart: {result.steps}")
