@@ -5,10 +5,18 @@ from __future__ import annotations
 import dagster as dg
 
 from shop_ops.assets.database import database_schema
+from shop_ops.assets.deployments import (
+    deployment_history,
+    deployments,
+    promote_production,
+    release_staging,
+    rollback_job,
+)
 from shop_ops.assets.environment_health import environment_health, environment_health_job
 from shop_ops.assets.images import image_assets
 from shop_ops.release.images import shop_image_specs
 from shop_ops.resources import resources_from_settings
+from shop_ops.sensors.registry_push import registry_push_sensor
 from shop_ops.sensors.run_failure_alerts import run_failure_alert_sensor
 from shop_ops.settings import ENVIRONMENTS, get_settings
 
@@ -26,6 +34,16 @@ images = [
 ]
 database = [database_schema(environment) for environment in ENVIRONMENTS]
 
+# Blue/green releases run on the local profile's routers and slots; the aws profile's ECS deploy
+# (shop_ops/release/ecs.py) is not wired to these jobs yet.
+releases: dict[str, list] = {"assets": [], "jobs": [], "sensors": []}
+if settings.profile == "local":
+    releases = {
+        "assets": [*deployments, deployment_history],
+        "jobs": [release_staging, promote_production, rollback_job],
+        "sensors": [registry_push_sensor],
+    }
+
 build_images = dg.define_asset_job(
     "build_images",
     selection=dg.AssetSelection.groups("images"),
@@ -33,8 +51,8 @@ build_images = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=[*images, *database, environment_health],
-    jobs=[build_images, environment_health_job],
-    sensors=[run_failure_alert_sensor],
+    assets=[*images, *database, *(releases["assets"]), environment_health],
+    jobs=[build_images, environment_health_job, *(releases["jobs"])],
+    sensors=[*(releases["sensors"]), run_failure_alert_sensor],
     resources=resources_from_settings(settings),
 )

@@ -18,6 +18,7 @@ def test_definitions_names_and_blocking_checks():
     assert keys == {
         "backend_image", "backend_release_tag", "frontend_image", "frontend_release_tag",
         "staging/database_schema", "production/database_schema", "environment_health",
+        "staging/deployment", "production/deployment", "deployment_history",
     }  # fmt: skip
     checks = graph.asset_check_keys
     assert {(c.asset_key.to_user_string(), c.name) for c in checks} >= {

@@ -1,0 +1,52 @@
+"""`registry_push_sensor`: a new release in the registry (a version tag in both repositories) -> `release_staging`.
+
+The scan is `shop_ops.release.registry_watch.scan` (plain, tested against a real registry);
+the cursor keeps the releases already requested and `run_key` (version + both digests)
+makes Dagster drop a duplicate request, e.g. after a daemon restart mid-tick.
+"""
+
+import dagster as dg
+
+from shop_ops.assets.deployments import ReleaseConfig, release_staging
+from shop_ops.release.registry_watch import WatchCursor, scan
+from shop_ops.resources.registry import RegistryResource
+from shop_ops.settings import get_settings
+
+
+def _default_status() -> dg.DefaultSensorStatus:
+    local = get_settings().profile == "local"
+    return dg.DefaultSensorStatus.RUNNING if local else dg.DefaultSensorStatus.STOPPED
+
+
+@dg.sensor(
+    job=release_staging,
+    minimum_interval_seconds=5,
+    default_status=_default_status(),
+    description="New release version pushed for both images -> one release_staging run.",
+)
+def registry_push_sensor(context: dg.SensorEvaluationContext, registry: RegistryResource) -> dg.SensorResult:
+    settings = get_settings()
+    cursor = WatchCursor.from_json(context.cursor)
+    result = scan(registry.client(), settings.images.backend_repository, settings.images.frontend_repository, cursor)
+    for line in [*result.notes, *result.skipped]:
+        context.log.info(line)
+    if result.error:
+        return dg.SensorResult(skip_reason=f"registry not readable, cursor kept: {result.error}")
+    requests = [
+        dg.RunRequest(
+            run_key=candidate.run_key,
+            run_config=dg.RunConfig(
+                ops={
+                    "staging__deployment": ReleaseConfig(
+                        version=candidate.version,
+                        backend_digest=candidate.backend_digest,
+                        frontend_digest=candidate.frontend_digest,
+                    )
+                }
+            ),
+            tags={"environment": "staging", "release/version": candidate.version},
+        )
+        for candidate in result.new_releases
+    ]
+    skip = None if requests else "no new release (" + ("; ".join(result.skipped) or "nothing pushed") + ")"
+    return dg.SensorResult(run_requests=requests, cursor=result.cursor.to_json(), skip_reason=skip)

@@ -1,0 +1,113 @@
+"""The release jobs and the push sensor as Dagster sees them: names, guards through a launch, sensor runs.
+
+The deploy itself (blue/green, probes, verification, switch back) is tested against real
+containers and routers in test_bluegreen.py; here the Dagster wiring around it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+import shop_ops.sensors.registry_push as registry_push
+from shop_ops.assets.deployments import deployments
+from shop_ops.definitions import defs
+from shop_ops.release.ledger import ReleaseLedger
+from shop_ops.resources import resources_from_settings
+from shop_ops.resources.containers import DockerEngine, RegistryAuth
+from shop_ops.resources.registry import RegistryClient, RegistryResource
+from shop_ops.settings import ImageSettings, get_settings
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def test_release_jobs_and_sensors_are_defined_with_their_names():
+    for job in ("release_staging", "promote_production", "rollback"):
+        assert defs.resolve_job_def(job).name == job
+    assert defs.resolve_job_def("release_staging").tags["environment"] == "staging"
+    assert defs.resolve_job_def("promote_production").tags["environment"] == "production"
+    sensor = defs.resolve_sensor_def("registry_push_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING and sensor.minimum_interval_seconds == 5
+    keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert {"staging/deployment", "production/deployment", "deployment_history"} <= keys
+
+
+@pytest.mark.parametrize(
+    ("approved_by", "refusal"),
+    [("", "approved_by is required"), ("ada", "has not been verified on staging")],
+)
+def test_production_cannot_be_deployed_around_the_guards(monkeypatch, tmp_path, approved_by, refusal):
+    """As "Materialize all" or a backfill would: the asset itself refuses, before touching anything."""
+    monkeypatch.setenv("SHOP_OPS_STATE", str(tmp_path))
+    production = next(a for a in deployments if a.key == dg.AssetKey(["production", "deployment"]))
+    config = {"version": "9.9.9", "backend_digest": DIGEST, "frontend_digest": DIGEST, "approved_by": approved_by}
+    result = dg.materialize(
+        [production],
+        resources=resources_from_settings(get_settings()),
+        run_config={"ops": {"production__deployment": {"config": config}}},
+        raise_on_error=False,
+    )
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
+    assert refusal in failure.step_failure_data.error.message + str(failure.step_failure_data.user_failure_data)
+    assert ReleaseLedger(tmp_path).history() == []  # refused before the ledger, the lock or a container
+
+
+@pytest.fixture(scope="module")
+def pushed_release(engine: DockerEngine, registry_client: RegistryClient, built: dict) -> Iterator[dict[str, str]]:
+    """A release 0.4.0 of both images in this test's own repositories of the session registry."""
+    user, password = registry_client.credentials()  # type: ignore[misc]
+    auth = RegistryAuth(user, password, server=registry_client.address)
+    context = Path(tempfile.mkdtemp(prefix="shop-ops-test-sensor-"))
+    digests, refs = {}, []
+    for role in ("backend", "frontend"):
+        (context / "Dockerfile").write_text(f"FROM localhost/shop-{role}:local\nLABEL io.shop-ops.sensor-test=0.4.0\n")
+        ref = registry_client.image_ref(f"sensor-test/{role}", "0.4.0")
+        engine.build(context, ref, use_cache=True)
+        digests[role] = engine.push(ref, auth=auth, insecure=True)
+        refs.append(ref)
+    registry_client.add_tag("sensor-test/backend", "0.4.0", "0.4.0-abc1234")
+    yield digests
+    shutil.rmtree(context, ignore_errors=True)
+    for ref in refs:
+        engine.remove_image(ref)
+
+
+def test_push_sensor_requests_one_release_staging_run_per_release(monkeypatch, registry, pushed_release):
+    settings = get_settings().model_copy(
+        update={
+            "images": ImageSettings(
+                backend_repository="sensor-test/backend", frontend_repository="sensor-test/frontend"
+            )
+        }
+    )
+    monkeypatch.setattr(registry_push, "get_settings", lambda: settings)
+    resource = RegistryResource(url=registry.url, credentials_file=str(registry.credentials_file))
+    with dg.instance_for_test() as instance:
+        first = registry_push.registry_push_sensor(
+            dg.build_sensor_context(instance=instance, resources={"registry": resource})
+        )
+        assert len(first.run_requests) == 1
+        request = first.run_requests[0]
+        config = request.run_config["ops"]["staging__deployment"]["config"]
+        assert config == {"version": "0.4.0", "backend_digest": pushed_release["backend"],
+                          "frontend_digest": pushed_release["frontend"], "approved_by": ""}  # fmt: skip
+        assert request.run_key == f"release:0.4.0:{pushed_release['backend']}:{pushed_release['frontend']}"
+        assert request.tags["environment"] == "staging"
+        # the same push seen again (next tick, or a restarted daemon with the saved cursor): nothing new
+        again = registry_push.registry_push_sensor(
+            dg.build_sensor_context(instance=instance, cursor=first.cursor, resources={"registry": resource})
+        )
+        assert again.run_requests == [] and "no new release" in again.skip_reason.skip_message
+        # registry down: skipped, cursor kept
+        down = RegistryResource(url="http://127.0.0.1:9", credentials_file=str(registry.credentials_file))
+        broken = registry_push.registry_push_sensor(
+            dg.build_sensor_context(instance=instance, cursor=first.cursor, resources={"registry": down})
+        )
+        assert broken.run_requests == [] and broken.cursor is None
+        assert "registry not readable" in broken.skip_reason.skip_message
