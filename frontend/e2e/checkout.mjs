@@ -21,7 +21,12 @@ try {
   await page.goto(baseUrl);
   await page.getByTestId('search-input').fill('lamp');
   await page.getByTestId('search-submit').click();
-  await page.getByTestId('product-card').first().waitFor();
+  // the first page of all products is listed already: wait until the list is the search's answer
+  // (times out, failing the check, if the search never narrows the list)
+  await page.waitForFunction(() => {
+    const cards = [...document.querySelectorAll('[data-testid="product-card"]')];
+    return cards.length > 0 && cards.every((c) => c.innerText.toLowerCase().includes('lamp'));
+  });
   const names = await page.getByTestId('product-card').allInnerTexts();
   if (!names.every((n) => n.toLowerCase().includes('lamp'))) throw new Error(`search shows non-matching products: ${names}`);
   await page.screenshot({ path: `${shots}/1-search.png` });

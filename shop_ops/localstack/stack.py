@@ -193,8 +193,6 @@ class LocalStack:
         try:
             self._up_docker_api(rollback)
             self._check_ports()
-            # dagster dev needs nothing else to start and takes longest: launch it first, wait last.
-            dagster_launched = self._launch_dagster(rollback)
             for name in self.environments:
                 self._up_postgres(name, rollback)
             self._up_redis(rollback)
@@ -204,6 +202,8 @@ class LocalStack:
                 self._up_apps(name, images, rollback)
             for name in self.environments:
                 self._up_router(name, rollback)
+            # Last: its sensors (on from the start) may launch release runs, which need the environments up.
+            dagster_launched = self._launch_dagster(rollback)
             if dagster_launched:
                 with self._step(f"waiting for dagster dev on {self.dagster.url}"):
                     self.dagster.wait()

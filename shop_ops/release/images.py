@@ -237,7 +237,8 @@ class Release:
 
 
 def release_image(registry: RegistryClient, image: BuiltImage, budget_mb: float, log: Log = print) -> Release:
-    """Add the release tag <version> to the checked digest, only if the policy passes and the candidate tag still holds it."""
+    """Add the release tag <version> to the checked digest: only if the policy passes, the candidate tag
+    still holds it, and <version> was not released before as another digest (release tags never move)."""
     failed = [o for o in evaluate_image(image, budget_mb).values() if not o.passed]
     if failed:
         reasons = "; ".join(f"{o.name}: {o.description}" for o in failed)
@@ -247,7 +248,12 @@ def release_image(registry: RegistryClient, image: BuiltImage, budget_mb: float,
         raise ReleaseBlocked(f"{image.ref} now points at {current}, not the checked {image.digest}; rebuild")
     previous = registry.manifest_digest(image.repository, image.version)
     if previous and previous != image.digest:
-        log(f"release tag {image.release_ref} moves from {previous} to {image.digest}")
+        # A release never moves: the push sensor, staging's verification and production all
+        # name releases by version, so a moved tag would mix builds under one name.
+        raise ReleaseBlocked(
+            f"{image.release_ref} is already released as {previous}; a release tag never moves: "
+            f"bump VERSION to release this build (it stays available as {image.ref})"
+        )
     registry.add_tag(image.repository, image.digest, image.version)
     return Release(ref=image.release_ref, digest=image.digest, previous_digest=previous)
 

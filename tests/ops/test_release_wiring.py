@@ -17,6 +17,7 @@ import pytest
 import shop_ops.sensors.registry_push as registry_push
 from shop_ops.assets.deployments import deployments
 from shop_ops.definitions import defs
+from shop_ops.release.images import BuiltImage, ReleaseBlocked, release_image
 from shop_ops.release.ledger import ReleaseLedger
 from shop_ops.resources import resources_from_settings
 from shop_ops.resources.containers import DockerEngine, RegistryAuth
@@ -72,6 +73,14 @@ def pushed_release(engine: DockerEngine, registry_client: RegistryClient, built:
         digests[role] = engine.push(ref, auth=auth, insecure=True)
         refs.append(ref)
     registry_client.add_tag("sensor-test/backend", "0.4.0", "0.4.0-abc1234")
+    # a later build of the same version, pushed under its candidate tag only
+    (context / "Dockerfile").write_text(
+        "FROM localhost/shop-backend:local\nLABEL io.shop-ops.sensor-test=0.4.0-rebuilt\n"
+    )
+    rebuilt = registry_client.image_ref("sensor-test/backend", "0.4.0-def5678")
+    engine.build(context, rebuilt, use_cache=True)
+    digests["rebuilt_backend"] = engine.push(rebuilt, auth=auth, insecure=True)
+    refs.append(rebuilt)
     yield digests
     shutil.rmtree(context, ignore_errors=True)
     for ref in refs:
@@ -111,3 +120,20 @@ def test_push_sensor_requests_one_release_staging_run_per_release(monkeypatch, r
         )
         assert broken.run_requests == [] and broken.cursor is None
         assert "registry not readable" in broken.skip_reason.skip_message
+
+
+def released_image(digest: str, tag: str) -> BuiltImage:
+    return BuiltImage(
+        name="backend", registry="", repository="sensor-test/backend", tag=tag, digest=digest, image_id="",
+        version="0.4.0", git_commit="def5678", size_mb=10.0, layers=2, user="10001:10001", healthcheck=True,
+        labels={}, build_seconds=1.0,
+    )  # fmt: skip
+
+
+def test_a_release_tag_never_moves(registry_client, pushed_release):
+    """Re-releasing 0.4.0 as another build is refused: the sensor could otherwise mix builds under one name."""
+    with pytest.raises(ReleaseBlocked, match="already released as"):
+        release_image(registry_client, released_image(pushed_release["rebuilt_backend"], "0.4.0-def5678"), 500)
+    assert registry_client.manifest_digest("sensor-test/backend", "0.4.0") == pushed_release["backend"]
+    same = release_image(registry_client, released_image(pushed_release["backend"], "0.4.0-abc1234"), 500)
+    assert same.digest == pushed_release["backend"]  # the same build again: idempotent
