@@ -54,8 +54,9 @@ if TYPE_CHECKING:  # imports dagster: only when containers are touched, so `stat
 CONTAINER_UID = 10001  # the shop images run as this UID/GID
 SEED_PRODUCTS = 2000
 NO_RELEASE_NOTE = (
-    "no release record exists yet: the release jobs (release_staging, promote_production) come in a later "
-    "issue, so `up` started the current build directly in each environment's blue slot"
+    "no release record exists yet: `up` started the current build directly in each environment's blue slot; "
+    "releases go through release_staging (started by registry_push_sensor when a new version is pushed) "
+    "and promote_production from the Dagster UI"
 )
 
 Say = Callable[[str], None]
