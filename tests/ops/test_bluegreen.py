@@ -27,6 +27,7 @@ from shop_ops.localstack import apps
 from shop_ops.localstack.processes import PostgresCluster, RedisServer, free_port
 from shop_ops.localstack.registry import RegistryServer
 from shop_ops.localstack.router import Router, Upstreams
+from shop_ops.perf.k6 import K6Summary, run_k6
 from shop_ops.release.bluegreen import (
     DEPLOY_LOCK_KEY,
     DeployDeps,
@@ -43,6 +44,7 @@ from shop_ops.resources.postgres import DatabaseTarget
 from shop_ops.resources.registry import RegistryClient
 from tests.support import new_database
 
+LOADTESTS = Path(__file__).resolve().parents[2] / "loadtests"
 # Own repositories in the session registry: the images assets' tests own shop/backend and shop/frontend.
 REPOSITORY_PREFIX = "bluegreen-test"
 BACKEND_BASE = "localhost/shop-backend:local"
@@ -191,9 +193,20 @@ def test_deploy_to_idle_slot_and_replace(staging: Env, releases: dict[str, Relea
     assert served(staging.router) == ("1.0.0", "green")
     assert {"migrate", "start", "ready", "switch", "verify"} <= set(first.steps), first.steps
 
+    # k6 at 200 req/s (homepage.js: index.html + the first product page per iteration) through
+    # the router for the whole release, beside the /version watcher.
+    load: dict[str, K6Summary] = {}
+    env = {"BASE_URL": staging.router.url, "RATE": "100", "DURATION": "14s"}
+    k6 = threading.Thread(target=lambda: load.update(summary=run_k6(LOADTESTS / "homepage.js", env)))
     with Watcher(staging.router, "1.0.0", "2.0.0") as watch:
+        k6.start()
+        time.sleep(2)
         second = deploy("staging", releases["2.0.0"], staging.deps, verify=version_verifier("2.0.0"))
+        k6.join(60)
     assert watch.ok > 10 and watch.bad == [], watch.bad[:5]
+    summary = load["summary"]
+    assert summary.error_rate == 0 and summary.requests >= 2600, (summary.error_rate, summary.requests)
+    print(f"\nk6 during the release: {summary.req_per_s:.0f} req/s, p95 {summary.p95_ms:.1f} ms, 0 failed")
     assert (second.status, second.slot, second.previous_release_id) == ("verified", "blue", first.release_id)
     assert served(staging.router) == ("2.0.0", "blue")
     assert slot_containers(staging, "green") == []  # the old slot was stopped after verification
