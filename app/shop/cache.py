@@ -52,9 +52,6 @@ class LocalCache:
     def drop(self, key: str) -> None:
         self._entries.pop(key, None)
 
-    def clear(self) -> None:
-        self._entries.clear()
-
 
 class ResponseCache:
     """Two-level cache of serialized responses: in-process first, then Redis, then `load`.

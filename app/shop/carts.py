@@ -87,9 +87,6 @@ class Carts:
             await pipe.execute()
         return await self.render(cart_id, lines)
 
-    async def delete(self, cart_id: str) -> None:
-        await self.redis.delete(cart_key(cart_id))
-
     @staticmethod
     def _check_stock(product: dict[str, Any], quantity: int) -> None:
         if quantity > MAX_QUANTITY:

@@ -15,14 +15,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import psycopg2
-
 from shop_ops.localstack import apps
 from shop_ops.localstack.router import SLOTS, Router, Upstreams
 from shop_ops.release.ledger import ReleaseLedger
 from shop_ops.release.migrations import migrate_database
 from shop_ops.resources.containers import DockerEngine, RegistryAuth
-from shop_ops.resources.postgres import DatabaseTarget
+from shop_ops.resources.postgres import DatabaseError, DatabaseTarget
 from shop_ops.resources.registry import RegistryClient
 
 # pg_try_advisory_lock key for "a deploy-type operation runs on this environment" (each environment
@@ -139,19 +137,9 @@ def check_guards(environment: str, release: Release, ledger: ReleaseLedger, appr
 def deploy_lock(database: DatabaseTarget, environment: str) -> Iterator[None]:
     """Hold the environment's deploy lock (session advisory lock) or raise DeployRefused at once."""
     try:
-        conn = psycopg2.connect(
-            host=database.host,
-            port=database.port,
-            dbname=database.database,
-            user=database.user,
-            password=database.password(),
-            connect_timeout=10,
-        )
-    except psycopg2.OperationalError as exc:
-        raise DeployRefused(
-            f"cannot take the {environment} deploy lock: database {database.describe()} does not answer "
-            f"({str(exc).strip()})"
-        ) from None
+        conn = database.connect()
+    except DatabaseError as exc:
+        raise DeployRefused(f"cannot take the {environment} deploy lock: {exc}") from None
     try:
         conn.autocommit = True
         with conn.cursor() as cur:

@@ -45,10 +45,10 @@ class DatabaseTarget(dg.Config):
     def describe(self) -> str:
         return f"{self.user}@{self.host}:{self.port}/{self.database}"
 
-    def current_revision(self, connect_timeout: int = 10) -> str | None:
-        """The database's Alembic revision, or None when it was never migrated."""
+    def connect(self, connect_timeout: int = 10) -> psycopg2.extensions.connection:
+        """A psycopg2 connection; DatabaseError naming the database when it does not answer."""
         try:
-            conn = psycopg2.connect(
+            return psycopg2.connect(
                 host=self.host,
                 port=self.port,
                 dbname=self.database,
@@ -58,6 +58,10 @@ class DatabaseTarget(dg.Config):
             )
         except psycopg2.OperationalError as exc:
             raise DatabaseError(f"database {self.describe()} does not answer: {str(exc).strip()}") from None
+
+    def current_revision(self, connect_timeout: int = 10) -> str | None:
+        """The database's Alembic revision, or None when it was never migrated."""
+        conn = self.connect(connect_timeout)
         try:
             with conn, conn.cursor() as cur:
                 cur.execute("SELECT to_regclass('alembic_version') IS NOT NULL")
