@@ -26,7 +26,7 @@ from shop.catalog import Catalog
 from shop.checkout import Checkout, check_key
 from shop.db import create_engine
 from shop.errors import ApiError, ErrorBody
-from shop.migrate import known_revisions, schema_state
+from shop.migrate import contract_revisions, known_revisions, schema_state
 from shop.schemas import (
     AddItem,
     Cart,
@@ -64,6 +64,7 @@ class Services:
     carts: Carts
     checkout: Checkout
     known_revisions: list[str]
+    contract_revisions: frozenset[str]
 
 
 def json_response(body: bytes | dict[str, Any], status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -141,7 +142,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     cache = ResponseCache(redis, LocalCache(settings.local_cache_ttl_seconds), settings.cache_ttl_seconds)
     catalog = Catalog(engine, cache)
     carts = Carts(redis, catalog, settings.cart_ttl_seconds)
-    app.state.services = Services(settings, engine, catalog, carts, Checkout(engine, carts, catalog), known_revisions())
+    app.state.services = Services(
+        settings, engine, catalog, carts, Checkout(engine, carts, catalog), known_revisions(), contract_revisions()
+    )
     metrics.DB_POOL_SIZE.set(settings.database_pool_size)
     try:
         yield
@@ -289,7 +292,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await svc.carts.redis.ping()
         except Exception as exc:  # noqa: BLE001
             doc["redis"] = f"error: {type(exc).__name__}"
-        doc["schema_state"] = schema_state(doc["db_revision"], svc.known_revisions)
+        doc["schema_state"] = schema_state(doc["db_revision"], svc.known_revisions, svc.contract_revisions)
         doc["code_revision"] = svc.known_revisions[-1]
         ok = doc["database"] == "ok" and doc["redis"] == "ok" and doc["schema_state"] != "behind"
         doc["status"] = "ready" if ok else "not_ready"

@@ -124,7 +124,13 @@ class Readiness(BaseModel):
     status: str = Field(examples=["ready"])
     database: str = Field(examples=["ok"])
     redis: str = Field(examples=["ok"])
-    schema_state: str = Field(examples=["current"], description="current, ahead (a later release migrated) or behind")
+    schema_state: str = Field(
+        examples=["current"],
+        description=(
+            "current, ahead (a later release migrated), contract_pending (only contracting migrations wait: ready)"
+            " or behind (not ready)"
+        ),
+    )
     db_revision: str | None = Field(examples=["0002"])
     code_revision: str = Field(examples=["0002"])
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +17,9 @@ from shop.migrate import (
     head_revision,
     known_revisions,
     migration_phase,
+    pending_revisions,
     schema_state,
+    split_expand_only,
     upgrade,
 )
 from shop_ops.localstack.processes import PostgresCluster
@@ -57,6 +61,20 @@ def test_schema_state():
     assert schema_state("0001", known) == "behind"
     assert schema_state("0002", known) == "current"
     assert schema_state("0003", known) == "ahead"
+    # Only contracting migrations missing: this code runs without them (ready).
+    known = ["0001", "0002", "0003", "0004"]
+    assert schema_state("0002", known, frozenset({"0003", "0004"})) == "contract_pending"
+    assert schema_state("0002", known, frozenset({"0003"})) == "behind"  # 0004 expands: needed
+    assert schema_state("0001", known, frozenset({"0003"})) == "behind"
+
+
+def test_expand_only_stops_at_the_first_contracting_migration():
+    pending = [("0003", "expand"), ("0004", "contract"), ("0005", "expand")]
+    assert split_expand_only(pending) == ([("0003", "expand")], [("0004", "contract"), ("0005", "expand")])
+    assert split_expand_only([("0003", "expand")]) == ([("0003", "expand")], [])
+    assert split_expand_only([]) == ([], [])
+    assert pending_revisions(None) == [(rev, "expand") for rev in known_revisions()]
+    assert pending_revisions(head_revision()) == []
 
 
 def test_alembic_command_line_from_app_folder(postgres: PostgresCluster):
@@ -74,6 +92,67 @@ def test_shop_migrate_command_reports_before_and_after(postgres: PostgresCluster
     migrate = Path(sys.executable).parent / "shop-migrate"
     result = subprocess.run([str(migrate)], env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert (
-        result.stdout.strip().splitlines()[-1] == f'{{"revision_before": null, "revision_after": "{head_revision()}"}}'
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {
+        "revision_before": None,
+        "revision_after": head_revision(),
+        "applied": [{"revision": rev, "phase": "expand"} for rev in known_revisions()],
+        "held_back": [],
+    }
+
+
+CONTRACT_MIGRATION = '''"""Contract: drop products.brand (test only)."""
+
+from alembic import op
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+phase = "contract"
+
+
+def upgrade() -> None:
+    op.drop_column("products", "brand")
+
+
+def downgrade() -> None:
+    raise NotImplementedError
+'''
+
+
+def test_shop_migrate_expand_only_holds_back_a_contracting_migration(postgres: PostgresCluster, tmp_path: Path):
+    # A copy of the shop package with one more migration, marked contracting.
+    shutil.copytree(APP / "shop", tmp_path / "shop", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "shop" / "alembic" / "versions" / "0003_contract_test.py").write_text(CONTRACT_MIGRATION)
+    url = new_database(postgres)
+    upgrade(url, "0001")
+    env = {
+        **os.environ,
+        "SHOP_DATABASE_URL": url,
+        "SHOP_REDIS_URL": "redis://127.0.0.1:1/0",
+        "PYTHONPATH": str(tmp_path),
+    }
+
+    def shop_migrate(*args: str) -> tuple[dict, str]:
+        command = [sys.executable, "-m", "shop.migrate", *args]
+        result = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout.strip().splitlines()[-1]), result.stderr
+
+    out, err = shop_migrate("--expand-only")
+    assert out["revision_before"] == "0001" and out["revision_after"] == "0002"
+    assert out["applied"] == [{"revision": "0002", "phase": "expand"}]
+    assert out["held_back"] == [{"revision": "0003", "phase": "contract"}]
+    assert "held back 0003 (contract)" in err and "older release still serves" in err
+    assert current_revision(url) == "0002"
+    db = url.rsplit("/", 1)[1]
+    assert "brand" in postgres.psql(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'products'", db
+    )
+
+    out, _ = shop_migrate()  # no older release serves any more: the contracting migration runs
+    assert out["applied"] == [{"revision": "0003", "phase": "contract"}] and out["held_back"] == []
+    assert current_revision(url) == "0003"
+    assert "brand" not in postgres.psql(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'products'", db
     )
