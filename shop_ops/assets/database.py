@@ -1,14 +1,22 @@
-"""The `database` group: `<env>/database_schema`, migrated to head by the released backend image (one-off container)."""
+"""The `database` group: `<env>/database_schema`, migrated to head by the released backend image (one-off container).
+
+The release rules apply (shop_ops/release/schema.py): contracting migrations run only when
+that image serves the environment alone, under the environment's deploy lock; otherwise they
+are held back and the materialization says why.
+"""
 
 from pathlib import Path
 
 import dagster as dg
 
+from shop_ops.release.bluegreen import DeployRefused, deploy_lock
 from shop_ops.release.images import BuiltImage, registry_auth
-from shop_ops.release.migrations import migrate_database
+from shop_ops.release.ledger import ReleaseLedger
+from shop_ops.release.schema import migrate_environment
 from shop_ops.resources.containers import ContainersResource
 from shop_ops.resources.postgres import PostgresResource
 from shop_ops.resources.registry import RegistryResource
+from shop_ops.settings import get_settings
 
 GROUP = "database"
 
@@ -22,7 +30,11 @@ def database_schema(environment: str, released_backend: str = "backend_release_t
         group_name=GROUP,
         kinds={"postgres"},
         ins={"image": dg.AssetIn(key=dg.AssetKey(released_backend))},
-        description=f"{environment}'s database migrated to head with shop-migrate from the released backend image",
+        description=(
+            f"{environment}'s database migrated to head with shop-migrate from the released backend image; "
+            "contracting migrations only when that image serves alone"
+        ),
+        tags={"environment": environment},
     )
     def _schema(
         context: dg.AssetExecutionContext,
@@ -35,18 +47,24 @@ def database_schema(environment: str, released_backend: str = "backend_release_t
         context.log.info(f"migrating {target.describe()} with {image.pinned_ref}")
         password_file = Path(target.password_file) if target.password_file else None
         client = registry.client()
-        result = migrate_database(
-            containers.engine(), image.pinned_ref, target.url(), password_file=password_file,
-            registry_auth=registry_auth(client), insecure_registry=client.insecure,
-        )  # fmt: skip
+        try:
+            with deploy_lock(target, environment):
+                change = migrate_environment(
+                    containers.engine(), environment, image.pinned_ref, image.digest, target.url(), password_file,
+                    ReleaseLedger(get_settings().state_path), registry_auth=registry_auth(client),
+                    insecure_registry=client.insecure, log=context.log.info,
+                )  # fmt: skip
+        except DeployRefused as exc:
+            raise dg.Failure(description=f"{environment} schema not migrated: {exc}") from None
         stored = target.current_revision()
-        if stored != result.revision_after:
-            raise dg.Failure(f"shop-migrate reported {result.revision_after} but {target.describe()} is at {stored}")
+        if stored != change.result.revision_after:
+            raise dg.Failure(
+                f"shop-migrate reported {change.result.revision_after} but {target.describe()} is at {stored}"
+            )
         return dg.MaterializeResult(
             metadata={
-                "revision_before": result.revision_before or "none",
-                "revision_after": result.revision_after or "none",
-                "seconds": dg.MetadataValue.float(result.seconds),
+                **change.metadata(),
+                "waiting": change.waiting or "nothing",
                 "image": image.pinned_ref,
                 "database": target.describe(),
             }

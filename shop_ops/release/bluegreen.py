@@ -17,9 +17,10 @@ from typing import Any, Protocol
 
 from shop_ops.localstack import apps
 from shop_ops.localstack.router import SLOTS, Router, Upstreams
+from shop_ops.release.images import registry_auth
 from shop_ops.release.ledger import ReleaseLedger
-from shop_ops.release.migrations import migrate_database
-from shop_ops.resources.containers import DockerEngine, RegistryAuth
+from shop_ops.release.schema import migrate_environment, rollback_blocker
+from shop_ops.resources.containers import DockerEngine
 from shop_ops.resources.postgres import DatabaseError, DatabaseTarget
 from shop_ops.resources.registry import RegistryClient
 
@@ -96,6 +97,7 @@ class DeployResult:
     steps: dict[str, float] = field(default_factory=dict)
     rollback_seconds: float | None = None
     total_seconds: float = 0.0
+    schema: dict[str, Any] = field(default_factory=dict)  # the migration run (SchemaChange.metadata)
 
     def metadata(self) -> dict[str, Any]:
         """Flat values (numbers as numbers) for asset metadata."""
@@ -109,6 +111,7 @@ class DeployResult:
             "total_seconds": self.total_seconds,
         }
         values.update({f"{name}_seconds": seconds for name, seconds in self.steps.items()})
+        values.update({f"schema_{key}": value for key, value in self.schema.items() if key != "migrate_seconds"})
         if self.rollback_seconds is not None:
             values["rollback_seconds"] = self.rollback_seconds
         return values
@@ -160,13 +163,6 @@ def deploy_lock(database: DatabaseTarget, environment: str) -> Iterator[None]:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def _registry_auth(registry: RegistryClient) -> RegistryAuth | None:
-    credentials = registry.credentials()
-    if credentials is None:
-        return None
-    return RegistryAuth(credentials[0], credentials[1], server=registry.address)
-
-
 def _images(deps: DeployDeps, backend_digest: str, frontend_digest: str) -> dict[str, str]:
     return {
         "backend": deps.registry.pinned_ref(deps.backend_repository, backend_digest),
@@ -189,7 +185,7 @@ def _remove_slot(deps: DeployDeps, slot: str, timeout: int = apps.STOP_TIMEOUT) 
 def _start_and_probe(deps: DeployDeps, slot: str, images: dict[str, str], steps: dict[str, float]) -> None:
     """Pull (pinned), start `slot`'s containers and poll them over HTTP until ready; ContainerError if not."""
     ports = deps.slots[slot]
-    auth = _registry_auth(deps.registry)
+    auth = registry_auth(deps.registry)
     started = time.monotonic()
     for ref in images.values():
         deps.engine.ensure_image(ref, auth=auth, insecure=deps.registry.insecure)
@@ -269,14 +265,16 @@ def _deploy_locked(
         deps.log(f"{environment}: {release.version} {status}: {reason}")
         return DeployFailed(f"{environment} deploy of {release.version} {status.replace('_', ' ')}: {reason}", result)
 
-    # 1. migrate, from the release's own image
+    # 1. migrate, from the release's own image; expand-only while the previous release serves
     deps.log(f"{environment}: migrating with {images['backend']}")
     started = time.monotonic()
     try:
-        migrate_database(
-            deps.engine, images["backend"], deps.app_env.database_url, deps.app_env.password_file,
-            registry_auth=_registry_auth(deps.registry), insecure_registry=deps.registry.insecure,
+        change = migrate_environment(
+            deps.engine, environment, images["backend"], release.backend_digest, deps.app_env.database_url,
+            deps.app_env.password_file, deps.ledger, registry_auth=registry_auth(deps.registry),
+            insecure_registry=deps.registry.insecure, log=deps.log,
         )  # fmt: skip
+        result.schema = change.metadata()
     except Exception as exc:  # noqa: BLE001 - any failure ends the attempt with its reason
         steps["migrate"] = round(time.monotonic() - started, 2)
         raise fail("failed", f"migration failed: {exc}") from None
@@ -343,6 +341,13 @@ def rollback(environment: str, deps: DeployDeps, *, reason: str = "rollback requ
         target = deps.ledger.previous_verified(environment)
         if target is None:
             raise DeployRefused(f"{environment} has no previous verified release to roll back to")
+        try:
+            db_revision = deps.database.current_revision()
+        except DatabaseError as exc:
+            raise DeployRefused(f"cannot read the {environment} schema revision: {exc}") from None
+        blocker = rollback_blocker(deps.ledger, environment, target, db_revision)
+        if blocker is not None:
+            raise DeployRefused(f"rollback of {environment} to {target.version} refused: {blocker}")
         slot = _other(old.slot)
         images = _images(deps, target.backend_digest, target.frontend_digest)
         release_id = deps.ledger.start(

@@ -1,9 +1,11 @@
-"""The release ledger: every deploy and rollback per environment, in SQLite (`<state>/releases.sqlite`).
+"""The release ledger: every deploy, rollback and schema migration per environment, in SQLite (`<state>/releases.sqlite`).
 
 WAL mode and a busy timeout make it safe for several processes (the Dagster daemon, run workers,
-the CLI). A row is one attempt to put a release on an environment: `deploying` until it ends as
-`verified` (serving), `failed` (never got traffic), `rolled_back` (got traffic, failed verification
-or was rolled back later) or `replaced` (a newer release took over after verifying).
+the CLI). A `releases` row is one attempt to put a release on an environment: `deploying` until it
+ends as `verified` (serving), `failed` (never got traffic), `rolled_back` (got traffic, failed
+verification or was rolled back later) or `replaced` (a newer release took over after verifying).
+A `migrations` row is one run of shop-migrate against an environment's database: which image,
+the revisions before and after, what it applied (with phases) and what it held back.
 """
 
 from __future__ import annotations
@@ -39,6 +41,17 @@ CREATE TABLE IF NOT EXISTS releases (
     steps TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS releases_env ON releases (environment, started_at);
+CREATE TABLE IF NOT EXISTS migrations (
+    environment TEXT NOT NULL,
+    at REAL NOT NULL,
+    backend_digest TEXT NOT NULL,
+    revision_before TEXT,
+    revision_after TEXT,
+    applied TEXT NOT NULL DEFAULT '[]',
+    held_back TEXT NOT NULL DEFAULT '[]',
+    contracting INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS migrations_env ON migrations (environment, at);
 """
 
 
@@ -69,6 +82,32 @@ class LedgerEntry:
     def from_row(cls, row: sqlite3.Row) -> LedgerEntry:
         values = dict(row)
         values["steps"] = json.loads(values["steps"] or "{}")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class MigrationRecord:
+    """One shop-migrate run: `applied` and `held_back` are (revision, phase) pairs, oldest first."""
+
+    environment: str
+    at: float
+    backend_digest: str
+    revision_before: str | None
+    revision_after: str | None
+    applied: tuple[tuple[str, str], ...]
+    held_back: tuple[tuple[str, str], ...]
+
+    @property
+    def contracting(self) -> tuple[str, ...]:
+        """The contracting revisions it applied."""
+        return tuple(rev for rev, phase in self.applied if phase == "contract")
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> MigrationRecord:
+        values = dict(row)
+        values.pop("contracting")
+        for key in ("applied", "held_back"):
+            values[key] = tuple(tuple(pair) for pair in json.loads(values[key] or "[]"))
         return cls(**values)
 
 
@@ -143,6 +182,29 @@ class ReleaseLedger:
             if cursor.rowcount != 1:
                 raise LedgerError(f"no release {release_id!r} in {self.path}")
 
+    def record_migration(
+        self,
+        environment: str,
+        backend_digest: str,
+        revision_before: str | None,
+        revision_after: str | None,
+        applied: list[tuple[str, str]],
+        held_back: list[tuple[str, str]],
+    ) -> MigrationRecord:
+        """Record one shop-migrate run against `environment`'s database (by the backend image `backend_digest`)."""
+        record = MigrationRecord(
+            environment, time.time(), backend_digest, revision_before, revision_after,
+            tuple(map(tuple, applied)), tuple(map(tuple, held_back)),
+        )  # fmt: skip
+        with self._connect() as conn:
+            conn.execute(
+                "INSERT INTO migrations (environment, at, backend_digest, revision_before, revision_after, applied,"
+                " held_back, contracting) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (environment, record.at, backend_digest, revision_before, revision_after, json.dumps(applied),
+                 json.dumps(held_back), int(bool(record.contracting))),
+            )  # fmt: skip
+        return record
+
     # ------------------------------------------------------------------ queries
     def get(self, release_id: str) -> LedgerEntry:
         with self._connect() as conn:
@@ -188,6 +250,17 @@ class ReleaseLedger:
                 (environment, backend_digest, frontend_digest),
             ).fetchone()
         return row is not None
+
+    def migrations(
+        self, environment: str, *, since: float = 0, contracting_only: bool = False
+    ) -> list[MigrationRecord]:
+        """`environment`'s recorded migration runs at or after `since`, oldest first."""
+        query = "SELECT * FROM migrations WHERE environment = ? AND at >= ?"
+        if contracting_only:
+            query += " AND contracting = 1"
+        with self._connect() as conn:
+            rows = conn.execute(query + " ORDER BY at, rowid", (environment, since)).fetchall()
+        return [MigrationRecord.from_row(row) for row in rows]
 
     def history(self, environment: str | None = None) -> list[dict[str, Any]]:
         """Every row, oldest first, as plain dicts (steps flattened to `<step>_seconds`) for a DataFrame."""

@@ -17,21 +17,38 @@ class MigrationError(RuntimeError):
     """shop-migrate failed or printed no result; the message carries the end of its log."""
 
 
+Steps = list[tuple[str, str]]  # (revision, phase), oldest first
+
+
 @dataclass(frozen=True)
 class MigrationResult:
     image: str
     revision_before: str | None
     revision_after: str | None
+    applied: Steps
+    held_back: Steps  # contracting migrations (and all after them) that --expand-only kept back
     seconds: float
     log: str
 
 
-def parse_migrate_output(stdout: str) -> tuple[str | None, str | None]:
-    """(before, after) from shop-migrate's last stdout line {"revision_before": ..., "revision_after": ...}."""
+@dataclass(frozen=True)
+class MigrateOutput:
+    revision_before: str | None
+    revision_after: str | None
+    applied: Steps
+    held_back: Steps
+
+
+def parse_migrate_output(stdout: str) -> MigrateOutput:
+    """shop-migrate's last stdout line: {"revision_before", "revision_after", "applied", "held_back"}."""
     lines = [line for line in stdout.splitlines() if line.strip()]
     try:
         result = json.loads(lines[-1])
-        return result["revision_before"], result["revision_after"]
+        steps = {
+            key: [(str(step["revision"]), str(step["phase"])) for step in result[key]]
+            for key in ("applied", "held_back")
+        }
+        return MigrateOutput(result["revision_before"], result["revision_after"], **steps)
     except (IndexError, ValueError, KeyError, TypeError):
         raise MigrationError(f"shop-migrate printed no result line: {stdout.strip()[-500:]!r}") from None
 
@@ -45,10 +62,12 @@ def migrate_database(
     timeout: float = 600,
     registry_auth: RegistryAuth | None = None,
     insecure_registry: bool = False,
+    expand_only: bool = False,
 ) -> MigrationResult:
     """Run `shop-migrate REVISION` from `image` (pin it by digest: pulled when absent) against `database_url`.
 
     `database_url` carries no password; `password_file` is mounted read-only for the shop to read.
+    `expand_only`: contracting migrations (and all after them) are held back (`held_back`).
     """
     engine.ensure_image(image, auth=registry_auth, insecure=insecure_registry)
     env = {"SHOP_DATABASE_URL": database_url, "SHOP_REDIS_URL": UNUSED_REDIS_URL}
@@ -57,11 +76,13 @@ def migrate_database(
         mounts[password_file] = PASSWORD_MOUNT
         env["SHOP_DATABASE_PASSWORD_FILE"] = PASSWORD_MOUNT
     result = engine.run_once(
-        image, ["shop-migrate", revision], env=env, mounts=mounts, timeout=timeout,
+        image, ["shop-migrate", revision, *(["--expand-only"] if expand_only else [])], env=env, mounts=mounts, timeout=timeout,
         labels={"io.shop-ops.role": "migrate"},
     )  # fmt: skip
     if not result.ok:
         raise MigrationError(f"shop-migrate in {image} exited {result.exit_code}:\n{result.logs.strip()[-2000:]}")
-    before, after = parse_migrate_output(result.stdout)
-    return MigrationResult(image=image, revision_before=before, revision_after=after, seconds=result.seconds,
-                           log=result.logs)  # fmt: skip
+    out = parse_migrate_output(result.stdout)
+    return MigrationResult(
+        image=image, revision_before=out.revision_before, revision_after=out.revision_after, applied=out.applied,
+        held_back=out.held_back, seconds=result.seconds, log=result.logs,
+    )  # fmt: skip

@@ -38,7 +38,9 @@ from shop_ops.release.bluegreen import (
     deploy,
     rollback,
 )
+from shop_ops.release.images import registry_auth
 from shop_ops.release.ledger import ReleaseLedger
+from shop_ops.release.schema import migrate_environment
 from shop_ops.resources.containers import DockerEngine, RegistryAuth
 from shop_ops.resources.postgres import DatabaseTarget
 from shop_ops.resources.registry import RegistryClient
@@ -49,13 +51,28 @@ LOADTESTS = Path(__file__).resolve().parents[2] / "loadtests"
 REPOSITORY_PREFIX = "bluegreen-test"
 BACKEND_BASE = "localhost/shop-backend:local"
 FRONTEND_BASE = "localhost/shop-frontend:local"
+MIGRATIONS_DIR = "/opt/venv/lib/python3.11/site-packages/shop/alembic/versions/"
+# Two more migrations for release 5.0.0: an expand one, then a contracting one that undoes it.
+MIGRATIONS = {
+    "0003_legacy_code.py": ("0003", "0002", "expand", 'op.add_column("products", sa.Column("legacy_code", sa.Text))'),
+    "0004_drop_legacy_code.py": ("0004", "0003", "contract", 'op.drop_column("products", "legacy_code")'),
+}
 # version -> extra Dockerfile lines of its backend image
 RELEASES = {
     "1.0.0": "ENV SHOP_VERSION=1.0.0",
     "2.0.0": "ENV SHOP_VERSION=2.0.0",
     "3.0.0": "ENV SHOP_VERSION=2.9.9",  # mislabelled: serves another version, so verification fails
     "4.0.0": 'ENV SHOP_VERSION=4.0.0\nCMD ["python3", "-c", "import time; time.sleep(3600)"]',  # never ready
+    "5.0.0": f"ENV SHOP_VERSION=5.0.0\nCOPY {' '.join(MIGRATIONS)} {MIGRATIONS_DIR}",
 }
+
+
+def migration_source(revision: str, down: str, phase: str, upgrade: str) -> str:
+    return (
+        f'"""Test migration {revision} ({phase})."""\n\nimport sqlalchemy as sa\nfrom alembic import op\n\n'
+        f'revision = "{revision}"\ndown_revision = "{down}"\nbranch_labels = None\ndepends_on = None\n'
+        f'phase = "{phase}"\n\n\ndef upgrade() -> None:\n    {upgrade}\n'
+    )
 
 
 @dataclass
@@ -88,6 +105,8 @@ def releases(
     user, password = registry_client.credentials()  # type: ignore[misc]
     auth = RegistryAuth(user, password, server=registry_client.address)
     context = Path(tempfile.mkdtemp(prefix="shop-ops-test-bg-"))
+    for name, parts in MIGRATIONS.items():
+        (context / name).write_text(migration_source(*parts))
     found, refs = {}, []
     for version, lines in RELEASES.items():
         digests = {}
@@ -313,3 +332,42 @@ def test_rollback_to_previous_verified(staging: Env, releases: dict[str, Release
     assert "start" not in quick.steps and quick.version == "1.0.0", quick.steps
     assert served(staging.router) == ("1.0.0", "green")
     print(f"\nrollback by one switch: {quick.rollback_seconds}s; with a restart: {result.steps}")
+
+
+def test_contracting_migration_waits_for_the_old_release_then_blocks_rollback(
+    staging: Env, releases: dict[str, Release]
+) -> None:
+    # 5.0.0 brings 0003 (expand) and 0004 (contract). 1.0.0 serves: 0004 must wait, and say why.
+    lines: list[str] = []
+    deps = dataclasses.replace(staging.deps, log=lines.append)
+    database = deps.database
+    assert database.current_revision() == "0002" and served(staging.router)[0] == "1.0.0"
+    result = deploy("staging", releases["5.0.0"], deps, verify=version_verifier("5.0.0"))
+    assert result.status == "verified"
+    assert (result.schema["applied"], result.schema["held_back"]) == ("0003 (expand)", "0004 (contract)")
+    assert result.metadata()["schema_expand_only"] is True
+    assert database.current_revision() == "0003"
+    waiting = [line for line in lines if "held back" in line]
+    assert waiting and "1.0.0" in waiting[0] and "still serves staging" in waiting[0], lines
+    # 5.0.0 is ready without 0004: only a contracting migration is missing.
+    readyz = httpx.get(f"{staging.router.url}/readyz", timeout=5).json()
+    assert (readyz["status"], readyz["schema_state"]) == ("ready", "contract_pending"), readyz
+
+    # 5.0.0 now serves alone: its contracting migration may run (as staging/database_schema runs it).
+    backend = deps.registry.pinned_ref(f"{REPOSITORY_PREFIX}/backend", releases["5.0.0"].backend_digest)
+    change = migrate_environment(
+        deps.engine, "staging", backend, releases["5.0.0"].backend_digest, deps.app_env.database_url,
+        deps.app_env.password_file, deps.ledger, registry_auth=registry_auth(deps.registry), insecure_registry=True,
+    )  # fmt: skip
+    assert change.expand_only is False and change.result.applied == [("0004", "contract")], change
+    assert database.current_revision() == "0004" and change.waiting == ""
+
+    # Back to 1.0.0 would run it on a schema contracted after it: refused, nothing changes.
+    rows = len(deps.ledger.history("staging"))
+    with pytest.raises(DeployRefused) as refused:
+        rollback("staging", deps)
+    message = str(refused.value)
+    assert "rollback of staging to 1.0.0 refused: contracting migration 0004 ran on staging after 1.0.0" in message
+    assert "Roll forward" in message
+    assert served(staging.router) == ("5.0.0", result.slot)
+    assert len(deps.ledger.history("staging")) == rows

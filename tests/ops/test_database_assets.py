@@ -17,6 +17,12 @@ from shop_ops.resources.postgres import DatabaseTarget, PostgresResource
 _names = itertools.count(1)
 
 
+@pytest.fixture(autouse=True)
+def own_ledger(monkeypatch, tmp_path) -> None:
+    """The assets record migrations in the release ledger under SHOP_OPS_STATE: a temp one, not the repo's."""
+    monkeypatch.setenv("SHOP_OPS_STATE", str(tmp_path))
+
+
 def _database(postgres) -> DatabaseTarget:
     name = f"ops_schema_{next(_names)}_{os.getpid()}"
     postgres.create_database(name, owner="shop")
@@ -39,7 +45,9 @@ def test_staging_schema_migrated_from_none_to_head_by_the_released_image(images_
     assert head is not None
     assert metadata["revision_before"].value == "none"
     assert metadata["revision_after"].value == head
-    assert isinstance(metadata["seconds"].value, float) and metadata["seconds"].value > 0
+    assert isinstance(metadata["migrate_seconds"].value, float) and metadata["migrate_seconds"].value > 0
+    assert metadata["applied"].value == ", ".join(f"{rev} (expand)" for rev in ("0001", "0002"))
+    assert metadata["held_back"].value == "none" and metadata["waiting"].value == "nothing"
     backend = images_run.images["backend"]
     assert metadata["image"].value == backend.pinned_ref  # the release's image by digest, not the working tree
 
