@@ -5,13 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from shop_ops.assets.database import database_schema
-from shop_ops.assets.deployments import (
-    deployment_history,
-    deployments,
-    promote_production,
-    release_staging,
-    rollback_job,
-)
+from shop_ops.assets.deployments import release_definitions
 from shop_ops.assets.environment_health import environment_health, environment_health_job
 from shop_ops.assets.images import image_assets
 from shop_ops.release.images import shop_image_specs
@@ -34,15 +28,8 @@ images = [
 ]
 database = [database_schema(environment) for environment in ENVIRONMENTS]
 
-# Blue/green releases run on the local profile's routers and slots; the aws profile's ECS deploy
-# (shop_ops/release/ecs.py) is not wired to these jobs yet.
-releases: dict[str, list] = {"assets": [], "jobs": [], "sensors": []}
-if settings.profile == "local":
-    releases = {
-        "assets": [*deployments, deployment_history],
-        "jobs": [release_staging, promote_production, rollback_job],
-        "sensors": [registry_push_sensor],
-    }
+# The same deployment assets and release jobs on both profiles: blue/green slots locally, ECS on aws.
+releases = release_definitions(settings.profile)
 
 build_images = dg.define_asset_job(
     "build_images",
@@ -51,8 +38,8 @@ build_images = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=[*images, *database, *(releases["assets"]), environment_health],
-    jobs=[build_images, environment_health_job, *(releases["jobs"])],
-    sensors=[*(releases["sensors"]), run_failure_alert_sensor],
+    assets=[*images, *database, *releases.assets, environment_health],
+    jobs=[build_images, environment_health_job, *releases.jobs],
+    sensors=[registry_push_sensor, run_failure_alert_sensor],
     resources=resources_from_settings(settings),
 )

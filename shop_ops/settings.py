@@ -78,6 +78,10 @@ class AwsSettings(_Strict):
     ecs_cluster: str
     ecr_registry: str
     backups_bucket: str
+    # ECS releases: wait for a service to be steady (deploy and rollback), for the migration task to stop.
+    deploy_timeout_seconds: float = Field(default=600, gt=0)
+    migrate_timeout_seconds: float = Field(default=900, gt=0)
+    poll_seconds: float = Field(default=10, gt=0)
 
 
 class Settings(_Strict):
@@ -133,6 +137,12 @@ class Settings(_Strict):
         if self.profile != "local":
             raise SettingsError(f"the {self.profile} profile has no local environments")
         return {name: env for name, env in self.environments.items() if isinstance(env, LocalEnvironment)}
+
+    def aws_environments(self) -> dict[str, AwsEnvironment]:
+        """The environments of the aws profile (an error in the local profile)."""
+        if self.profile != "aws":
+            raise SettingsError(f"the {self.profile} profile has no aws environments")
+        return {name: env for name, env in self.environments.items() if isinstance(env, AwsEnvironment)}
 
     @property
     def state_path(self) -> Path:

@@ -14,6 +14,10 @@ the local blue/green switch:
 This is the same condition as botocore's `services_stable` waiter plus the rollout state and
 the task definition; it is polled here so the timeout is in seconds and a FAILED rollout ends
 the wait at once instead of after the waiter's attempts.
+
+`before_update` lets a caller act on the new revision before the service moves to it (the aws
+release runs its migration task from it); `find_task_definition` finds the revision that ran
+given images again (the aws rollback target).
 """
 
 from __future__ import annotations
@@ -178,6 +182,38 @@ def _update_service(ecs: Any, svc: Mapping[str, Any], cluster: str, service: str
         raise EcsDeployError(f"update_service {cluster}/{service} -> {task_definition} failed: {exc}") from None
 
 
+def task_definition_family(arn: str) -> str:
+    """`family` of `arn:aws:ecs:...:task-definition/family:revision` (or of `family:revision`)."""
+    return arn.rsplit("/", 1)[-1].rsplit(":", 1)[0]
+
+
+def _revision(arn: str) -> int:
+    tail = arn.rsplit(":", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
+
+
+def find_task_definition(ecs: Any, family: str, images: Mapping[str, str], max_revisions: int = 100) -> str | None:
+    """The newest ACTIVE revision of `family` whose named containers run exactly `images`; None if none does.
+
+    Looks at the newest `max_revisions` revisions (one `describe_task_definition` each). Revisions
+    are sorted here by number: `sort=DESC` is asked for, but not every endpoint honours it.
+    """
+    arns: list[str] = []
+    try:
+        pages = ecs.get_paginator("list_task_definitions").paginate(familyPrefix=family, status="ACTIVE", sort="DESC")
+        for page in pages:
+            # familyPrefix is a prefix: "shop-staging" also lists "shop-staging-worker".
+            arns.extend(arn for arn in page.get("taskDefinitionArns", []) if task_definition_family(arn) == family)
+        for arn in sorted(arns, key=_revision, reverse=True)[:max_revisions]:
+            containers = ecs.describe_task_definition(taskDefinition=arn)["taskDefinition"]["containerDefinitions"]
+            running = {c["name"]: c.get("image") for c in containers}
+            if all(running.get(name) == image for name, image in images.items()):
+                return arn
+    except ClientError as exc:
+        raise EcsDeployError(f"listing revisions of task definition family {family!r} failed: {exc}") from None
+    return None
+
+
 def rollback_ecs(
     ecs: Any,
     cluster: str,
@@ -210,12 +246,15 @@ def deploy_to_ecs(
     images: Mapping[str, str],
     timeout_s: float = 600,
     poll_s: float = 10,
+    before_update: Callable[[str], None] | None = None,
 ) -> EcsDeployResult:
     """Deploy `images` ({container name: image@sha256:digest}) to the service; roll back if it does not become steady.
 
     Raises EcsDeployError before changing anything when the cluster, service or a container
     does not exist, an image is not pinned by digest, or the service is not on the ECS
     (rolling update) deployment controller, which the circuit breaker needs.
+    `before_update(new_task_definition_arn)` runs after the new revision is registered and before
+    the service is updated; whatever it raises stops the deploy with the service untouched.
     """
     started = time.monotonic()
     svc = describe_service(ecs, cluster, service)
@@ -227,6 +266,8 @@ def deploy_to_ecs(
         )
     previous = str(svc["taskDefinition"])
     new = register_with_images(ecs, previous, images)
+    if before_update is not None:
+        before_update(new)
     _update_service(ecs, svc, cluster, service, new)
     wait_started = time.monotonic()
     state = wait_for_steady_state(ecs, cluster, service, new, timeout_s, poll_s)

@@ -48,5 +48,6 @@ def registry_push_sensor(context: dg.SensorEvaluationContext, registry: Registry
         )
         for candidate in result.new_releases
     ]
-    skip = None if requests else "no new release (" + ("; ".join(result.skipped) or "nothing pushed") + ")"
+    reasons = [f"already requested: {', '.join(result.known)}"] * bool(result.known) + result.skipped
+    skip = None if requests else "no new release (" + ("; ".join(reasons) or "nothing pushed") + ")"
     return dg.SensorResult(run_requests=requests, cursor=result.cursor.to_json(), skip_reason=skip)

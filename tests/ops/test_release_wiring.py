@@ -15,7 +15,7 @@ import dagster as dg
 import pytest
 
 import shop_ops.sensors.registry_push as registry_push
-from shop_ops.assets.deployments import deployments
+from shop_ops.assets.deployments import release_definitions
 from shop_ops.definitions import defs
 from shop_ops.release.images import BuiltImage, ReleaseBlocked, release_image
 from shop_ops.release.ledger import ReleaseLedger
@@ -32,6 +32,10 @@ def test_release_jobs_and_sensors_are_defined_with_their_names():
         assert defs.resolve_job_def(job).name == job
     assert defs.resolve_job_def("release_staging").tags["environment"] == "staging"
     assert defs.resolve_job_def("promote_production").tags["environment"] == "production"
+    rollback = defs.resolve_job_def("rollback")  # partitioned by environment: the partition sets the run's tag
+    assert rollback.partitions_def.get_partition_keys() == ["staging", "production"]
+    for environment in ("staging", "production"):
+        assert rollback.get_tags_for_partition_key(environment, None)["environment"] == environment
     sensor = defs.resolve_sensor_def("registry_push_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING and sensor.minimum_interval_seconds == 5
     keys = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
@@ -45,7 +49,9 @@ def test_release_jobs_and_sensors_are_defined_with_their_names():
 def test_production_cannot_be_deployed_around_the_guards(monkeypatch, tmp_path, approved_by, refusal):
     """As "Materialize all" or a backfill would: the asset itself refuses, before touching anything."""
     monkeypatch.setenv("SHOP_OPS_STATE", str(tmp_path))
-    production = next(a for a in deployments if a.key == dg.AssetKey(["production", "deployment"]))
+    production = next(
+        a for a in release_definitions("local").assets if a.key == dg.AssetKey(["production", "deployment"])
+    )
     config = {"version": "9.9.9", "backend_digest": DIGEST, "frontend_digest": DIGEST, "approved_by": approved_by}
     result = dg.materialize(
         [production],
@@ -112,7 +118,8 @@ def test_push_sensor_requests_one_release_staging_run_per_release(monkeypatch, r
         again = registry_push.registry_push_sensor(
             dg.build_sensor_context(instance=instance, cursor=first.cursor, resources={"registry": resource})
         )
-        assert again.run_requests == [] and "no new release" in again.skip_reason.skip_message
+        assert again.run_requests == []
+        assert again.skip_reason.skip_message.startswith("no new release (already requested: 0.4.0; ")
         # registry down: skipped, cursor kept
         down = RegistryResource(url="http://127.0.0.1:9", credentials_file=str(registry.credentials_file))
         broken = registry_push.registry_push_sensor(
