@@ -11,6 +11,7 @@ job names, op names and run config.
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import dagster as dg
@@ -89,6 +90,16 @@ def deploy_deps(
     )
 
 
+def run_release_action(action: str, call: Callable[[], Any]) -> Any:
+    """`call()`'s result (DeployResult / EcsReleaseResult); a refusal or failure becomes a dg.Failure naming `action`."""
+    try:
+        return call()
+    except DeployRefused as exc:
+        raise dg.Failure(description=f"{action} refused: {exc}") from None
+    except (DeployFailed, EcsReleaseFailed) as exc:
+        raise dg.Failure(description=f"{action} failed: {exc}", metadata=exc.result.metadata()) from None
+
+
 def ecs_release_deps(
     environment: str, aws: AwsResource, registry: RegistryResource, log: dg.DagsterLogManager
 ) -> EcsReleaseDeps:
@@ -138,20 +149,11 @@ def bluegreen_deployment_asset(environment: str) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         release = Release(config.version, config.backend_digest, config.frontend_digest)
         deps = deploy_deps(environment, containers, registry, router, postgres, context.log)
-        try:
-            result = deploy(
-                environment,
-                release,
-                deps,
-                verify=lambda url: verify_environment(url, k6),
-                approved_by=config.approved_by or None,
-            )
-        except DeployRefused as exc:
-            raise dg.Failure(description=f"deploy to {environment} refused: {exc}") from None
-        except DeployFailed as exc:
-            raise dg.Failure(
-                description=f"deploy to {environment} failed: {exc}", metadata=exc.result.metadata()
-            ) from None
+        verify = partial(verify_environment, k6=k6)
+        result = run_release_action(
+            f"deploy to {environment}",
+            lambda: deploy(environment, release, deps, verify=verify, approved_by=config.approved_by or None),
+        )
         return dg.MaterializeResult(metadata={**result.metadata(), "approved_by": config.approved_by or "-"})
 
     return deployment
@@ -172,21 +174,13 @@ def ecs_deployment_asset(environment: str) -> dg.AssetsDefinition:
     ) -> dg.MaterializeResult:
         release = Release(config.version, config.backend_digest, config.frontend_digest)
         deps = ecs_release_deps(environment, aws, registry, context.log)
-        try:
-            result = deploy_release_ecs(
-                environment,
-                release,
-                deps,
-                verify=lambda url: verify_environment(url, k6),
-                run_tags=context.run.tags,
-                approved_by=config.approved_by or None,
-            )
-        except DeployRefused as exc:
-            raise dg.Failure(description=f"deploy to {environment} refused: {exc}") from None
-        except EcsReleaseFailed as exc:
-            raise dg.Failure(
-                description=f"deploy to {environment} failed: {exc}", metadata=exc.result.metadata()
-            ) from None
+        verify = partial(verify_environment, k6=k6)
+        result = run_release_action(
+            f"deploy to {environment}",
+            lambda: deploy_release_ecs(
+                environment, release, deps, verify, run_tags=context.run.tags, approved_by=config.approved_by or None
+            ),
+        )
         return dg.MaterializeResult(metadata={**result.metadata(), "approved_by": config.approved_by or "-"})
 
     return deployment
@@ -227,12 +221,7 @@ def rollback_environment(
 ) -> None:
     environment = rollback_environment_of(context)
     deps = deploy_deps(environment, containers, registry, router, postgres, context.log)
-    try:
-        result = rollback(environment, deps, reason=config.reason)
-    except DeployRefused as exc:
-        raise dg.Failure(description=f"rollback of {environment} refused: {exc}") from None
-    except DeployFailed as exc:
-        raise dg.Failure(description=f"rollback of {environment} failed: {exc}") from None
+    result = run_release_action(f"rollback of {environment}", lambda: rollback(environment, deps, reason=config.reason))
     context.log_event(dg.AssetMaterialization(asset_key=[environment, "deployment"], metadata=result.metadata()))
 
 
@@ -245,14 +234,10 @@ def rollback_ecs_environment(
 ) -> None:
     environment = rollback_environment_of(context)
     deps = ecs_release_deps(environment, aws, registry, context.log)
-    try:
-        result = rollback_release_ecs(environment, deps, context.run.tags, reason=config.reason)
-    except DeployRefused as exc:
-        raise dg.Failure(description=f"rollback of {environment} refused: {exc}") from None
-    except EcsReleaseFailed as exc:
-        raise dg.Failure(
-            description=f"rollback of {environment} failed: {exc}", metadata=exc.result.metadata()
-        ) from None
+    result = run_release_action(
+        f"rollback of {environment}",
+        lambda: rollback_release_ecs(environment, deps, context.run.tags, reason=config.reason),
+    )
     context.log_event(dg.AssetMaterialization(asset_key=[environment, "deployment"], metadata=result.metadata()))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -21,6 +22,7 @@ from shop_ops.localstack.docker_api import DockerApi
 from shop_ops.localstack.processes import free_port, wait_for_http
 from shop_ops.localstack.registry import RegistryServer
 from shop_ops.release.images import BuiltImage, shop_image_specs
+from shop_ops.resources.aws import AwsResource
 from shop_ops.resources.containers import ContainersResource, DockerEngine
 from shop_ops.resources.registry import RegistryClient, RegistryResource
 
@@ -84,6 +86,7 @@ class MotoServer:
 # moto reports this many running tasks for every ECS service it creates: a service with
 # desiredCount <= this has a COMPLETED deployment, one with more stays IN_PROGRESS forever.
 MOTO_ECS_RUNNING = 2
+REGION = "eu-central-1"
 
 
 @pytest.fixture(scope="session")
@@ -108,6 +111,46 @@ def moto_server(tmp_path_factory) -> Iterator[MotoServer]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+class Calls:
+    """ECS operations and their parameters, as the client sent them (botocore event hook)."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, dict]] = []
+
+    def record(self, params: dict, model, **_kwargs) -> None:
+        self.items.append((model.name, copy.deepcopy(params)))
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.items]
+
+    def params(self, name: str) -> list[dict]:
+        return [p for n, p in self.items if n == name]
+
+
+@pytest.fixture
+def aws(moto_server, monkeypatch, tmp_path) -> AwsResource:
+    """The resource pointed at moto; dummy credentials reach boto3 through the normal chain (env vars)."""
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    return AwsResource(region=REGION, endpoint_url=moto_server.url)
+
+
+@pytest.fixture
+def ecs(aws):
+    return aws.ecs()
+
+
+@pytest.fixture
+def calls(ecs) -> Calls:
+    recorder = Calls()
+    ecs.meta.events.register("provide-client-params.ecs", recorder.record)
+    return recorder
 
 
 # --- real receivers for notifications: a Slack-style webhook (HTTP) and an SMTP server ---------------------

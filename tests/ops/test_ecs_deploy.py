@@ -19,7 +19,6 @@ deployment and never reports FAILED. So the failed-rollout paths are made like t
 
 from __future__ import annotations
 
-import copy
 import time
 import uuid
 
@@ -28,9 +27,8 @@ import pytest
 from shop_ops.release.ecs import EcsDeployError, deploy_to_ecs, rollback_ecs, service_state
 from shop_ops.resources.aws import AwsResource
 from shop_ops.settings import ROOT, load_settings
-from tests.ops.conftest import MOTO_ECS_RUNNING
+from tests.ops.conftest import MOTO_ECS_RUNNING, REGION
 
-REGION = "eu-central-1"
 OLD = {
     "backend": "127.0.0.1:5055/shop/backend@sha256:" + "a" * 64,
     "frontend": "127.0.0.1:5055/shop/frontend@sha256:" + "b" * 64,
@@ -41,46 +39,6 @@ NEW = {
 }
 # Fields of describe_task_definition that the API sets itself (not part of what we register).
 SERVER_FIELDS = {"taskDefinitionArn", "revision", "status", "registeredAt", "registeredBy", "requiresAttributes"}
-
-
-class Calls:
-    """ECS operations and their parameters, as the client sent them (botocore event hook)."""
-
-    def __init__(self) -> None:
-        self.items: list[tuple[str, dict]] = []
-
-    def record(self, params: dict, model, **_kwargs) -> None:
-        self.items.append((model.name, copy.deepcopy(params)))
-
-    def names(self) -> list[str]:
-        return [name for name, _ in self.items]
-
-    def params(self, name: str) -> list[dict]:
-        return [p for n, p in self.items if n == name]
-
-
-@pytest.fixture
-def aws(moto_server, monkeypatch, tmp_path) -> AwsResource:
-    """The resource pointed at moto; dummy credentials reach boto3 through the normal chain (env vars)."""
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
-    return AwsResource(region=REGION, endpoint_url=moto_server.url)
-
-
-@pytest.fixture
-def ecs(aws):
-    return aws.ecs()
-
-
-@pytest.fixture
-def calls(ecs) -> Calls:
-    recorder = Calls()
-    ecs.meta.events.register("provide-client-params.ecs", recorder.record)
-    return recorder
 
 
 def make_service(ecs, desired: int = 2) -> tuple[str, str, str]:

@@ -16,7 +16,6 @@ botocore after-call hook on the test's client that rewrites the stopped task's e
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import subprocess
@@ -37,12 +36,11 @@ from shop_ops.release.ecs_tasks import EcsTaskError, run_task_to_completion
 from shop_ops.release.ledger import ReleaseLedger
 from shop_ops.release.verify import verify_environment
 from shop_ops.resources import resources_from_settings
-from shop_ops.resources.aws import AwsResource
 from shop_ops.resources.k6 import K6Resource
 from shop_ops.resources.registry import RegistryClient
 from shop_ops.settings import ROOT, get_settings
+from tests.ops.conftest import REGION
 
-REGION = "eu-central-1"
 ECR = "123456789012.dkr.ecr.eu-central-1.amazonaws.com"
 BREAKER = {"enable": True, "rollback": True}
 MIGRATE = ["shop-migrate", "head", "--expand-only"]
@@ -57,46 +55,6 @@ def images_of(release: Release) -> dict[str, str]:
         "backend": f"{ECR}/shop/backend@{release.backend_digest}",
         "frontend": f"{ECR}/shop/frontend@{release.frontend_digest}",
     }
-
-
-class Calls:
-    """ECS operations and their parameters, as the client sent them (botocore event hook)."""
-
-    def __init__(self) -> None:
-        self.items: list[tuple[str, dict]] = []
-
-    def record(self, params: dict, model, **_kwargs) -> None:
-        self.items.append((model.name, copy.deepcopy(params)))
-
-    def names(self) -> list[str]:
-        return [name for name, _ in self.items]
-
-    def params(self, name: str) -> list[dict]:
-        return [p for n, p in self.items if n == name]
-
-
-@pytest.fixture
-def aws(moto_server, monkeypatch, tmp_path) -> AwsResource:
-    """The resource pointed at moto; dummy credentials reach boto3 through the normal chain (env vars)."""
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_DEFAULT_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
-    return AwsResource(region=REGION, endpoint_url=moto_server.url)
-
-
-@pytest.fixture
-def ecs(aws):
-    return aws.ecs()
-
-
-@pytest.fixture
-def calls(ecs) -> Calls:
-    recorder = Calls()
-    ecs.meta.events.register("provide-client-params.ecs", recorder.record)
-    return recorder
 
 
 @dataclass
