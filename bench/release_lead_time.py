@@ -1,7 +1,9 @@
 """Lead time of a release: push of a new version of both images -> staging serving it, with per-step seconds.
 
-Needs the local environment (`make run`). Pushes the current local images (`localhost/shop-*:local`,
-built by `up` or scripts/build-images.sh) to the local registry under the next patch version;
+Needs the local environment (`make run`). Builds a thin layer over the current local images
+(`localhost/shop-*:local`, built by `up` or scripts/build-images.sh) that says the new version
+(a re-tag of images already released is not a new release), then pushes both to the local
+registry under the next patch version;
 `registry_push_sensor` (5 s interval) starts `release_staging`, which migrates, deploys blue/green,
 verifies (smoke tests + a 5 s k6 check) and retires the old slot. The times come from the push
 and from the release ledger (.state/releases.sqlite).
@@ -12,13 +14,16 @@ and from the release ledger (.state/releases.sqlite).
 from __future__ import annotations
 
 import argparse
-import json
 import platform
-import sqlite3
 import sys
+import tempfile
 import time
+from pathlib import Path
+
+import httpx
 
 from shop_ops.localstack.docker_api import DockerApi
+from shop_ops.release.ledger import ReleaseLedger
 from shop_ops.release.registry_watch import release_version
 from shop_ops.resources.containers import DockerEngine, RegistryAuth
 from shop_ops.resources.registry import RegistryClient
@@ -43,26 +48,27 @@ def main() -> int:
     auth = RegistryAuth(user, password, server=registry.address)
     engine = DockerEngine(DockerApi(state).docker_host)
 
+    refs = {}
+    with tempfile.TemporaryDirectory(prefix="shop-ops-bench-release-") as context:
+        for role, repository, line in (
+            ("backend", settings.images.backend_repository, f"ENV SHOP_VERSION={version}"),
+            ("frontend", settings.images.frontend_repository, f"LABEL org.opencontainers.image.version={version}"),
+        ):
+            (Path(context) / "Dockerfile").write_text(f"FROM localhost/shop-{role}:local\n{line}\n")
+            refs[role] = registry.image_ref(repository, version)
+            engine.build(Path(context), refs[role], use_cache=True)
     pushed_at = time.time()
-    for role, repository in (
-        ("backend", settings.images.backend_repository),
-        ("frontend", settings.images.frontend_repository),
-    ):
-        ref = registry.image_ref(repository, version)
-        engine.tag(f"localhost/shop-{role}:local", ref)
+    for ref in refs.values():
         engine.push(ref, auth=auth, insecure=True)
     push_seconds = time.time() - pushed_at
     print(f"pushed {version} of both images in {push_seconds:.1f}s; waiting for staging to serve it", flush=True)
 
+    ledger = ReleaseLedger(state)
     deadline = time.monotonic() + args.timeout
     row = None
     while time.monotonic() < deadline:
-        with sqlite3.connect(state / "releases.sqlite") as db:
-            db.row_factory = sqlite3.Row
-            row = db.execute(
-                "SELECT * FROM releases WHERE environment = 'staging' AND version = ? ORDER BY started_at DESC",
-                (version,),
-            ).fetchone()
+        attempts = [r for r in ledger.history("staging") if r["version"] == version]
+        row = attempts[-1] if attempts else None
         if row is not None and row["finished_at"] is not None:
             break
         time.sleep(0.5)
@@ -70,7 +76,11 @@ def main() -> int:
         sys.exit(f"staging did not finish releasing {version} within {args.timeout:.0f}s (see the Dagster UI)")
     if row["status"] != "verified":
         sys.exit(f"the release of {version} ended {row['status']}: {row['reason']}")
-    steps = json.loads(row["steps"])
+    router = f"http://127.0.0.1:{settings.local_environments()['staging'].router_port}"
+    served = httpx.get(f"{router}/version", timeout=5).json().get("version")
+    if served != version:
+        sys.exit(f"the ledger says {version} is verified, but staging's /version answers {served!r}")
+    steps = {key.removesuffix("_seconds"): value for key, value in row.items() if key.endswith("_seconds")}
     print()
     print(f"release lead time, {time.strftime('%Y-%m-%d')}, {platform.node()}, sensor interval 5 s")
     print("| step | seconds |")
