@@ -107,9 +107,11 @@ class DagsterDev:
         return source
 
     def _target_args(self) -> list[str]:
-        if self.workspace.exists():
-            return ["-w", str(self.workspace)]
-        return ["-m", "shop_ops.definitions"]
+        # Always the workspace: it names the code location `shop_ops`. Sensor cursors and run_key
+        # deduplication are kept per location name, so a second name would re-request releases.
+        if not self.workspace.exists():
+            raise ServiceError(f"{self.workspace} is missing: it defines the code location (restore it from git)")
+        return ["-w", str(self.workspace)]
 
     def running(self) -> bool:
         pid = read_pid(self.pidfile)
