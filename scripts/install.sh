@@ -10,6 +10,7 @@ cd "$ROOT"
 APT_PACKAGES=(
   postgresql-15 redis-server nginx-light                        # the shop's services and the router
   podman buildah skopeo runc uidmap fuse-overlayfs slirp4netns  # Docker API and image builds
+  golang-github-containernetworking-plugin-dnsname              # compose service names resolve on podman networks
   debootstrap docker-compose docker-registry apache2-utils      # base images, compose, registry
   chromium python3-venv python3-pip git make curl ca-certificates  # e2e checks, toolchain, wheels
 )

@@ -52,6 +52,8 @@ class Verification(Protocol):
     @property
     def reason(self) -> str: ...
 
+    def numbers(self) -> dict[str, float]: ...  # measurements for the metadata, e.g. k6 p95 and error rate
+
 
 Verifier = Callable[[str], Verification]  # base URL of the environment's router -> verdict
 
@@ -92,12 +94,16 @@ class DeployResult:
     slot: str
     previous_slot: str | None
     previous_release_id: str | None
+    backend_digest: str = ""
+    frontend_digest: str = ""
+    previous_version: str | None = None
     status: str = "deploying"
     reason: str = ""
     steps: dict[str, float] = field(default_factory=dict)
     rollback_seconds: float | None = None
     total_seconds: float = 0.0
     schema: dict[str, Any] = field(default_factory=dict)  # the migration run (SchemaChange.metadata)
+    verification: dict[str, float] = field(default_factory=dict)  # the verifier's numbers (k6 p95, error rate)
 
     def metadata(self) -> dict[str, Any]:
         """Flat values (numbers as numbers) for asset metadata."""
@@ -105,13 +111,17 @@ class DeployResult:
             "environment": self.environment,
             "release_id": self.release_id,
             "version": self.version,
+            "backend_digest": self.backend_digest,
+            "frontend_digest": self.frontend_digest,
             "slot": self.slot,
+            "previous_version": self.previous_version or "",
             "previous_release_id": self.previous_release_id or "",
             "status": self.status,
             "total_seconds": self.total_seconds,
         }
         values.update({f"{name}_seconds": seconds for name, seconds in self.steps.items()})
         values.update({f"schema_{key}": value for key, value in self.schema.items() if key != "migrate_seconds"})
+        values.update(self.verification)
         if self.rollback_seconds is not None:
             values["rollback_seconds"] = self.rollback_seconds
         return values
@@ -254,6 +264,8 @@ def _deploy_locked(
     result = DeployResult(
         environment=environment, release_id=release_id, version=release.version, slot=slot,
         previous_slot=old.slot, previous_release_id=previous.release_id if previous else None,
+        backend_digest=release.backend_digest, frontend_digest=release.frontend_digest,
+        previous_version=previous.version if previous else None,
     )  # fmt: skip
     steps = result.steps
     images = _images(deps, release.backend_digest, release.frontend_digest)
@@ -261,7 +273,7 @@ def _deploy_locked(
     def fail(status: str, reason: str) -> DeployFailed:
         result.status, result.reason = status, reason
         result.total_seconds = round(time.monotonic() - began, 2)
-        deps.ledger.finish(release_id, status, reason=reason, steps=steps)
+        deps.ledger.finish(release_id, status, reason=reason, steps=steps, measures=result.verification)
         deps.log(f"{environment}: {release.version} {status}: {reason}")
         return DeployFailed(f"{environment} deploy of {release.version} {status.replace('_', ' ')}: {reason}", result)
 
@@ -304,6 +316,7 @@ def _deploy_locked(
     try:
         verdict = verify(deps.router.url)
         passed, reason = bool(verdict.passed), str(verdict.reason)
+        result.verification = dict(verdict.numbers())
     except Exception as exc:  # noqa: BLE001 - a crashing verifier is a failed verification
         passed, reason = False, f"the verifier raised {type(exc).__name__}: {exc}"
     steps["verify"] = round(time.monotonic() - started, 2)
@@ -322,7 +335,7 @@ def _deploy_locked(
         deps.ledger.mark(previous.release_id, "replaced")
     result.status, result.reason = "verified", reason
     result.total_seconds = round(time.monotonic() - began, 2)
-    deps.ledger.finish(release_id, "verified", reason=reason, steps=steps)
+    deps.ledger.finish(release_id, "verified", reason=reason, steps=steps, measures=result.verification)
     deps.log(f"{environment}: {release.version} serves from the {slot} slot ({result.total_seconds}s)")
     return result
 
@@ -357,6 +370,8 @@ def rollback(environment: str, deps: DeployDeps, *, reason: str = "rollback requ
         result = DeployResult(
             environment=environment, release_id=release_id, version=target.version, slot=slot,
             previous_slot=old.slot, previous_release_id=current.release_id if current else None,
+            backend_digest=target.backend_digest, frontend_digest=target.frontend_digest,
+            previous_version=current.version if current else None,
         )  # fmt: skip
         if not _slot_runs(deps, slot, images):
             try:

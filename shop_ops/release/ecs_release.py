@@ -87,7 +87,11 @@ class EcsReleaseResult:
     task_definition: str = ""  # what the release runs (the new revision; for a rollback, the found one)
     previous_task_definition: str = ""  # what the service ran before
     migration_task: str = ""
+    backend_digest: str = ""
+    frontend_digest: str = ""
+    previous_version: str | None = None
     steps: dict[str, float] = field(default_factory=dict)  # migrate, rollout, verify, rollback
+    verification: dict[str, float] = field(default_factory=dict)  # the verifier's numbers (k6 p95, error rate)
     total_seconds: float = 0.0
 
     def metadata(self) -> dict[str, Any]:
@@ -97,6 +101,9 @@ class EcsReleaseResult:
             "release_id": self.release_id,
             "kind": self.kind,
             "version": self.version,
+            "backend_digest": self.backend_digest,
+            "frontend_digest": self.frontend_digest,
+            "previous_version": self.previous_version or "",
             "status": self.status,
             "task_definition": self.task_definition,
             "previous_task_definition": self.previous_task_definition,
@@ -106,6 +113,7 @@ class EcsReleaseResult:
         if self.migration_task:
             values["migration_task"] = self.migration_task
         values.update({f"{name}_seconds": seconds for name, seconds in self.steps.items()})
+        values.update(self.verification)
         return values
 
 
@@ -157,14 +165,16 @@ def deploy_release_ecs(
         approved_by=approved_by, previous_release_id=previous.release_id if previous else None,
     )  # fmt: skip
     result = EcsReleaseResult(
-        environment, release_id, release.version, "deploy", previous.release_id if previous else None
-    )
+        environment, release_id, release.version, "deploy", previous.release_id if previous else None,
+        backend_digest=release.backend_digest, frontend_digest=release.frontend_digest,
+        previous_version=previous.version if previous else None,
+    )  # fmt: skip
     steps = result.steps
 
     def fail(status: str, reason: str) -> EcsReleaseFailed:
         result.status, result.reason = status, reason
         result.total_seconds = _seconds(began)
-        deps.ledger.finish(release_id, status, reason=reason, steps=steps)
+        deps.ledger.finish(release_id, status, reason=reason, steps=steps, measures=result.verification)
         deps.log(f"{environment}: {release.version} {status}: {reason}")
         return EcsReleaseFailed(
             f"{environment} deploy of {release.version} {status.replace('_', ' ')}: {reason}", result
@@ -215,6 +225,7 @@ def deploy_release_ecs(
     try:
         verdict = verify(deps.url)
         passed, reason = bool(verdict.passed), str(verdict.reason)
+        result.verification = dict(verdict.numbers())
     except Exception as exc:  # noqa: BLE001 - a crashing verifier is a failed verification
         passed, reason = False, f"the verifier raised {type(exc).__name__}: {exc}"
     steps["verify"] = _seconds(started)
@@ -241,7 +252,7 @@ def deploy_release_ecs(
         deps.ledger.mark(previous.release_id, "replaced")
     result.status, result.reason = "verified", reason or f"verified through {deps.url}"
     result.total_seconds = _seconds(began)
-    deps.ledger.finish(release_id, "verified", reason=result.reason, steps=steps)
+    deps.ledger.finish(release_id, "verified", reason=result.reason, steps=steps, measures=result.verification)
     deps.log(f"{environment}: {release.version} serves from {deployed.new_task_definition} ({result.total_seconds}s)")
     return result
 
@@ -285,6 +296,8 @@ def rollback_release_ecs(
     result = EcsReleaseResult(
         environment, release_id, target.version, "rollback", current.release_id if current else None,
         task_definition=task_definition, previous_task_definition=serving_td,
+        backend_digest=target.backend_digest, frontend_digest=target.frontend_digest,
+        previous_version=current.version if current else None,
     )  # fmt: skip
     deps.log(f"{environment}: rolling back to {target.version} ({task_definition})")
     started = time.monotonic()

@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS releases (
     finished_at REAL,
     previous_release_id TEXT,
     reason TEXT,
-    steps TEXT NOT NULL DEFAULT '{}'
+    steps TEXT NOT NULL DEFAULT '{}',
+    measures TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS releases_env ON releases (environment, started_at);
 CREATE TABLE IF NOT EXISTS migrations (
@@ -61,7 +62,7 @@ class LedgerError(RuntimeError):
 
 @dataclass(frozen=True)
 class LedgerEntry:
-    """One row of the ledger; `steps` maps a step name to its seconds."""
+    """One row of the ledger; `steps` maps a step name to its seconds, `measures` the verifier's numbers."""
 
     release_id: str
     environment: str
@@ -77,11 +78,13 @@ class LedgerEntry:
     previous_release_id: str | None
     reason: str | None
     steps: dict[str, float]
+    measures: dict[str, float]
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> LedgerEntry:
         values = dict(row)
         values["steps"] = json.loads(values["steps"] or "{}")
+        values["measures"] = json.loads(values["measures"] or "{}")
         return cls(**values)
 
 
@@ -121,6 +124,9 @@ class ReleaseLedger:
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
+            columns = {row["name"] for row in conn.execute("PRAGMA table_info(releases)")}
+            if "measures" not in columns:  # a ledger written before measures were kept
+                conn.execute("ALTER TABLE releases ADD COLUMN measures TEXT NOT NULL DEFAULT '{}'")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -157,27 +163,40 @@ class ReleaseLedger:
         return release_id
 
     def finish(
-        self, release_id: str, status: str, *, reason: str | None = None, steps: Mapping[str, float] | None = None
+        self,
+        release_id: str,
+        status: str,
+        *,
+        reason: str | None = None,
+        steps: Mapping[str, float] | None = None,
+        measures: Mapping[str, float] | None = None,
     ) -> None:
-        """Set the final status (and reason and step seconds) of an attempt."""
-        self._set(release_id, status, reason=reason, steps=steps, finished=True)
+        """Set the final status (and reason, step seconds and the verifier's numbers) of an attempt."""
+        self._set(release_id, status, reason=reason, steps=steps, measures=measures, finished=True)
 
     def mark(self, release_id: str, status: str, *, reason: str | None = None) -> None:
         """Change the status of an earlier release (e.g. `replaced`, `rolled_back`), keeping its times."""
-        self._set(release_id, status, reason=reason, steps=None, finished=False)
+        self._set(release_id, status, reason=reason, steps=None, measures=None, finished=False)
 
     def _set(
-        self, release_id: str, status: str, *, reason: str | None, steps: Mapping[str, float] | None, finished: bool
+        self,
+        release_id: str,
+        status: str,
+        *,
+        reason: str | None,
+        steps: Mapping[str, float] | None,
+        measures: Mapping[str, float] | None,
+        finished: bool,
     ) -> None:
         if status not in STATUSES:
             raise LedgerError(f"unknown status {status!r}: one of {', '.join(STATUSES)}")
         with self._connect() as conn:
             cursor = conn.execute(
-                "UPDATE releases SET status = ?, reason = COALESCE(?, reason),"
-                " steps = COALESCE(?, steps), finished_at = CASE WHEN ? THEN ? ELSE finished_at END"
+                "UPDATE releases SET status = ?, reason = COALESCE(?, reason), steps = COALESCE(?, steps),"
+                " measures = COALESCE(?, measures), finished_at = CASE WHEN ? THEN ? ELSE finished_at END"
                 " WHERE release_id = ?",
-                (status, reason, json.dumps(dict(steps)) if steps is not None else None, finished, time.time(),
-                 release_id),
+                (status, reason, json.dumps(dict(steps)) if steps is not None else None,
+                 json.dumps(dict(measures)) if measures is not None else None, finished, time.time(), release_id),
             )  # fmt: skip
             if cursor.rowcount != 1:
                 raise LedgerError(f"no release {release_id!r} in {self.path}")
@@ -263,7 +282,7 @@ class ReleaseLedger:
         return [MigrationRecord.from_row(row) for row in rows]
 
     def history(self, environment: str | None = None) -> list[dict[str, Any]]:
-        """Every row, oldest first, as plain dicts (steps flattened to `<step>_seconds`) for a DataFrame."""
+        """Every row, oldest first, as plain dicts (steps flattened to `<step>_seconds`, measures to their names)."""
         query = "SELECT * FROM releases"
         params: tuple[str, ...] = ()
         if environment is not None:
@@ -275,5 +294,6 @@ class ReleaseLedger:
             record = dict(row)
             steps = json.loads(record.pop("steps") or "{}")
             record.update({f"{name}_seconds": seconds for name, seconds in steps.items()})
+            record.update(json.loads(record.pop("measures") or "{}"))
             result.append(record)
         return result

@@ -53,6 +53,12 @@ class Verification:
     k6: K6Summary | None
     seconds: float
 
+    def numbers(self) -> dict[str, float]:
+        """The k6 check's p95, error rate and request count (empty when k6 did not run)."""
+        if self.k6 is None:
+            return {}
+        return {"k6_p95_ms": self.k6.p95_ms, "k6_error_rate": self.k6.error_rate, "k6_requests": self.k6.requests}
+
 
 class _Failed(Exception):
     """One smoke check failed; the message says what."""

@@ -80,6 +80,9 @@ class Check:
     passed: bool
     reason: str
 
+    def numbers(self) -> dict[str, float]:
+        return {"checks": 3.0}  # what this verifier measured: three answers
+
 
 def version_verifier(expected: str):
     """Through the router: the storefront, the catalog API and /version == `expected`."""
@@ -211,6 +214,9 @@ def test_deploy_to_idle_slot_and_replace(staging: Env, releases: dict[str, Relea
     assert (first.status, first.slot, first.previous_slot) == ("verified", "green", "blue")
     assert served(staging.router) == ("1.0.0", "green")
     assert {"migrate", "start", "ready", "switch", "verify"} <= set(first.steps), first.steps
+    meta = first.metadata()
+    assert meta["backend_digest"] == releases["1.0.0"].backend_digest and meta["previous_version"] == ""
+    assert meta["checks"] == 3.0 and isinstance(meta["verify_seconds"], float)
 
     # k6 at 200 req/s (homepage.js: index.html + the first product page per iteration) through
     # the router for the whole release, beside the /version watcher.
@@ -227,6 +233,7 @@ def test_deploy_to_idle_slot_and_replace(staging: Env, releases: dict[str, Relea
     assert summary.error_rate == 0 and summary.requests >= 2600, (summary.error_rate, summary.requests)
     print(f"\nk6 during the release: {summary.req_per_s:.0f} req/s, p95 {summary.p95_ms:.1f} ms, 0 failed")
     assert (second.status, second.slot, second.previous_release_id) == ("verified", "blue", first.release_id)
+    assert second.metadata()["previous_version"] == "1.0.0"
     assert served(staging.router) == ("2.0.0", "blue")
     assert slot_containers(staging, "green") == []  # the old slot was stopped after verification
     assert staging.ledger.get(first.release_id).status == "replaced"
@@ -236,6 +243,7 @@ def test_deploy_to_idle_slot_and_replace(staging: Env, releases: dict[str, Relea
     rows = staging.ledger.history("staging")
     assert [r["status"] for r in rows] == ["replaced", "verified"]
     assert isinstance(rows[1]["ready_seconds"], float) and rows[1]["backend_digest"] == releases["2.0.0"].backend_digest
+    assert rows[1]["checks"] == 3.0  # the verifier's numbers are kept with the release
     print(f"\ndeploy 2.0.0 steps {second.steps} total {second.total_seconds}s")
 
 

@@ -384,6 +384,9 @@ def test_release_jobs_on_the_aws_profile(aws_profile, ecs, cluster):
         [meta] = [m.metadata for m in staged.asset_materializations_for_node("staging__deployment")]
         v1_staging = meta["task_definition"].value
         assert meta["status"].value == "verified" and meta["migration_task"].value.startswith("arn:aws:ecs:")
+        assert meta["backend_digest"].value == V1.backend_digest and meta["frontend_digest"].value == V1.frontend_digest
+        # the real k6 check through the real shop: its numbers as numbers
+        assert meta["k6_error_rate"].value == 0 and 0 < meta["k6_p95_ms"].value < 200 and meta["k6_requests"].value > 0
         assert images_in(ecs, v1_staging) == images_of(V1)
         svc = service_of(ecs, cluster, "staging")
         assert svc["taskDefinition"] == v1_staging
@@ -422,6 +425,8 @@ def test_release_jobs_on_the_aws_profile(aws_profile, ecs, cluster):
             ("staging", "1.0.0", "rollback", "verified"),
         ]
         assert set(history["slot"]) == {"ecs"}
+        verified_deploys = history[(history["kind"] == "deploy") & (history["status"] != "rolled_back")]
+        assert (verified_deploys["k6_error_rate"] == 0).all() and (verified_deploys["k6_p95_ms"] > 0).all()
 
 
 def test_aws_definitions_carry_the_release_names():
