@@ -6,7 +6,7 @@ import json
 import sys
 
 from shop_ops.localstack.processes import ServiceError
-from shop_ops.localstack.stack import NO_RELEASE_NOTE, LocalStack, PortConflict, Progress, tool_problems
+from shop_ops.localstack.stack import LocalStack, PortConflict, Progress, tool_problems
 from shop_ops.settings import SettingsError, load_settings
 
 
@@ -50,7 +50,7 @@ def _up(stack: LocalStack) -> int:
         print("shop-ops local up: interrupted; what this run started was stopped", file=sys.stderr)
         return 130
     print()
-    print(f"note: {NO_RELEASE_NOTE}")
+    print(f"note: {stack.release_note()}")
     print()
     width = max(len(what) for what, _ in stack.urls())
     for what, where in stack.urls():

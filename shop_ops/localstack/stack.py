@@ -46,6 +46,7 @@ from shop_ops.localstack.processes import (
 )
 from shop_ops.localstack.registry import RegistryServer
 from shop_ops.localstack.router import Router, Upstreams
+from shop_ops.release.ledger import LedgerEntry, ReleaseLedger
 from shop_ops.settings import ROOT, LocalEnvironment, Settings
 
 if TYPE_CHECKING:  # imports dagster: only when containers are touched, so `status` stays quick
@@ -366,24 +367,34 @@ class LocalStack:
                 raise ServiceError(f"scripts/build-images.sh failed (exit {code}); log {log}:\n{tail}")
         return wanted
 
+    def serving_release(self, name: str) -> LedgerEntry | None:
+        """The release the ledger says serves environment `name` (None before its first release)."""
+        return ReleaseLedger(self.state).serving(name)
+
     def _up_apps(self, name: str, current: dict[str, str], rollback: _Rollback) -> None:
         env = self.environments[name]
         app_env = self.app_env(name)
         slot = (self.routers[name].serving() or Upstreams("blue", 0, 0)).slot
         ports = env.slots[slot]  # type: ignore[index]
         engine = self.engine()
-        images = self._recorded_images(name, slot, engine) or current
+        release = self.serving_release(name)
         names = [apps.service_name(app_env, slot, role) for role in ("backend", "frontend")]
         running = {c.name for c in apps.stack_containers(engine, self.stack_id) if c.status == "running"}
         if all(n in running for n in names):
             self.say(f"{name}: {slot} slot on ports {ports.backend_port}/{ports.frontend_port} ... already running")
             return
-        with self._step(f"{name}: migrating the database ({images['backend']}, one-off)"):
-            out = apps.run_once(engine, images["backend"], ["shop-migrate"], app_env)
-        revisions = _last_json(out)
-        if revisions.get("revision_before") is None:
-            with self._step(f"{name}: seeding the catalog ({SEED_PRODUCTS} products, one-off)"):
-                apps.run_once(engine, images["backend"], ["shop-seed", "--products", str(SEED_PRODUCTS)], app_env)
+        if release is not None:
+            # What the pipeline released serves again, by digest; its schema is the pipeline's to change.
+            with self._step(f"{name}: pulling release {release.version} ({release.release_id}), which serves it"):
+                images = self._pull_release(release)
+        else:
+            images = self._recorded_images(name, slot, engine) or current
+            with self._step(f"{name}: migrating the database ({images['backend']}, one-off)"):
+                out = apps.run_once(engine, images["backend"], ["shop-migrate"], app_env)
+            revisions = _last_json(out)
+            if revisions.get("revision_before") is None:
+                with self._step(f"{name}: seeding the catalog ({SEED_PRODUCTS} products, one-off)"):
+                    apps.run_once(engine, images["backend"], ["shop-seed", "--products", str(SEED_PRODUCTS)], app_env)
 
         def remove_slot() -> None:
             for container_name in names:
@@ -405,6 +416,32 @@ class LocalStack:
         record = self._read_record(name)
         record[slot] = images
         self.apps_record(name).write_text(json.dumps(record, indent=2))
+
+    def _pull_release(self, release: LedgerEntry) -> dict[str, str]:
+        """The release's two images pinned by digest in the local registry, pulled when the engine lacks them."""
+        from shop_ops.release.images import registry_auth
+        from shop_ops.resources.registry import RegistryClient
+
+        registry = RegistryClient(self.registry.url, self.registry.credentials_file)
+        images = {
+            "backend": registry.pinned_ref(self.settings.images.backend_repository, release.backend_digest),
+            "frontend": registry.pinned_ref(self.settings.images.frontend_repository, release.frontend_digest),
+        }
+        for ref in images.values():
+            self.engine().ensure_image(ref, auth=registry_auth(registry), insecure=registry.insecure)
+        return images
+
+    def release_note(self) -> str:
+        """What serves each environment per the release ledger, or how releases start when none has one."""
+        serving = {name: self.serving_release(name) for name in self.environments}
+        if not any(serving.values()):
+            return NO_RELEASE_NOTE
+        return "; ".join(
+            f"{name} serves release {entry.version} ({entry.release_id})"
+            if entry
+            else f"{name} serves the build `up` started (no release yet)"
+            for name, entry in serving.items()
+        )
 
     def _read_record(self, name: str) -> dict[str, Any]:
         try:

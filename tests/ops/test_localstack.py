@@ -23,10 +23,14 @@ import httpx
 import pytest
 import yaml
 
+from shop_ops.localstack import apps
 from shop_ops.localstack.docker_api import DockerApi
 from shop_ops.localstack.processes import free_port, pg_bin, pids_using
 from shop_ops.localstack.stack import stack_id
+from shop_ops.release.images import registry_auth
+from shop_ops.release.ledger import ReleaseLedger
 from shop_ops.resources.containers import DockerEngine
+from shop_ops.resources.registry import RegistryClient
 
 SHOP_OPS = str(Path(sys.executable).parent / "shop-ops")
 SERVICES = ("postgres", "redis", "registry", "docker_api", "staging", "production", "dagster")
@@ -134,6 +138,22 @@ def test_up_status_down_up(local_env: dict[str, str], docker_api: DockerApi) -> 
     assert again.returncode == 0, again.stdout + again.stderr
     assert "starting" not in again.stdout and "already running" in again.stdout
 
+    # A release of staging recorded in the ledger (as release_staging records one): after down/up it
+    # is that release, by digest, that serves staging again, and its schema is left alone.
+    engine = DockerEngine(docker_api.docker_host)
+    state = Path(env["SHOP_OPS_STATE"])
+    [backend] = [c for c in apps.stack_containers(engine, stack_id(state)) if c.name.endswith("staging-blue-backend")]
+    registry = RegistryClient(doc["registry"]["url"], Path(doc["registry"]["credentials_file"]))
+    digests = {}
+    for role, local in (("backend", backend.image), ("frontend", backend.image.replace("backend", "frontend"))):
+        ref = registry.image_ref(f"shop/{role}", "9.9.9")
+        engine.tag(local, ref)
+        digests[role] = engine.push(ref, auth=registry_auth(registry), insecure=True)
+        engine.remove_image(ref)
+    ledger = ReleaseLedger(state)
+    release_id = ledger.start("staging", "9.9.9", digests["backend"], digests["frontend"], "blue")
+    ledger.finish(release_id, "verified")
+
     down = shop_ops(env, "down")
     assert down.returncode == 0, down.stdout + down.stderr
     doc = status(env)
@@ -146,6 +166,12 @@ def test_up_status_down_up(local_env: dict[str, str], docker_api: DockerApi) -> 
     up2 = shop_ops(env, "up")
     assert up2.returncode == 0, up2.stdout + up2.stderr
     assert "seeding" not in up2.stdout  # the databases were kept
+    assert f"staging: pulling release 9.9.9 ({release_id})" in up2.stdout
+    assert "staging: migrating" not in up2.stdout and "production: migrating" in up2.stdout
+    note = next(line for line in up2.stdout.splitlines() if line.startswith("note: "))
+    assert f"staging serves release 9.9.9 ({release_id})" in note and "production serves the build" in note, note
+    running = {c.name: c.image for c in apps.stack_containers(engine, stack_id(state)) if c.status == "running"}
+    assert running[backend.name] == registry.pinned_ref("shop/backend", digests["backend"]), running
     doc = status(env)
     assert all(doc[service]["up"] for service in SERVICES), doc
 
