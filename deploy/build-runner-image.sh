@@ -103,23 +103,11 @@ rm -rf "$SRC"
 wheels_s=$((SECONDS - t0))
 log "$(find "$CONTEXT/wheels" -name '*.whl' | wc -l) wheels ($wheels_s s)"
 
-old_ids=$(podman image inspect --format '{{.Id}}' "$REF" "$REPO:local" 2>/dev/null | sort -u || true)
 log "podman build $REF (base $BASE_IMAGE)"
-if ! podman build --format docker --pull=never --network none --layers=false \
-    --build-arg BASE_IMAGE="$BASE_IMAGE" \
-    --build-arg VERSION="$VERSION" \
-    --build-arg GIT_COMMIT="$GIT_COMMIT" \
-    --build-arg SOURCE_HASH="$SOURCE_HASH" \
-    -t "$REF" -t "$REPO:local" \
-    -f "$DEPLOY_DIR/Dockerfile" "$CONTEXT" >"$WORK/build.log" 2>&1; then
-    tail -n 30 "$WORK/build.log" >&2
-    die "podman build failed (log: $WORK/build.log)"
-fi
-# The previous image of these tags goes once nothing names or uses it (rmi refuses otherwise);
-# of older commits' images (~600 MB each) the newest KEEP_OLD stay, for runs still using them.
-for old in $old_ids; do
-    podman rmi "$old" >/dev/null 2>&1 || true
-done
+podman_build_replace "$WORK/build.log" "$DEPLOY_DIR/Dockerfile" "$CONTEXT" "$REF" "$REPO:local" \
+    --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg VERSION="$VERSION" --build-arg GIT_COMMIT="$GIT_COMMIT" \
+    --build-arg SOURCE_HASH="$SOURCE_HASH" || die "podman build failed (log: $WORK/build.log)"
+# Of older commits' images (~600 MB each) the newest KEEP_OLD stay, for runs still using them.
 KEEP_OLD=${RUNNER_KEEP_OLD:-2}
 current=$(podman image inspect --format '{{.Id}}' "$REF")
 for id in $(podman images --quiet --no-trunc "$REPO" | sort -u); do

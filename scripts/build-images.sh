@@ -190,26 +190,14 @@ frontend_bundle() {
 
 # ---------------------------------------------------------------- images
 build_image() {
-    local name=$1 context=$2 base=$3 ref=localhost/shop-$1:$TAG t0 old_ids old
+    local name=$1 context=$2 base=$3 ref=localhost/shop-$1:$TAG t0
     t0=$(now)
-    old_ids=$(podman image inspect --format '{{.Id}}' "$ref" "localhost/shop-$name:local" 2>/dev/null | sort -u || true)
     log "podman build $ref (base $base)"
-    if ! podman build --format docker --pull=never --network none --layers=false \
-        --build-arg BASE_IMAGE="$base" \
-        --build-arg VERSION="$VERSION" \
-        --build-arg GIT_COMMIT="$GIT_COMMIT" \
-        --build-arg SOURCE_URL="$SOURCE_URL" \
-        -t "$ref" -t "localhost/shop-$name:local" \
-        -f "$context/Dockerfile" "$context" >"$LOG_DIR/build-$name.log" 2>&1; then
-        tail -n 30 "$LOG_DIR/build-$name.log" >&2
+    podman_build_replace "$LOG_DIR/build-$name.log" "$context/Dockerfile" "$context" "$ref" \
+        "localhost/shop-$name:local" --build-arg BASE_IMAGE="$base" --build-arg VERSION="$VERSION" \
+        --build-arg GIT_COMMIT="$GIT_COMMIT" --build-arg SOURCE_URL="$SOURCE_URL" ||
         fail "podman build of $ref failed (log: $LOG_DIR/build-$name.log)"
-    fi
     SECONDS_OF[$name]=$(elapsed "$t0")
-    # A rebuild moves the tags: drop the previous image once nothing names or uses it
-    # (podman rmi refuses while it still has a tag or a container).
-    for old in $old_ids; do
-        podman rmi "$old" >/dev/null 2>&1 || true
-    done
 }
 
 # check_image NAME MAX_MB: HEALTHCHECK kept, numeric non-root user, labels, size budget.

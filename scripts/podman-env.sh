@@ -3,6 +3,7 @@
 #
 #   source scripts/podman-env.sh            # writes configs (idempotent), exports the env
 #   podman_registry_add_insecure 127.0.0.1:5000
+#   podman_build_replace LOG DOCKERFILE CONTEXT TAG LOCAL_TAG [BUILD OPTIONS...]
 #   podman_service_start                    # Docker API on unix://$PODMAN_STATE/podman.sock
 #   podman_service_stop
 #
@@ -98,6 +99,26 @@ EOF
     export CONTAINERS_CONF=$PODMAN_STATE/containers.conf
     export CONTAINERS_STORAGE_CONF=$PODMAN_STATE/storage.conf
     export CONTAINERS_REGISTRIES_CONF=$PODMAN_STATE/registries.conf
+}
+
+# podman_build_replace LOG DOCKERFILE CONTEXT TAG LOCAL_TAG [BUILD OPTIONS...] - build an image the
+# way every shop-ops image is built (Docker format for HEALTHCHECK, nothing pulled, no network, no
+# layer cache: podman 4.3 reused a LABEL layer after a build ARG changed), tagged TAG and LOCAL_TAG,
+# output in LOG; then drop the images these tags named before, once nothing names or uses them
+# (podman rmi refuses while one still has a tag or a container). A failed build prints the end of
+# LOG and returns 1.
+podman_build_replace() {
+    local log=$1 dockerfile=$2 context=$3 tag=$4 local_tag=$5 old_ids old
+    shift 5
+    old_ids=$(podman image inspect --format '{{.Id}}' "$tag" "$local_tag" 2>/dev/null | sort -u || true)
+    if ! podman build --format docker --pull=never --network none --layers=false "$@" \
+        -t "$tag" -t "$local_tag" -f "$dockerfile" "$context" >"$log" 2>&1; then
+        tail -n 30 "$log" >&2
+        return 1
+    fi
+    for old in $old_ids; do
+        podman rmi "$old" >/dev/null 2>&1 || true
+    done
 }
 
 # podman_registry_add_insecure HOST:PORT - allow plain-HTTP push/pull to a local registry.

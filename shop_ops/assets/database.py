@@ -64,6 +64,7 @@ def database_schema(environment: str, released_backend: str = "backend_release_t
         return dg.MaterializeResult(
             metadata={
                 **change.metadata(),
+                "migrate_seconds": change.result.seconds,
                 "waiting": change.waiting or "nothing",
                 "image": image.pinned_ref,
                 "database": target.describe(),

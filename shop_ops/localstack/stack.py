@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -367,9 +368,14 @@ class LocalStack:
                 raise ServiceError(f"scripts/build-images.sh failed (exit {code}); log {log}:\n{tail}")
         return wanted
 
+    @cached_property
+    def ledger(self) -> ReleaseLedger:
+        """The release ledger in the state folder (opened once per LocalStack)."""
+        return ReleaseLedger(self.state)
+
     def serving_release(self, name: str) -> LedgerEntry | None:
         """The release the ledger says serves environment `name` (None before its first release)."""
-        return ReleaseLedger(self.state).serving(name)
+        return self.ledger.serving(name)
 
     def _up_apps(self, name: str, current: dict[str, str], rollback: _Rollback) -> None:
         env = self.environments[name]
@@ -386,7 +392,7 @@ class LocalStack:
         if release is not None:
             # What the pipeline released serves again, by digest; its schema is the pipeline's to change.
             with self._step(f"{name}: pulling release {release.version} ({release.release_id}), which serves it"):
-                images = self._pull_release(release)
+                images = self._pull_release(release, engine)
         else:
             images = self._recorded_images(name, slot, engine) or current
             with self._step(f"{name}: migrating the database ({images['backend']}, one-off)"):
@@ -417,7 +423,7 @@ class LocalStack:
         record[slot] = images
         self.apps_record(name).write_text(json.dumps(record, indent=2))
 
-    def _pull_release(self, release: LedgerEntry) -> dict[str, str]:
+    def _pull_release(self, release: LedgerEntry, engine: DockerEngine) -> dict[str, str]:
         """The release's two images pinned by digest in the local registry, pulled when the engine lacks them."""
         from shop_ops.release.images import registry_auth
         from shop_ops.resources.registry import RegistryClient
@@ -427,8 +433,9 @@ class LocalStack:
             "backend": registry.pinned_ref(self.settings.images.backend_repository, release.backend_digest),
             "frontend": registry.pinned_ref(self.settings.images.frontend_repository, release.frontend_digest),
         }
+        auth = registry_auth(registry)
         for ref in images.values():
-            self.engine().ensure_image(ref, auth=registry_auth(registry), insecure=registry.insecure)
+            engine.ensure_image(ref, auth=auth, insecure=registry.insecure)
         return images
 
     def release_note(self) -> str:

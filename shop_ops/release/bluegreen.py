@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from shop_ops.localstack import apps
 from shop_ops.localstack.router import SLOTS, Router, Upstreams
 from shop_ops.release.images import registry_auth
-from shop_ops.release.ledger import ReleaseLedger
+from shop_ops.release.ledger import LedgerEntry, ReleaseLedger
 from shop_ops.release.schema import migrate_environment, rollback_blocker
 from shop_ops.resources.containers import DockerEngine
 from shop_ops.resources.postgres import DatabaseError, DatabaseTarget
@@ -120,7 +120,7 @@ class DeployResult:
             "total_seconds": self.total_seconds,
         }
         values.update({f"{name}_seconds": seconds for name, seconds in self.steps.items()})
-        values.update({f"schema_{key}": value for key, value in self.schema.items() if key != "migrate_seconds"})
+        values.update({f"schema_{key}": value for key, value in self.schema.items()})
         values.update(self.verification)
         if self.rollback_seconds is not None:
             values["rollback_seconds"] = self.rollback_seconds
@@ -226,6 +226,30 @@ def _serving_upstreams(deps: DeployDeps, environment: str) -> Upstreams:
     return serving
 
 
+def _record_attempt(
+    deps: DeployDeps,
+    environment: str,
+    release: Release | LedgerEntry,
+    slot: str,
+    previous_slot: str,
+    previous: LedgerEntry | None,
+    *,
+    kind: str = "deploy",
+    approved_by: str | None = None,
+) -> DeployResult:
+    """A ledger row in `deploying` for putting `release` in `slot` (after `previous`), and its DeployResult."""
+    previous_id = previous.release_id if previous else None
+    release_id = deps.ledger.start(
+        environment, release.version, release.backend_digest, release.frontend_digest, slot,
+        approved_by=approved_by, previous_release_id=previous_id, kind=kind,
+    )  # fmt: skip
+    return DeployResult(
+        environment=environment, release_id=release_id, version=release.version, slot=slot,
+        previous_slot=previous_slot, previous_release_id=previous_id, backend_digest=release.backend_digest,
+        frontend_digest=release.frontend_digest, previous_version=previous.version if previous else None,
+    )  # fmt: skip
+
+
 def _other(slot: str) -> str:
     return "green" if slot == "blue" else "blue"
 
@@ -257,17 +281,8 @@ def _deploy_locked(
     old = _serving_upstreams(deps, environment)
     slot = _other(old.slot)
     previous = deps.ledger.serving(environment)
-    release_id = deps.ledger.start(
-        environment, release.version, release.backend_digest, release.frontend_digest, slot,
-        approved_by=approved_by, previous_release_id=previous.release_id if previous else None,
-    )  # fmt: skip
-    result = DeployResult(
-        environment=environment, release_id=release_id, version=release.version, slot=slot,
-        previous_slot=old.slot, previous_release_id=previous.release_id if previous else None,
-        backend_digest=release.backend_digest, frontend_digest=release.frontend_digest,
-        previous_version=previous.version if previous else None,
-    )  # fmt: skip
-    steps = result.steps
+    result = _record_attempt(deps, environment, release, slot, old.slot, previous, approved_by=approved_by)
+    release_id, steps = result.release_id, result.steps
     images = _images(deps, release.backend_digest, release.frontend_digest)
 
     def fail(status: str, reason: str) -> DeployFailed:
@@ -363,16 +378,8 @@ def rollback(environment: str, deps: DeployDeps, *, reason: str = "rollback requ
             raise DeployRefused(f"rollback of {environment} to {target.version} refused: {blocker}")
         slot = _other(old.slot)
         images = _images(deps, target.backend_digest, target.frontend_digest)
-        release_id = deps.ledger.start(
-            environment, target.version, target.backend_digest, target.frontend_digest, slot,
-            previous_release_id=current.release_id if current else None, kind="rollback",
-        )  # fmt: skip
-        result = DeployResult(
-            environment=environment, release_id=release_id, version=target.version, slot=slot,
-            previous_slot=old.slot, previous_release_id=current.release_id if current else None,
-            backend_digest=target.backend_digest, frontend_digest=target.frontend_digest,
-            previous_version=current.version if current else None,
-        )  # fmt: skip
+        result = _record_attempt(deps, environment, target, slot, old.slot, current, kind="rollback")
+        release_id = result.release_id
         if not _slot_runs(deps, slot, images):
             try:
                 _start_and_probe(deps, slot, images, result.steps)

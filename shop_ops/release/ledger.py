@@ -49,8 +49,7 @@ CREATE TABLE IF NOT EXISTS migrations (
     revision_before TEXT,
     revision_after TEXT,
     applied TEXT NOT NULL DEFAULT '[]',
-    held_back TEXT NOT NULL DEFAULT '[]',
-    contracting INTEGER NOT NULL DEFAULT 0
+    held_back TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS migrations_env ON migrations (environment, at);
 """
@@ -108,7 +107,7 @@ class MigrationRecord:
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> MigrationRecord:
         values = dict(row)
-        values.pop("contracting")
+        values.pop("contracting", None)  # older ledgers stored this; it is derived from `applied`
         for key in ("applied", "held_back"):
             values[key] = tuple(tuple(pair) for pair in json.loads(values[key] or "[]"))
         return cls(**values)
@@ -218,9 +217,9 @@ class ReleaseLedger:
         with self._connect() as conn:
             conn.execute(
                 "INSERT INTO migrations (environment, at, backend_digest, revision_before, revision_after, applied,"
-                " held_back, contracting) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " held_back) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (environment, record.at, backend_digest, revision_before, revision_after, json.dumps(applied),
-                 json.dumps(held_back), int(bool(record.contracting))),
+                 json.dumps(held_back)),
             )  # fmt: skip
         return record
 
@@ -270,15 +269,12 @@ class ReleaseLedger:
             ).fetchone()
         return row is not None
 
-    def migrations(
-        self, environment: str, *, since: float = 0, contracting_only: bool = False
-    ) -> list[MigrationRecord]:
-        """`environment`'s recorded migration runs at or after `since`, oldest first."""
-        query = "SELECT * FROM migrations WHERE environment = ? AND at >= ?"
-        if contracting_only:
-            query += " AND contracting = 1"
+    def migrations(self, environment: str) -> list[MigrationRecord]:
+        """`environment`'s recorded migration runs, oldest first."""
         with self._connect() as conn:
-            rows = conn.execute(query + " ORDER BY at, rowid", (environment, since)).fetchall()
+            rows = conn.execute(
+                "SELECT * FROM migrations WHERE environment = ? ORDER BY at, rowid", (environment,)
+            ).fetchall()
         return [MigrationRecord.from_row(row) for row in rows]
 
     def history(self, environment: str | None = None) -> list[dict[str, Any]]:

@@ -42,14 +42,13 @@ class SchemaChange:
     expand_only: bool
     waiting: str
 
-    def metadata(self) -> dict[str, str | float | bool]:
+    def metadata(self) -> dict[str, str | bool]:
         return {
             "revision_before": self.result.revision_before or "none",
             "revision_after": self.result.revision_after or "none",
             "applied": ", ".join(f"{rev} ({phase})" for rev, phase in self.result.applied) or "none",
             "held_back": ", ".join(f"{rev} ({phase})" for rev, phase in self.result.held_back) or "none",
             "expand_only": self.expand_only,
-            "migrate_seconds": self.result.seconds,
         }
 
 
@@ -92,14 +91,14 @@ def rollback_blocker(
     ledger: ReleaseLedger, environment: str, target: LedgerEntry, db_revision: str | None
 ) -> str | None:
     """Why `environment` must not go back to `target` because of its schema, or None when it may."""
-    for record in ledger.migrations(environment, since=target.started_at, contracting_only=True):
-        if record.backend_digest != target.backend_digest:
+    recorded = ledger.migrations(environment)
+    for record in recorded:
+        if record.at >= target.started_at and record.contracting and record.backend_digest != target.backend_digest:
             return (
                 f"contracting migration {', '.join(record.contracting)} ran on {environment} after {target.version} "
                 f"was deployed (from backend {short(record.backend_digest)}); {target.version} may need what it "
                 "removed. Roll forward with a fixed release instead"
             )
-    recorded = ledger.migrations(environment)
     if recorded and recorded[-1].revision_after != db_revision:
         return (
             f"the {environment} database is at revision {db_revision}, but the last migration the pipeline recorded "
