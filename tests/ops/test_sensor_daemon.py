@@ -235,6 +235,17 @@ def ticks(instance: dg.DagsterInstance) -> list[InstigatorTick]:
     return list(instance.get_ticks(state.instigator_origin_id, state.selector_id)) if state else []
 
 
+def stored_cursor(instance: dg.DagsterInstance) -> str | None:
+    """The sensor's cursor as the daemon stored it. Dagster writes a finished tick first and the
+    sensor state (cursor) right after, so a reader that has just seen the tick may not see the cursor yet."""
+    state = sensor_state(instance)
+    return state.instigator_data.cursor if state and state.instigator_data else None
+
+
+def stored_requests(instance: dg.DagsterInstance) -> frozenset[str]:
+    return WatchCursor.from_json(stored_cursor(instance)).requested
+
+
 def finished_tick_after(instance: dg.DagsterInstance, after_id: int) -> InstigatorTick | None:
     """The first finished tick with an id above `after_id`."""
     newer = [t for t in ticks(instance) if t.tick_id > after_id and t.status in FINISHED]
@@ -251,7 +262,7 @@ def test_daemon_restart_mid_tick_does_not_duplicate_a_release(setup, instance, r
     quiet = wait_for("first sensor tick", lambda: finished_tick_after(instance, 0), daemon)
     assert quiet.status == TickStatus.SKIPPED and quiet.run_ids == [], quiet
     assert "no new release (nothing pushed)" in (quiet.skip_reason or ""), quiet.skip_reason
-    before_push = sensor_state(instance).instigator_data.cursor
+    before_push = wait_for("the first tick's cursor in the sensor state", lambda: stored_cursor(instance), daemon)
     assert WatchCursor.from_json(before_push) == WatchCursor() and WatchCursor.from_json(before_push).note is None
 
     # 2. The push: one release_staging run, QUEUED (limit 0), requested by a tick that stored the new cursor.
@@ -263,9 +274,8 @@ def test_daemon_restart_mid_tick_does_not_duplicate_a_release(setup, instance, r
     assert run.run_config["ops"]["staging__deployment"]["config"]["backend_digest"] == digests["backend"]
 
     def requesting_tick() -> InstigatorTick | None:
-        stored = WatchCursor.from_json(sensor_state(instance).instigator_data.cursor)
         done = [t for t in ticks(instance) if run.run_id in t.run_ids and t.status in FINISHED]
-        return done[0] if done and run_key in stored.requested else None
+        return done[0] if done and run_key in stored_requests(instance) else None
 
     first = wait_for("the requesting tick to finish and store its cursor", requesting_tick, daemon)
     assert first.status == TickStatus.SUCCESS and first.run_ids == [run.run_id] and first.run_keys == [run_key]
@@ -279,7 +289,7 @@ def test_daemon_restart_mid_tick_does_not_duplicate_a_release(setup, instance, r
     )  # fmt: skip
     assert reset.returncode == 0, reset.stdout[-2000:] + reset.stderr[-3000:]
     assert f"Set cursor state for sensor {SENSOR}" in reset.stdout
-    assert sensor_state(instance).instigator_data.cursor == before_push  # the same state the daemon uses
+    assert stored_cursor(instance) == before_push  # the same state the daemon uses
     last_before_restart = max(t.tick_id for t in ticks(instance))
 
     # 4. Restarted, the sensor requests the release again; Dagster finds the run by run_key and skips it.
@@ -294,7 +304,8 @@ def test_daemon_restart_mid_tick_does_not_duplicate_a_release(setup, instance, r
     assert again.skip_reason is None, again.skip_reason
     # The re-requested release is in the tick's cursor and in the sensor's stored cursor again.
     assert WatchCursor.from_json(again.cursor).requested == {run_key}
-    assert WatchCursor.from_json(sensor_state(instance).instigator_data.cursor).requested == {run_key}
+    wait_for("the restarted tick's cursor", lambda: run_key in stored_requests(instance), daemon, 10)
+    assert stored_requests(instance) == {run_key}
     # The daemon says why (its own log; the tick's captured log holds only what the sensor logged).
     skipped_line = f"Skipping 1 run for sensor {SENSOR} already completed with run keys: {json.dumps([run_key])}"
     wait_for("the daemon's skip message", lambda: skipped_line in daemon.output(), daemon, 10)
