@@ -10,21 +10,22 @@
 # Idempotent: the source hash (deploy/Dockerfile, this script, pyproject.toml, shop_ops/,
 # config/ and the base image's id) is stored in the label io.shop-ops.runner.source; when an
 # image with that label exists, nothing is built. Otherwise the wheels of the repository's
-# shop-ops distribution and all its dependencies are built on the host with Python 3.11 (like
-# the image's), from a copy of the sources (no build/ or egg-info left in the repository),
-# and installed inside the image with `pip install --no-index`.
+# shop-ops distribution and all its dependencies are built on the host with the image's
+# Python release (scripts/host-wheels.sh), from a copy of the sources (no build/ or egg-info
+# left in the repository), and installed inside the image with `pip install --no-index`.
 #
 # Environment: RUNNER_BASE_IMAGE (default localhost/shop-base-python:bookworm, built by
-# scripts/build-base-images.sh), HOST_PYTHON (default /usr/bin/python3).
+# scripts/build-base-images.sh), WHEEL_PYTHON (default: the host python matching the image's).
 set -euo pipefail
 
 DEPLOY_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$DEPLOY_DIR/.." && pwd)
 # shellcheck source=scripts/podman-env.sh
 source "$ROOT/scripts/podman-env.sh"
+# shellcheck source=scripts/host-wheels.sh
+source "$ROOT/scripts/host-wheels.sh"
 
 BASE_IMAGE=${RUNNER_BASE_IMAGE:-localhost/shop-base-python:bookworm}
-HOST_PYTHON=${HOST_PYTHON:-/usr/bin/python3}
 REPO=localhost/shop-ops-runner
 WORK=$ROOT/.build/runner
 
@@ -41,9 +42,6 @@ for arg in "$@"; do
 done
 
 command -v podman >/dev/null || die "podman is not installed"
-"$HOST_PYTHON" -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null ||
-    die "$HOST_PYTHON is not Python 3.11 (the wheels must match the image's python3); set HOST_PYTHON"
-"$HOST_PYTHON" -m pip --version >/dev/null 2>&1 || die "$HOST_PYTHON has no pip (apt-get install python3-pip)"
 BASE_ID=$(podman image inspect --format '{{.Id}}' "$BASE_IMAGE" 2>/dev/null) ||
     die "base image $BASE_IMAGE is missing: run scripts/build-base-images.sh python (or set RUNNER_BASE_IMAGE)"
 
@@ -61,7 +59,7 @@ SOURCE_HASH=$(
     cd "$ROOT"
     {
         printf 'base %s\n' "$BASE_ID"
-        find deploy/Dockerfile deploy/build-runner-image.sh pyproject.toml VERSION config shop_ops \
+        find deploy/Dockerfile deploy/build-runner-image.sh scripts/host-wheels.sh pyproject.toml VERSION config shop_ops \
             -type f ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 |
             LC_ALL=C sort -z | xargs -0 sha256sum
     } | sha256sum | cut -c1-16
@@ -88,17 +86,14 @@ t0=$SECONDS
 CONTEXT=$WORK/context
 SRC=$WORK/src
 rm -rf "$CONTEXT" "$SRC"
-mkdir -p "$CONTEXT/wheels" "$SRC"
+mkdir -p "$CONTEXT" "$SRC"
 cp "$ROOT/pyproject.toml" "$SRC/"
 tar -C "$ROOT" --exclude=__pycache__ --exclude='*.pyc' -cf - shop_ops | tar -C "$SRC" -xf -
 cp -r "$ROOT/config" "$CONTEXT/config"
 
-log "pip wheel: shop-ops and its dependencies ($HOST_PYTHON)"
-if ! "$HOST_PYTHON" -m pip wheel --disable-pip-version-check --wheel-dir "$CONTEXT/wheels" "$SRC" pip \
-    >"$WORK/wheels.log" 2>&1; then
-    tail -n 30 "$WORK/wheels.log" >&2
-    die "pip wheel failed (log: $WORK/wheels.log)"
-fi
+py=$(wheel_python_for "$BASE_IMAGE") || die "no interpreter for the runner's wheels (see above)"
+log "pip wheel: shop-ops and its dependencies ($py)"
+host_wheels "$py" "$SRC" "$CONTEXT/wheels" "$WORK/wheels.log" || die "runner wheels failed (see above)"
 rm -rf "$SRC"
 wheels_s=$((SECONDS - t0))
 log "$(find "$CONTEXT/wheels" -name '*.whl' | wc -l) wheels ($wheels_s s)"

@@ -21,7 +21,7 @@
 #   BACKEND_BASE_IMAGE                default localhost/shop-base-python:bookworm
 #   FRONTEND_BASE_IMAGE               default localhost/shop-base-nginx:bookworm
 #   WHEEL_PYTHON                      host interpreter for pip wheel (default: the one whose
-#                                     version equals the base image's python, markers depend on it)
+#                                     version equals the base image's python; scripts/host-wheels.sh)
 #   FRONTEND_DIST                     use this built bundle instead of frontend/dist
 #   BACKEND_MAX_MB=500 FRONTEND_MAX_MB=100   size budgets; a bigger image fails the build
 set -Eeuo pipefail
@@ -29,12 +29,14 @@ set -Eeuo pipefail
 SCRIPTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=scripts/podman-env.sh
 source "$SCRIPTS_DIR/podman-env.sh"
+# shellcheck source=scripts/host-wheels.sh
+source "$SCRIPTS_DIR/host-wheels.sh"
 ROOT=$SHOP_OPS_ROOT
 BUILD_DIR=$ROOT/.build
 LOG_DIR=$BUILD_DIR/logs
 mkdir -p "$LOG_DIR"
-# One build at a time per clone: the wheel dir, logs and tags are shared.
-# One build per clone at a time; a caller that holds this lock already says so.
+# One build at a time per clone (the wheel dir, logs and tags are shared); a caller that
+# holds this lock already says so in SHOP_OPS_BUILD_LOCK_HELD.
 if [ -z "${SHOP_OPS_BUILD_LOCK_HELD:-}" ]; then
     exec 9>"$BUILD_DIR/.build-images.lock"
     flock 9
@@ -94,52 +96,18 @@ now() { date +%s.%N; }
 elapsed() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
 # ---------------------------------------------------------------- backend wheels
-python_version_of() { "$1" -c 'import platform; print(platform.python_version())' 2>/dev/null; }
-
 build_wheels() {
-    local want py candidate v t0
+    local py t0 src=$BUILD_DIR/backend-src wheels=$ROOT/app/.build/wheels
     t0=$(now)
-    want=$(podman run --rm --network none --entrypoint python3 "$BACKEND_BASE_IMAGE" \
-        -c 'import platform; print(platform.python_version())') ||
-        fail "cannot run python3 in $BACKEND_BASE_IMAGE"
-    # Environment markers (python_full_version < "3.11.3", ...) decide which wheels are
-    # needed: resolve with the same interpreter version as the image when one exists.
-    py=${WHEEL_PYTHON:-}
-    if [ -z "$py" ]; then
-        for candidate in /usr/bin/python3 "python${want%.*}" python3; do
-            command -v "$candidate" >/dev/null || continue
-            if [ "$(python_version_of "$candidate")" = "$want" ]; then
-                py=$candidate
-                break
-            fi
-        done
-    fi
-    if [ -z "$py" ]; then
-        for candidate in "python${want%.*}" python3; do
-            v=$(python_version_of "$candidate" || true)
-            if [ "${v%.*}" = "${want%.*}" ]; then
-                py=$candidate
-                log "warning: no host python $want; resolving wheels with $candidate ($v)"
-                break
-            fi
-        done
-    fi
-    [ -n "$py" ] || fail "no host python ${want%.*} to build wheels for the image's python $want (set WHEEL_PYTHON)"
-    "$py" -m pip --version >/dev/null 2>&1 || fail "$py has no pip (install python3-pip or set WHEEL_PYTHON)"
-
+    py=$(wheel_python_for "$BACKEND_BASE_IMAGE") || fail "no interpreter for the backend's wheels (see above)"
     # Build from a copy so setuptools' build/ and egg-info never land in app/.
-    local src=$BUILD_DIR/backend-src wheels=$ROOT/app/.build/wheels
-    rm -rf "$src" "$wheels"
-    mkdir -p "$src" "$wheels"
+    rm -rf "$src"
+    mkdir -p "$src"
     tar -C "$ROOT/app" --exclude=./.build --exclude=./build --exclude='*.egg-info' \
         --exclude=__pycache__ --exclude=./Dockerfile --exclude=./.dockerignore -cf - . |
         tar -C "$src" -xf -
-    log "pip wheel ./app with $py (python $(python_version_of "$py"))"
-    if ! "$py" -m pip wheel --disable-pip-version-check --wheel-dir "$wheels" "$src" pip \
-        >"$LOG_DIR/wheels.log" 2>&1; then
-        grep -v 'is ignored: it is neither a file nor a directory' "$LOG_DIR/wheels.log" | tail -n 30 >&2
-        fail "pip wheel failed (log: $LOG_DIR/wheels.log)"
-    fi
+    log "pip wheel ./app with $py"
+    host_wheels "$py" "$src" "$wheels" "$LOG_DIR/wheels.log" || fail "backend wheels failed (see above)"
     rm -rf "$src"
     SECONDS_OF[wheels]=$(elapsed "$t0")
     log "$(find "$wheels" -name '*.whl' | wc -l) wheels in app/.build/wheels (${SECONDS_OF[wheels]} s)"

@@ -1,0 +1,59 @@
+# shellcheck shell=bash
+# Builds Python wheels on the host for a podman image (source me; needs scripts/podman-env.sh first).
+#
+#   py=$(wheel_python_for IMAGE) || exit 1      # the host interpreter matching IMAGE's python3
+#   host_wheels PY SRC_DIR WHEEL_DIR LOG || exit 1
+#
+# Nothing can be downloaded inside a build here, so images install wheels built on the host
+# with `pip install --no-index`. Environment markers decide which wheels a project needs
+# (redis needs async-timeout only where python_full_version < "3.11.3"), so the wheels are
+# resolved with an interpreter of the image's exact patch release when the host has one;
+# failing that, the same minor release with a warning. WHEEL_PYTHON overrides the choice.
+# Functions print their errors on stderr and return non-zero; callers add their own context.
+
+_wheels_python_version() { "$1" -c 'import platform; print(platform.python_version())' 2>/dev/null; }
+
+# wheel_python_for IMAGE: prints the host interpreter for wheels installed into IMAGE.
+wheel_python_for() {
+    local image=$1 want candidate version version_match c
+    want=$(podman run --rm --network none --entrypoint python3 "$image" \
+        -c 'import platform; print(platform.python_version())') ||
+        { echo "cannot run python3 in $image" >&2; return 1; }
+    if [ -n "${WHEEL_PYTHON:-}" ]; then
+        candidate=$WHEEL_PYTHON
+    else
+        candidate=""
+        for version_match in exact minor; do
+            for c in /usr/bin/python3 "python${want%.*}" python3; do
+                command -v "$c" >/dev/null || continue
+                version=$(_wheels_python_version "$c" || true)
+                if [ "$version" = "$want" ] || { [ $version_match = minor ] && [ "${version%.*}" = "${want%.*}" ]; }; then
+                    candidate=$c
+                    break 2
+                fi
+            done
+        done
+        [ -n "$candidate" ] ||
+            { echo "no host python ${want%.*} to build wheels for $image's python $want (set WHEEL_PYTHON)" >&2; return 1; }
+    fi
+    version=$(_wheels_python_version "$candidate" || true)
+    [ -n "$version" ] || { echo "WHEEL_PYTHON=$candidate does not run" >&2; return 1; }
+    [ "$version" = "$want" ] ||
+        echo "warning: wheels for $image (python $want) resolved with $candidate (python $version)" >&2
+    "$candidate" -m pip --version >/dev/null 2>&1 ||
+        { echo "$candidate has no pip (apt-get install python3-pip, or set WHEEL_PYTHON)" >&2; return 1; }
+    echo "$candidate"
+}
+
+# host_wheels PY SRC_DIR WHEEL_DIR LOG: wheels of the project in SRC_DIR, its dependencies and
+# pip itself, into a fresh WHEEL_DIR. On failure the log's tail goes to stderr.
+host_wheels() {
+    local py=$1 src=$2 wheels=$3 log=$4
+    rm -rf "$wheels"
+    mkdir -p "$wheels"
+    if ! "$py" -m pip wheel --disable-pip-version-check --wheel-dir "$wheels" "$src" pip >"$log" 2>&1; then
+        grep -v 'is ignored: it is neither a file nor a directory' "$log" | tail -n 30 >&2
+        echo "pip wheel of $src failed (log: $log)" >&2
+        return 1
+    fi
+}
