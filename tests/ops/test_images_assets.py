@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 import pytest
+from dagster_shared.serdes import serialize_value
+from docker.auth import encode_header
 
 from shop_ops.assets.images import CHECKS, image_assets
 from shop_ops.release.images import (
@@ -41,6 +43,20 @@ def test_both_images_built_pushed_checked_and_released(images_run, registry_clie
         assert image.labels["org.opencontainers.image.version"] == source.version
         release = result.asset_materializations_for_node(f"{name}_release_tag")[0].metadata
         assert release["release"].value == f"{registry_client.address}/{repository}:{source.version}"
+
+
+def test_the_registry_password_never_reaches_the_run_log(images_run, registry_client):
+    """The images run pushes with the registry's credentials; neither the password nor the encoded
+    X-Registry-Auth header that carries it may appear in any of its events (logs, metadata, failures)."""
+    password = registry_client.credentials()[1]
+    header = encode_header({"username": registry_client.credentials()[0], "password": password,
+                            "serveraddress": registry_client.address}).decode()  # fmt: skip
+    run_id = images_run.result.run_id
+    records = images_run.instance.all_logs(run_id)
+    assert len(records) > 20  # the whole run: steps, materializations, check evaluations
+    logged = "\n".join(serialize_value(record) for record in records)
+    assert images_run.images["backend"].digest in logged  # the scan reads what the run recorded
+    assert password not in logged and header not in logged
 
 
 def test_image_over_budget_fails_its_check_and_is_not_released(ops_resources, registry_client, engine):
