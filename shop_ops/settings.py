@@ -89,6 +89,9 @@ class Settings(_Strict):
 
     profile: Literal["local", "aws"]
     state_dir: Path = Path(".state")
+    # Where the release ledger lives: SQLite in state_dir (one machine), or the PostgreSQL database of
+    # Dagster's own storage (DAGSTER_PG_* variables), shared by run workers on other machines.
+    ledger: Literal["state_dir", "dagster_postgres"] = "state_dir"
     images: ImageSettings = ImageSettings()
     dagster: DagsterSettings = DagsterSettings()
     registry: RegistrySettings = RegistrySettings()

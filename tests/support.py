@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from shop_ops.localstack.processes import PostgresCluster, free_port, wait_for_http
+from shop_ops.release.ledger import PG_ENV
 
 _db_names = itertools.count(1)
 SEED_PRODUCTS = 300
@@ -19,6 +20,14 @@ def new_database(postgres: PostgresCluster, prefix: str = "shop") -> str:
     name = f"{prefix}_{next(_db_names)}_{os.getpid()}"
     postgres.create_database(name, owner="shop")
     return postgres.dsn(name, user="shop", driver="postgresql+asyncpg")
+
+
+def dagster_pg_env(postgres: PostgresCluster, prefix: str = "ledger") -> dict[str, str]:
+    """The DAGSTER_PG_* variables a run worker would have, for a new database of the test cluster (trust auth)."""
+    name = f"{prefix}_{next(_db_names)}_{os.getpid()}"
+    postgres.create_database(name, owner="shop")
+    values = ("127.0.0.1", str(postgres.port), "shop", "not-checked-trust-auth", name)
+    return dict(zip(PG_ENV, values, strict=True))
 
 
 def shop_env(db_url: str, redis_url: str, **extra: str) -> dict[str, str]:

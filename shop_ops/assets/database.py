@@ -11,7 +11,7 @@ import dagster as dg
 
 from shop_ops.release.bluegreen import DeployRefused, deploy_lock
 from shop_ops.release.images import BuiltImage, registry_auth
-from shop_ops.release.ledger import ReleaseLedger
+from shop_ops.release.ledger import ledger_for
 from shop_ops.release.schema import migrate_environment
 from shop_ops.resources.containers import ContainersResource
 from shop_ops.resources.postgres import PostgresResource
@@ -51,7 +51,7 @@ def database_schema(environment: str, released_backend: str = "backend_release_t
             with deploy_lock(target, environment):
                 change = migrate_environment(
                     containers.engine(), environment, image.pinned_ref, image.digest, target.url(), password_file,
-                    ReleaseLedger(get_settings().state_path), registry_auth=registry_auth(client),
+                    ledger_for(get_settings()), registry_auth=registry_auth(client),
                     insecure_registry=client.insecure, log=context.log.info,
                 )  # fmt: skip
         except DeployRefused as exc:

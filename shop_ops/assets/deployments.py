@@ -21,7 +21,7 @@ from shop_ops.localstack.router import SLOTS
 from shop_ops.localstack.stack import LocalStack
 from shop_ops.release.bluegreen import DeployDeps, DeployFailed, DeployRefused, Release, deploy, rollback
 from shop_ops.release.ecs_release import EcsReleaseDeps, EcsReleaseFailed, deploy_release_ecs, rollback_release_ecs
-from shop_ops.release.ledger import ReleaseLedger
+from shop_ops.release.ledger import ledger_for
 from shop_ops.release.verify import verify_environment
 from shop_ops.resources.aws import AwsResource
 from shop_ops.resources.containers import ContainersResource
@@ -83,7 +83,7 @@ def deploy_deps(
         app_env=LocalStack(settings).app_env(environment),
         slots={slot: router.slot_ports(environment, slot) for slot in SLOTS},
         database=postgres.target(environment),
-        ledger=ReleaseLedger(settings.state_path),
+        ledger=ledger_for(settings),
         backend_repository=settings.images.backend_repository,
         frontend_repository=settings.images.frontend_repository,
         log=log.info,
@@ -115,7 +115,7 @@ def ecs_release_deps(
         service=target.ecs_service,
         url=target.url,
         registry=registry.client(),
-        ledger=ReleaseLedger(settings.state_path),
+        ledger=ledger_for(settings),
         backend_repository=settings.images.backend_repository,
         frontend_repository=settings.images.frontend_repository,
         deploy_timeout_s=settings.aws.deploy_timeout_seconds,
@@ -188,7 +188,7 @@ def ecs_deployment_asset(environment: str) -> dg.AssetsDefinition:
 
 @dg.asset(group_name=GROUP, description="Every release attempt in every environment, from the release ledger.")
 def deployment_history(context: dg.AssetExecutionContext) -> dg.MaterializeResult[pd.DataFrame]:
-    history = pd.DataFrame(ReleaseLedger(get_settings().state_path).history())
+    history = pd.DataFrame(ledger_for(get_settings()).history())
     preview = history.tail(20).to_markdown(index=False) if not history.empty else "no release yet"
     context.log.info(f"{len(history)} release attempts")
     return dg.MaterializeResult(

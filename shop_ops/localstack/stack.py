@@ -47,7 +47,7 @@ from shop_ops.localstack.processes import (
 )
 from shop_ops.localstack.registry import RegistryServer
 from shop_ops.localstack.router import Router, Upstreams
-from shop_ops.release.ledger import LedgerEntry, ReleaseLedger
+from shop_ops.release.ledger import LedgerEntry, ReleaseLedger, ledger_for
 from shop_ops.settings import ROOT, LocalEnvironment, Settings
 
 if TYPE_CHECKING:  # imports dagster: only when containers are touched, so `status` stays quick
@@ -370,8 +370,8 @@ class LocalStack:
 
     @cached_property
     def ledger(self) -> ReleaseLedger:
-        """The release ledger in the state folder (opened once per LocalStack)."""
-        return ReleaseLedger(self.state)
+        """The release ledger the settings name (opened once per LocalStack)."""
+        return ledger_for(self.settings)
 
     def serving_release(self, name: str) -> LedgerEntry | None:
         """The release the ledger says serves environment `name` (None before its first release)."""

@@ -1,30 +1,47 @@
-"""The release ledger: every deploy, rollback and schema migration per environment, in SQLite (`<state>/releases.sqlite`).
+"""The release ledger: every deploy, rollback and schema migration per environment.
 
-WAL mode and a busy timeout make it safe for several processes (the Dagster daemon, run workers,
-the CLI). A `releases` row is one attempt to put a release on an environment: `deploying` until it
-ends as `verified` (serving), `failed` (never got traffic), `rolled_back` (got traffic, failed
-verification or was rolled back later) or `replaced` (a newer release took over after verifying).
-A `migrations` row is one run of shop-migrate against an environment's database: which image,
-the revisions before and after, what it applied (with phases) and what it held back.
+A `releases` row is one attempt to put a release on an environment: `deploying` until it ends as
+`verified` (serving), `failed` (never got traffic), `rolled_back` (got traffic, failed verification
+or was rolled back later) or `replaced` (a newer release took over after verifying). A `migrations`
+row is one run of shop-migrate against an environment's database: which image, the revisions
+before and after, what it applied (with phases) and what it held back.
+
+Where it lives (`ledger` in the settings, `ledger_for`):
+- `state_dir` (local profile): SQLite, `<state>/releases.sqlite`. WAL mode and a busy timeout make
+  it safe for the processes of one machine (the Dagster daemon, run workers, the CLI).
+- `dagster_postgres` (aws profile): the PostgreSQL database of Dagster's own storage, from the
+  `DAGSTER_PG_*` variables that every run task already has, in the schema `shop_ops`. Run workers
+  on other machines (ECS tasks) then share one ledger: production's guard sees staging's
+  verifications, a rollback sees the release before.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
+import os
 import time
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.pool import NullPool
+
+if TYPE_CHECKING:
+    from shop_ops.settings import Settings
 
 STATUSES = ("deploying", "verified", "rolled_back", "failed", "replaced")
 FILENAME = "releases.sqlite"
+PG_SCHEMA = "shop_ops"
+PG_ENV = ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB")
+_PG_SETUP_LOCK = 0x5E0B_0001  # pg_advisory_xact_lock key: one process at a time creates the tables
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS releases (
+# Plain SQL that SQLite and PostgreSQL both read (DOUBLE PRECISION: PostgreSQL's REAL is 4 bytes).
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS releases (
     release_id TEXT PRIMARY KEY,
     environment TEXT NOT NULL,
     kind TEXT NOT NULL DEFAULT 'deploy',
@@ -34,25 +51,25 @@ CREATE TABLE IF NOT EXISTS releases (
     slot TEXT NOT NULL,
     status TEXT NOT NULL,
     approved_by TEXT,
-    started_at REAL NOT NULL,
-    finished_at REAL,
+    started_at DOUBLE PRECISION NOT NULL,
+    finished_at DOUBLE PRECISION,
     previous_release_id TEXT,
     reason TEXT,
     steps TEXT NOT NULL DEFAULT '{}',
     measures TEXT NOT NULL DEFAULT '{}'
-);
-CREATE INDEX IF NOT EXISTS releases_env ON releases (environment, started_at);
-CREATE TABLE IF NOT EXISTS migrations (
+)""",
+    "CREATE INDEX IF NOT EXISTS releases_env ON releases (environment, started_at)",
+    """CREATE TABLE IF NOT EXISTS migrations (
     environment TEXT NOT NULL,
-    at REAL NOT NULL,
+    at DOUBLE PRECISION NOT NULL,
     backend_digest TEXT NOT NULL,
     revision_before TEXT,
     revision_after TEXT,
     applied TEXT NOT NULL DEFAULT '[]',
     held_back TEXT NOT NULL DEFAULT '[]'
-);
-CREATE INDEX IF NOT EXISTS migrations_env ON migrations (environment, at);
-"""
+)""",
+    "CREATE INDEX IF NOT EXISTS migrations_env ON migrations (environment, at)",
+)
 
 
 class LedgerError(RuntimeError):
@@ -80,7 +97,7 @@ class LedgerEntry:
     measures: dict[str, float]
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> LedgerEntry:
+    def from_row(cls, row: Mapping[str, Any]) -> LedgerEntry:
         values = dict(row)
         values["steps"] = json.loads(values["steps"] or "{}")
         values["measures"] = json.loads(values["measures"] or "{}")
@@ -105,7 +122,7 @@ class MigrationRecord:
         return tuple(rev for rev, phase in self.applied if phase == "contract")
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> MigrationRecord:
+    def from_row(cls, row: Mapping[str, Any]) -> MigrationRecord:
         values = dict(row)
         values.pop("contracting", None)  # older ledgers stored this; it is derived from `applied`
         for key in ("applied", "held_back"):
@@ -113,29 +130,56 @@ class MigrationRecord:
         return cls(**values)
 
 
-class ReleaseLedger:
-    """The ledger file in a state folder (created on first use)."""
+class LedgerConfigError(LedgerError):
+    """The settings name a ledger that cannot be opened (e.g. a DAGSTER_PG_* variable is not set)."""
 
-    def __init__(self, state_dir: Path, timeout: float = 30) -> None:
-        self.path = Path(state_dir) / FILENAME
+
+class ReleaseLedger:
+    """The ledger in a state folder (SQLite, a `Path`) or a PostgreSQL database (a SQLAlchemy `URL`).
+
+    Tables are created on first use; each call is one short transaction.
+    """
+
+    def __init__(self, location: Path | sa.URL, timeout: float = 30) -> None:
         self.timeout = timeout
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(location, sa.URL):
+            if location.get_backend_name() != "postgresql":
+                raise LedgerError(f"a ledger URL must be PostgreSQL, not {location.get_backend_name()}")
+            self.location = f"{location.render_as_string(hide_password=True)} (schema {PG_SCHEMA})"
+            self._engine = sa.create_engine(
+                location,
+                poolclass=NullPool,
+                connect_args={"connect_timeout": int(timeout), "options": f"-c search_path={PG_SCHEMA}"},
+            )
+        else:
+            path = Path(location) / FILENAME
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.location = str(path)
+            self._engine = sa.create_engine(f"sqlite:///{path}", poolclass=NullPool, connect_args={"timeout": timeout})
+        self._create_tables()
+
+    def _create_tables(self) -> None:
         with self._connect() as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.executescript(_SCHEMA)
-            columns = {row["name"] for row in conn.execute("PRAGMA table_info(releases)")}
+            if self._engine.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_SETUP_LOCK})
+                conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {PG_SCHEMA}"))
+            else:
+                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+            for statement in _SCHEMA:
+                conn.exec_driver_sql(statement)
+            columns = {column["name"] for column in sa.inspect(conn).get_columns("releases")}
             if "measures" not in columns:  # a ledger written before measures were kept
-                conn.execute("ALTER TABLE releases ADD COLUMN measures TEXT NOT NULL DEFAULT '{}'")
+                conn.exec_driver_sql("ALTER TABLE releases ADD COLUMN measures TEXT NOT NULL DEFAULT '{}'")
 
     @contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
+    def _connect(self) -> Iterator[sa.Connection]:
+        """One transaction, committed when the block ends without an error."""
         try:
-            yield conn
-        finally:
-            conn.close()
+            with self._engine.begin() as conn:
+                yield conn
+        except sa.exc.OperationalError as exc:
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            raise LedgerError(f"release ledger {self.location} is not usable: {reason}") from None
 
     # ------------------------------------------------------------------ writes
     def start(
@@ -154,10 +198,14 @@ class ReleaseLedger:
         release_id = f"{environment}-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}"
         with self._connect() as conn:
             conn.execute(
-                "INSERT INTO releases (release_id, environment, kind, version, backend_digest, frontend_digest, slot,"
-                " status, approved_by, started_at, previous_release_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (release_id, environment, kind, version, backend_digest, frontend_digest, slot, "deploying",
-                 approved_by, time.time(), previous_release_id),
+                sa.text(
+                    "INSERT INTO releases (release_id, environment, kind, version, backend_digest, frontend_digest,"
+                    " slot, status, approved_by, started_at, previous_release_id) VALUES (:release_id, :environment,"
+                    " :kind, :version, :backend, :frontend, :slot, 'deploying', :approved_by, :at, :previous)"
+                ),
+                {"release_id": release_id, "environment": environment, "kind": kind, "version": version,
+                 "backend": backend_digest, "frontend": frontend_digest, "slot": slot, "approved_by": approved_by,
+                 "at": time.time(), "previous": previous_release_id},
             )  # fmt: skip
         return release_id
 
@@ -190,15 +238,18 @@ class ReleaseLedger:
         if status not in STATUSES:
             raise LedgerError(f"unknown status {status!r}: one of {', '.join(STATUSES)}")
         with self._connect() as conn:
-            cursor = conn.execute(
-                "UPDATE releases SET status = ?, reason = COALESCE(?, reason), steps = COALESCE(?, steps),"
-                " measures = COALESCE(?, measures), finished_at = CASE WHEN ? THEN ? ELSE finished_at END"
-                " WHERE release_id = ?",
-                (status, reason, json.dumps(dict(steps)) if steps is not None else None,
-                 json.dumps(dict(measures)) if measures is not None else None, finished, time.time(), release_id),
+            updated = conn.execute(
+                sa.text(
+                    "UPDATE releases SET status = :status, reason = COALESCE(:reason, reason),"
+                    " steps = COALESCE(:steps, steps), measures = COALESCE(:measures, measures),"
+                    " finished_at = COALESCE(:finished_at, finished_at) WHERE release_id = :release_id"
+                ),
+                {"status": status, "reason": reason, "steps": json.dumps(dict(steps)) if steps is not None else None,
+                 "measures": json.dumps(dict(measures)) if measures is not None else None,
+                 "finished_at": time.time() if finished else None, "release_id": release_id},
             )  # fmt: skip
-            if cursor.rowcount != 1:
-                raise LedgerError(f"no release {release_id!r} in {self.path}")
+            if updated.rowcount != 1:
+                raise LedgerError(f"no release {release_id!r} in {self.location}")
 
     def record_migration(
         self,
@@ -216,40 +267,36 @@ class ReleaseLedger:
         )  # fmt: skip
         with self._connect() as conn:
             conn.execute(
-                "INSERT INTO migrations (environment, at, backend_digest, revision_before, revision_after, applied,"
-                " held_back) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (environment, record.at, backend_digest, revision_before, revision_after, json.dumps(applied),
-                 json.dumps(held_back)),
+                sa.text(
+                    "INSERT INTO migrations (environment, at, backend_digest, revision_before, revision_after,"
+                    " applied, held_back) VALUES (:environment, :at, :backend, :before, :after, :applied, :held_back)"
+                ),
+                {"environment": environment, "at": record.at, "backend": backend_digest, "before": revision_before,
+                 "after": revision_after, "applied": json.dumps(applied), "held_back": json.dumps(held_back)},
             )  # fmt: skip
         return record
 
     # ------------------------------------------------------------------ queries
     def get(self, release_id: str) -> LedgerEntry:
-        with self._connect() as conn:
-            row = conn.execute("SELECT * FROM releases WHERE release_id = ?", (release_id,)).fetchone()
-        if row is None:
-            raise LedgerError(f"no release {release_id!r} in {self.path}")
-        return LedgerEntry.from_row(row)
+        rows = self._select("SELECT * FROM releases WHERE release_id = :id", id=release_id)
+        if not rows:
+            raise LedgerError(f"no release {release_id!r} in {self.location}")
+        return LedgerEntry.from_row(rows[0])
 
     def serving(self, environment: str) -> LedgerEntry | None:
         """The release that serves `environment`: its latest `verified` one (None before the first)."""
-        with self._connect() as conn:
-            row = conn.execute(
-                "SELECT * FROM releases WHERE environment = ? AND status = 'verified'"
-                " ORDER BY finished_at DESC, rowid DESC LIMIT 1",
-                (environment,),
-            ).fetchone()
-        return LedgerEntry.from_row(row) if row else None
+        rows = self._select(
+            "SELECT * FROM releases WHERE environment = :env AND status = 'verified'" + _NEWEST_FIRST + " LIMIT 1",
+            env=environment,
+        )
+        return LedgerEntry.from_row(rows[0]) if rows else None
 
     def previous_verified(self, environment: str) -> LedgerEntry | None:
         """The rollback target: the latest release that verified and was then replaced, other digests than serving."""
         current = self.serving(environment)
-        with self._connect() as conn:
-            rows = conn.execute(
-                "SELECT * FROM releases WHERE environment = ? AND status = 'replaced'"
-                " ORDER BY finished_at DESC, rowid DESC",
-                (environment,),
-            ).fetchall()
+        rows = self._select(
+            "SELECT * FROM releases WHERE environment = :env AND status = 'replaced'" + _NEWEST_FIRST, env=environment
+        )
         for row in rows:
             entry = LedgerEntry.from_row(row)
             if current is None or (entry.backend_digest, entry.frontend_digest) != (
@@ -261,35 +308,63 @@ class ReleaseLedger:
 
     def is_verified(self, environment: str, backend_digest: str, frontend_digest: str) -> bool:
         """Whether this pair of digests once passed verification on `environment` (serving or replaced since)."""
-        with self._connect() as conn:
-            row = conn.execute(
-                "SELECT 1 FROM releases WHERE environment = ? AND backend_digest = ? AND frontend_digest = ?"
-                " AND status IN ('verified', 'replaced') LIMIT 1",
-                (environment, backend_digest, frontend_digest),
-            ).fetchone()
-        return row is not None
+        rows = self._select(
+            "SELECT 1 FROM releases WHERE environment = :env AND backend_digest = :backend"
+            " AND frontend_digest = :frontend AND status IN ('verified', 'replaced') LIMIT 1",
+            env=environment, backend=backend_digest, frontend=frontend_digest,
+        )  # fmt: skip
+        return bool(rows)
 
     def migrations(self, environment: str) -> list[MigrationRecord]:
         """`environment`'s recorded migration runs, oldest first."""
-        with self._connect() as conn:
-            rows = conn.execute(
-                "SELECT * FROM migrations WHERE environment = ? ORDER BY at, rowid", (environment,)
-            ).fetchall()
+        rows = self._select("SELECT * FROM migrations WHERE environment = :env ORDER BY at", env=environment)
         return [MigrationRecord.from_row(row) for row in rows]
 
     def history(self, environment: str | None = None) -> list[dict[str, Any]]:
         """Every row, oldest first, as plain dicts (steps flattened to `<step>_seconds`, measures to their names)."""
-        query = "SELECT * FROM releases"
-        params: tuple[str, ...] = ()
-        if environment is not None:
-            query, params = query + " WHERE environment = ?", (environment,)
-        with self._connect() as conn:
-            rows = conn.execute(query + " ORDER BY started_at, rowid", params).fetchall()
+        where = "" if environment is None else " WHERE environment = :env"
         result = []
-        for row in rows:
+        for row in self._select(f"SELECT * FROM releases{where} ORDER BY started_at", env=environment):
             record = dict(row)
             steps = json.loads(record.pop("steps") or "{}")
             record.update({f"{name}_seconds": seconds for name, seconds in steps.items()})
             record.update(json.loads(record.pop("measures") or "{}"))
             result.append(record)
         return result
+
+    def _select(self, query: str, **params: Any) -> list[Mapping[str, Any]]:
+        with self._connect() as conn:
+            return [row._mapping for row in conn.execute(sa.text(query), params)]
+
+
+# Newest first: by when the attempt ended (or started, for one still open), then by start.
+_NEWEST_FIRST = " ORDER BY COALESCE(finished_at, started_at) DESC, started_at DESC"
+
+
+def dagster_postgres_url(environ: Mapping[str, str] = os.environ) -> sa.URL:
+    """The URL of Dagster's own PostgreSQL storage, from the `DAGSTER_PG_*` variables its run workers have."""
+    missing = [name for name in PG_ENV if not environ.get(name)]
+    if missing:
+        raise LedgerConfigError(
+            f"the release ledger is set to dagster_postgres but {', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not set: give this process Dagster's storage variables "
+            "(deploy/ecs/dagster.yaml) or set `ledger: state_dir` in the settings"
+        )
+    port = environ["DAGSTER_PG_PORT"]
+    if not port.isdigit():
+        raise LedgerConfigError(f"DAGSTER_PG_PORT={port!r} is not a port number")
+    return sa.URL.create(
+        "postgresql+psycopg2",  # SQLAlchemy 2.1 maps plain postgresql:// to psycopg 3, which is not installed
+        username=environ["DAGSTER_PG_USER"],
+        password=environ["DAGSTER_PG_PASSWORD"],
+        host=environ["DAGSTER_PG_HOST"],
+        port=int(port),
+        database=environ["DAGSTER_PG_DB"],
+    )
+
+
+def ledger_for(settings: Settings, environ: Mapping[str, str] = os.environ) -> ReleaseLedger:
+    """The ledger the settings name: SQLite in the state folder, or Dagster's PostgreSQL storage."""
+    if settings.ledger == "dagster_postgres":
+        return ReleaseLedger(dagster_postgres_url(environ))
+    return ReleaseLedger(settings.state_path)

@@ -22,9 +22,11 @@ from shop_ops.localstack.docker_api import DockerApi
 from shop_ops.localstack.processes import free_port, wait_for_http
 from shop_ops.localstack.registry import RegistryServer
 from shop_ops.release.images import BuiltImage, shop_image_specs
+from shop_ops.release.ledger import ReleaseLedger, dagster_postgres_url
 from shop_ops.resources.aws import AwsResource
 from shop_ops.resources.containers import ContainersResource, DockerEngine
 from shop_ops.resources.registry import RegistryClient, RegistryResource
+from tests.support import dagster_pg_env
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +39,16 @@ def engine(docker_api: DockerApi) -> Iterator[DockerEngine]:
 @pytest.fixture(scope="session")
 def registry_client(registry: RegistryServer) -> RegistryClient:
     return RegistryClient(registry.url, registry.credentials_file)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ledger(request, tmp_path: Path) -> ReleaseLedger:
+    """An empty release ledger: SQLite in a temp folder, or a fresh database of the test PostgreSQL."""
+    if request.param == "sqlite":
+        return ReleaseLedger(tmp_path)
+    postgres = request.getfixturevalue("postgres")
+    env = dagster_pg_env(postgres)
+    return ReleaseLedger(dagster_postgres_url(env))
 
 
 @pytest.fixture(scope="session")

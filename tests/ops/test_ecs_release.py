@@ -33,13 +33,14 @@ from shop_ops.release.bluegreen import DeployRefused, Release
 from shop_ops.release.ecs import find_task_definition
 from shop_ops.release.ecs_release import EcsReleaseDeps, EcsReleaseFailed, deploy_release_ecs, rollback_release_ecs
 from shop_ops.release.ecs_tasks import EcsTaskError, run_task_to_completion
-from shop_ops.release.ledger import ReleaseLedger
+from shop_ops.release.ledger import FILENAME, ReleaseLedger
 from shop_ops.release.verify import verify_environment
 from shop_ops.resources import resources_from_settings
 from shop_ops.resources.k6 import K6Resource
 from shop_ops.resources.registry import RegistryClient
 from shop_ops.settings import ROOT, get_settings
 from tests.ops.conftest import REGION
+from tests.support import dagster_pg_env
 
 ECR = "123456789012.dkr.ecr.eu-central-1.amazonaws.com"
 BREAKER = {"enable": True, "rollback": True}
@@ -333,8 +334,12 @@ def test_find_task_definition_takes_the_newest_revision_with_those_images(ecs, c
 
 # ---------------------------------------------------------------------------------------------- Dagster, aws profile
 @pytest.fixture
-def aws_profile(aws, cluster, server, moto_server, monkeypatch, tmp_path) -> Iterator[dg.Definitions]:
-    """SHOP_OPS_CONFIG = an aws profile naming the moto cluster, the shop server as both URLs; its release definitions."""
+def aws_profile(aws, cluster, server, moto_server, postgres, monkeypatch, tmp_path) -> Iterator[dg.Definitions]:
+    """SHOP_OPS_CONFIG = an aws profile naming the moto cluster, the shop server as both URLs; its release definitions.
+
+    The release ledger is in PostgreSQL, as on aws (`ledger: dagster_postgres`): DAGSTER_PG_* name a
+    fresh database of the test cluster, and nothing is written to the state folder.
+    """
     config = yaml.safe_load((ROOT / "config" / "aws.yaml").read_text())
     config["state_dir"] = str(tmp_path / "aws-state")
     config["aws"].update(
@@ -348,6 +353,8 @@ def aws_profile(aws, cluster, server, moto_server, monkeypatch, tmp_path) -> Ite
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SHOP_OPS_CONFIG", str(path))
     monkeypatch.setenv("SHOP_OPS_AWS_ENDPOINT_URL", moto_server.url)
+    for name, value in dagster_pg_env(postgres, "aws_ledger").items():
+        monkeypatch.setenv(name, value)
     get_settings.cache_clear()
     try:
         settings = get_settings()
@@ -369,7 +376,7 @@ def failure_of(result: dg.ExecuteInProcessResult) -> str:
     return failure.step_failure_data.error.message + str(failure.step_failure_data.user_failure_data)
 
 
-def test_release_jobs_on_the_aws_profile(aws_profile, ecs, cluster):
+def test_release_jobs_on_the_aws_profile(aws_profile, ecs, cluster, tmp_path):
     defs = aws_profile
     with dg.instance_for_test() as instance:
 
@@ -425,6 +432,7 @@ def test_release_jobs_on_the_aws_profile(aws_profile, ecs, cluster):
             ("staging", "1.0.0", "rollback", "verified"),
         ]
         assert set(history["slot"]) == {"ecs"}
+        assert not (tmp_path / "aws-state" / FILENAME).exists()  # the shared PostgreSQL ledger, not a local file
         verified_deploys = history[(history["kind"] == "deploy") & (history["status"] != "rolled_back")]
         assert (verified_deploys["k6_error_rate"] == 0).all() and (verified_deploys["k6_p95_ms"] > 0).all()
 

@@ -1,13 +1,21 @@
-"""The release ledger file (shop_ops/release/ledger.py): a ledger written by an earlier version opens and keeps its rows."""
+"""The release ledger (shop_ops/release/ledger.py) on SQLite and on PostgreSQL, and an old SQLite file kept as it was."""
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
 
-from shop_ops.release.ledger import FILENAME, ReleaseLedger
+import pytest
+
+from shop_ops.localstack.processes import free_port
+from shop_ops.release.ledger import FILENAME, PG_ENV, LedgerConfigError, LedgerError, ReleaseLedger, ledger_for
+from shop_ops.settings import ROOT, load_settings
+from tests.support import dagster_pg_env
 
 DIGEST = "sha256:" + "a" * 64
+OLD = "sha256:" + "0" * 64
+NEW = "sha256:" + "1" * 64
+FRONT = "sha256:" + "f" * 64
 
 # The releases table as the first version wrote it (no measures column).
 FIRST_SCHEMA = """
@@ -40,3 +48,76 @@ def test_a_ledger_from_the_first_version_gains_measures_and_keeps_its_rows(tmp_p
     assert rows[1]["k6_p95_ms"] == 12.5 and rows[1]["verify_seconds"] == 5.2 and "k6_p95_ms" not in rows[0]
     ReleaseLedger(tmp_path)  # opening it again changes nothing
     assert len(ledger.history()) == 2
+
+
+def test_the_ledger_records_releases_and_migrations(ledger: ReleaseLedger) -> None:
+    """The same answers from SQLite and PostgreSQL: serving, rollback target, verified pairs, history."""
+    first = ledger.start("staging", "1.0.0", OLD, FRONT, "blue")
+    ledger.finish(first, "verified", steps={"migrate": 1.25}, measures={"k6_p95_ms": 3.5})
+    second = ledger.start("staging", "1.1.0", NEW, FRONT, "green", previous_release_id=first)
+    assert ledger.serving("staging").release_id == first  # deploying does not serve yet
+    ledger.finish(second, "verified", steps={"verify": 5.5})
+    ledger.mark(first, "replaced")
+    failed = ledger.start("staging", "1.2.0", DIGEST, FRONT, "blue", previous_release_id=second)
+    ledger.finish(failed, "failed", reason="never ready")
+
+    assert ledger.serving("staging").release_id == second and ledger.serving("production") is None
+    assert ledger.previous_verified("staging").release_id == first
+    assert ledger.is_verified("staging", OLD, FRONT) and ledger.is_verified("staging", NEW, FRONT)
+    assert not ledger.is_verified("staging", DIGEST, FRONT) and not ledger.is_verified("production", NEW, FRONT)
+    entry = ledger.get(first)
+    assert (entry.status, entry.steps, entry.measures) == ("replaced", {"migrate": 1.25}, {"k6_p95_ms": 3.5})
+    # Timestamps keep sub-second precision (PostgreSQL's REAL would round epoch seconds to ~2 minutes).
+    assert 0 < entry.finished_at - entry.started_at < 5 and entry.started_at % 1 != 0
+
+    rows = ledger.history("staging")
+    assert [(r["version"], r["status"]) for r in rows] == [("1.0.0", "replaced"), ("1.1.0", "verified"),
+                                                           ("1.2.0", "failed")]  # fmt: skip
+    assert rows[0]["migrate_seconds"] == 1.25 and rows[0]["k6_p95_ms"] == 3.5 and rows[1]["verify_seconds"] == 5.5
+    assert rows[2]["reason"] == "never ready" and ledger.history("production") == []
+
+    ledger.record_migration("staging", OLD, None, "0002", [("0001", "expand"), ("0002", "expand")], [])
+    ledger.record_migration("staging", NEW, "0002", "0004", [("0004", "contract")], [("0005", "contract")])
+    runs = ledger.migrations("staging")
+    assert [(m.revision_before, m.revision_after) for m in runs] == [(None, "0002"), ("0002", "0004")]
+    assert runs[1].contracting == ("0004",) and runs[1].held_back == (("0005", "contract"),)
+
+    with pytest.raises(LedgerError, match="unknown status 'serving'"):
+        ledger.finish(second, "serving")
+    with pytest.raises(LedgerError, match="no release 'nope' in "):
+        ledger.get("nope")
+
+
+def test_run_workers_on_other_machines_share_the_postgres_ledger(postgres) -> None:
+    """As ECS run tasks would: each opens the ledger from the DAGSTER_PG_* variables and sees the other's rows."""
+    env = dagster_pg_env(postgres, "ledger_shared")
+    settings = load_settings(ROOT / "config" / "aws.yaml")
+    assert settings.ledger == "dagster_postgres"
+    staging_worker, production_worker = ledger_for(settings, env), ledger_for(settings, env)
+    release_id = staging_worker.start("staging", "2.0.0", NEW, FRONT, "ecs")
+    assert not production_worker.is_verified("staging", NEW, FRONT)
+    staging_worker.finish(release_id, "verified")
+    assert production_worker.is_verified("staging", NEW, FRONT)  # promote_production's guard passes
+    assert (
+        env["DAGSTER_PG_PASSWORD"] not in production_worker.location and "schema shop_ops" in production_worker.location
+    )
+    tables = postgres.psql(
+        "SELECT string_agg(table_name, ',' ORDER BY table_name) FROM information_schema.tables"
+        " WHERE table_schema = 'shop_ops'",
+        database=env["DAGSTER_PG_DB"],
+    )
+    assert tables == "migrations,releases"  # beside Dagster's own tables, not among them
+
+
+def test_the_postgres_ledger_needs_the_storage_variables_and_says_which() -> None:
+    settings = load_settings(ROOT / "config" / "aws.yaml")
+    with pytest.raises(LedgerConfigError, match=r"DAGSTER_PG_HOST, DAGSTER_PG_PORT, .* are not set") as err:
+        ledger_for(settings, {})
+    assert "set `ledger: state_dir`" in str(err.value)
+    env = dict(zip(PG_ENV, ("127.0.0.1", "5432", "shop", "s3cret-pw", "dagster"), strict=True))
+    with pytest.raises(LedgerConfigError, match="DAGSTER_PG_PORT='x' is not a port"):
+        ledger_for(settings, {**env, "DAGSTER_PG_PORT": "x"})
+    closed = {**env, "DAGSTER_PG_PORT": str(free_port())}
+    with pytest.raises(LedgerError, match=r"release ledger postgresql.*127\.0\.0\.1.* is not usable") as down:
+        ledger_for(settings, closed)
+    assert "s3cret-pw" not in str(down.value)

@@ -1,4 +1,4 @@
-"""The release rules for schema changes (shop_ops/release/schema.py) over a real release ledger in a temp folder.
+"""The release rules for schema changes (shop_ops/release/schema.py) over a real release ledger (SQLite, PostgreSQL).
 
 The containers side (shop-migrate --expand-only in a release image, a rollback refused through
 the router) is in test_bluegreen.py; here are the decisions, case by case.
@@ -6,21 +6,12 @@ the router) is in test_bluegreen.py; here are the decisions, case by case.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
 from shop_ops.release.ledger import ReleaseLedger
 from shop_ops.release.schema import contract_blocker, rollback_blocker
 
 OLD = "sha256:" + "a" * 64
 NEW = "sha256:" + "b" * 64
 FRONT = "sha256:" + "f" * 64
-
-
-@pytest.fixture
-def ledger(tmp_path: Path) -> ReleaseLedger:
-    return ReleaseLedger(tmp_path)
 
 
 def release(ledger: ReleaseLedger, version: str, backend: str, previous: str | None = None) -> str:
