@@ -177,9 +177,7 @@ def ecs_deployment_asset(environment: str) -> dg.AssetsDefinition:
         verify = partial(verify_environment, k6=k6)
         result = run_release_action(
             f"deploy to {environment}",
-            lambda: deploy_release_ecs(
-                environment, release, deps, verify, run_tags=context.run.tags, approved_by=config.approved_by or None
-            ),
+            lambda: deploy_release_ecs(environment, release, deps, verify, approved_by=config.approved_by or None),
         )
         return dg.MaterializeResult(metadata={**result.metadata(), "approved_by": config.approved_by or "-"})
 
@@ -236,7 +234,7 @@ def rollback_ecs_environment(
     deps = ecs_release_deps(environment, aws, registry, context.log)
     result = run_release_action(
         f"rollback of {environment}",
-        lambda: rollback_release_ecs(environment, deps, context.run.tags, reason=config.reason),
+        lambda: rollback_release_ecs(environment, deps, reason=config.reason),
     )
     context.log_event(dg.AssetMaterialization(asset_key=[environment, "deployment"], metadata=result.metadata()))
 

@@ -4,7 +4,7 @@ Plain functions over a boto3 ECS client, the `RegistryClient` (for the pinned EC
 and the `ReleaseLedger`; no Dagster. The counterpart of `bluegreen.deploy` / `bluegreen.rollback`:
 
 - `deploy_release_ecs`: `check_guards` (production needs `approved_by` and digests verified on
-  staging), then the serialization guard (below); a ledger row; a new task definition revision
+  staging), then the environment's deploy lock (below); a ledger row; a new task definition revision
   with both images pinned by digest; the migration as a one-off task of that revision
   (`shop-migrate head --expand-only`, must exit 0) before the service moves; the rolling update
   with the circuit breaker until steady (`ecs.deploy_to_ecs`); verification through the
@@ -13,17 +13,18 @@ and the `ReleaseLedger`; no Dagster. The counterpart of `bluegreen.deploy` / `bl
 - `rollback_release_ecs`: the service back on the task definition of the previous verified
   release (ledger), found in the family's registration history by its two image references.
 
-One deploy per environment: there is no database lock on aws (the local profile's advisory
-lock needs the environment's database, which this profile does not reach yet). The run
-queue allows one run per value of the run tag `environment` (deploy/ecs/dagster.yaml), so
-both functions refuse a run that does not carry `environment=<the environment>`:
-`release_staging` and `promote_production` carry it; `rollback` gets it from its partition.
+One deploy per environment: both functions hold the environment's lock in the release ledger
+(`ReleaseLedger.environment_lock`: a PostgreSQL advisory lock in Dagster's storage database on
+aws, which every run task reaches) and refuse at once while another run holds it. The run queue's
+limit on the run tag `environment` (deploy/ecs/dagster.yaml) queues such runs before they start;
+the lock holds even when that limit is missing or a run lacks the tag.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,11 +38,10 @@ from shop_ops.release.ecs import (
     task_definition_family,
 )
 from shop_ops.release.ecs_tasks import EcsTaskError, run_task_to_completion
-from shop_ops.release.ledger import ReleaseLedger
+from shop_ops.release.ledger import EnvironmentLocked, ReleaseLedger
 from shop_ops.resources.registry import RegistryClient
 
 SLOT = "ecs"  # the ledger's `slot` on aws: the service's rolling update, no blue/green slots
-ENVIRONMENT_TAG = "environment"
 MIGRATE_COMMAND = ("shop-migrate", "head", "--expand-only")
 
 
@@ -117,16 +117,14 @@ class EcsReleaseResult:
         return values
 
 
-def check_serialized(environment: str, run_tags: Mapping[str, str], action: str = "deploy") -> None:
-    """Refuse a run the run queue's one-per-environment limit does not cover (no `environment=<env>` tag)."""
-    tag = run_tags.get(ENVIRONMENT_TAG)
-    if tag != environment:
-        shown = f"{ENVIRONMENT_TAG}={tag}" if tag is not None else f"no {ENVIRONMENT_TAG} tag"
-        raise DeployRefused(
-            f"{action} of {environment} refused: the run has {shown}. On aws, one {action} per environment is "
-            f"kept by the run queue's limit on the run tag {ENVIRONMENT_TAG}; launch it with the tag "
-            f"{ENVIRONMENT_TAG}={environment} (release_staging and promote_production carry it)"
-        )
+@contextmanager
+def environment_lock(ledger: ReleaseLedger, environment: str) -> Iterator[None]:
+    """The ledger's deploy lock of `environment`; DeployRefused (nothing touched) while another run holds it."""
+    try:
+        with ledger.environment_lock(environment):
+            yield
+    except EnvironmentLocked as exc:
+        raise DeployRefused(str(exc)) from None
 
 
 def pinned_images(deps: EcsReleaseDeps, backend_digest: str, frontend_digest: str) -> dict[str, str]:
@@ -146,7 +144,6 @@ def deploy_release_ecs(
     release: Release,
     deps: EcsReleaseDeps,
     verify: Verifier,
-    run_tags: Mapping[str, str],
     approved_by: str | None = None,
 ) -> EcsReleaseResult:
     """Put `release` on `environment`'s ECS service, verified, or leave the service on its previous task definition.
@@ -156,7 +153,13 @@ def deploy_release_ecs(
     says which and whether the service is back on its previous task definition.
     """
     check_guards(environment, release, deps.ledger, approved_by)
-    check_serialized(environment, run_tags)
+    with environment_lock(deps.ledger, environment):
+        return _deploy(environment, release, deps, verify, approved_by)
+
+
+def _deploy(
+    environment: str, release: Release, deps: EcsReleaseDeps, verify: Verifier, approved_by: str | None
+) -> EcsReleaseResult:
     began = time.monotonic()
     images = pinned_images(deps, release.backend_digest, release.frontend_digest)
     previous = deps.ledger.serving(environment)
@@ -260,7 +263,6 @@ def deploy_release_ecs(
 def rollback_release_ecs(
     environment: str,
     deps: EcsReleaseDeps,
-    run_tags: Mapping[str, str],
     *,
     reason: str = "rollback requested",
 ) -> EcsReleaseResult:
@@ -270,7 +272,11 @@ def rollback_release_ecs(
     the previous release's two image references. The release that served is marked
     `rolled_back`; the rollback is a new `verified` ledger row once the service is steady.
     """
-    check_serialized(environment, run_tags, action="rollback")
+    with environment_lock(deps.ledger, environment):
+        return _rollback(environment, deps, reason)
+
+
+def _rollback(environment: str, deps: EcsReleaseDeps, reason: str) -> EcsReleaseResult:
     began = time.monotonic()
     current = deps.ledger.serving(environment)
     target = deps.ledger.previous_verified(environment)

@@ -17,10 +17,12 @@ Where it lives (`ledger` in the settings, `ledger_for`):
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
 import uuid
+import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,6 +40,7 @@ FILENAME = "releases.sqlite"
 PG_SCHEMA = "shop_ops"
 PG_ENV = ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USER", "DAGSTER_PG_PASSWORD", "DAGSTER_PG_DB")
 _PG_SETUP_LOCK = 0x5E0B_0001  # pg_advisory_xact_lock key: one process at a time creates the tables
+_PG_ENVIRONMENT_LOCKS = 0x5E0B  # first key of pg_try_advisory_lock(int, int); the second is crc32(environment)
 
 # Plain SQL that SQLite and PostgreSQL both read (DOUBLE PRECISION: PostgreSQL's REAL is 4 bytes).
 _SCHEMA = (
@@ -134,6 +137,10 @@ class LedgerConfigError(LedgerError):
     """The settings name a ledger that cannot be opened (e.g. a DAGSTER_PG_* variable is not set)."""
 
 
+class EnvironmentLocked(LedgerError):
+    """Another process holds the environment's deploy lock in this ledger."""
+
+
 class ReleaseLedger:
     """The ledger in a state folder (SQLite, a `Path`) or a PostgreSQL database (a SQLAlchemy `URL`).
 
@@ -141,6 +148,7 @@ class ReleaseLedger:
     """
 
     def __init__(self, location: Path | sa.URL, timeout: float = 30) -> None:
+        self.source = location  # ReleaseLedger(ledger.source) opens the same ledger again
         self.timeout = timeout
         if isinstance(location, sa.URL):
             if location.get_backend_name() != "postgresql":
@@ -172,14 +180,59 @@ class ReleaseLedger:
                 conn.exec_driver_sql("ALTER TABLE releases ADD COLUMN measures TEXT NOT NULL DEFAULT '{}'")
 
     @contextmanager
-    def _connect(self) -> Iterator[sa.Connection]:
-        """One transaction, committed when the block ends without an error."""
+    def _connect(self, autocommit: bool = False) -> Iterator[sa.Connection]:
+        """One transaction, committed when the block ends without an error (or autocommit: none)."""
         try:
-            with self._engine.begin() as conn:
-                yield conn
+            if autocommit:
+                with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                    yield conn
+            else:
+                with self._engine.begin() as conn:
+                    yield conn
         except sa.exc.OperationalError as exc:
             reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
             raise LedgerError(f"release ledger {self.location} is not usable: {reason}") from None
+
+    @contextmanager
+    def environment_lock(self, environment: str) -> Iterator[None]:
+        """Hold `environment`'s deploy lock for the block, or raise EnvironmentLocked at once.
+
+        PostgreSQL: a session advisory lock in the ledger's database, so it holds across run
+        workers on different machines. SQLite: an exclusive flock on `deploy-<environment>.lock`
+        beside the file (one machine, as the SQLite ledger itself). Either is released when the
+        block ends or the holding process dies.
+        """
+        if self._engine.dialect.name == "postgresql":
+            key = zlib.crc32(environment.encode()) - 2**31  # int4
+            with self._connect(autocommit=True) as conn:
+                taken = conn.execute(
+                    sa.text("SELECT pg_try_advisory_lock(:space, :key)"), {"space": _PG_ENVIRONMENT_LOCKS, "key": key}
+                ).scalar()
+                if not taken:
+                    raise EnvironmentLocked(self._held(environment, f"advisory lock ({_PG_ENVIRONMENT_LOCKS}, {key})"))
+                try:
+                    yield
+                finally:
+                    conn.execute(
+                        sa.text("SELECT pg_advisory_unlock(:space, :key)"), {"space": _PG_ENVIRONMENT_LOCKS, "key": key}
+                    )
+            return
+        lock_path = Path(self.location).with_name(f"deploy-{environment}.lock")
+        with open(lock_path, "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise EnvironmentLocked(self._held(environment, f"the lock file {lock_path}")) from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _held(self, environment: str, what: str) -> str:
+        return (
+            f"another deploy, promote or rollback of {environment} is running (it holds {what} in the release "
+            f"ledger {self.location}); wait for it to finish"
+        )
 
     # ------------------------------------------------------------------ writes
     def start(

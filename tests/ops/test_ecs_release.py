@@ -48,7 +48,6 @@ MIGRATE = ["shop-migrate", "head", "--expand-only"]
 V0 = Release("0.9.0", "sha256:" + "0" * 64, "sha256:" + "1" * 64)  # what the services run at creation
 V1 = Release("1.0.0", "sha256:" + "a" * 64, "sha256:" + "b" * 64)
 V2 = Release("1.1.0", "sha256:" + "c" * 64, "sha256:" + "d" * 64)
-STAGING_TAGS = {"environment": "staging"}
 
 
 def images_of(release: Release) -> dict[str, str]:
@@ -150,7 +149,7 @@ def images_in(ecs, task_definition: str) -> dict[str, str]:
 def test_staging_release_sequence_and_request_shapes(ecs, calls, cluster, make_deps, ledger):
     calls.items.clear()
 
-    result = deploy_release_ecs("staging", V1, make_deps(), verify=short_verify, run_tags=STAGING_TAGS)
+    result = deploy_release_ecs("staging", V1, make_deps(), verify=short_verify)
 
     assert result.status == "verified", result.reason
     new = result.task_definition
@@ -198,28 +197,30 @@ def test_production_guards_refuse_before_any_ecs_call(calls, make_deps, ledger, 
     calls.items.clear()
     with pytest.raises(DeployRefused, match=refusal):
         deploy_release_ecs(
-            "production", release, deps, verify=not_called, run_tags={"environment": "production"},
-            approved_by=approved_by,
+            "production", release, deps, verify=not_called, approved_by=approved_by,
         )  # fmt: skip
     assert calls.names() == [] and ledger.history() == []
 
 
-def test_a_run_without_the_environment_tag_is_refused(calls, make_deps, ledger):
+def test_a_second_deploy_or_rollback_of_the_environment_is_refused_while_one_runs(calls, make_deps, ledger):
+    """Another run worker holds staging's lock in the (shared) ledger: refused at once, nothing touched."""
     calls.items.clear()
-    with pytest.raises(DeployRefused, match="launch it with the tag environment=staging"):
-        deploy_release_ecs("staging", V1, make_deps(), verify=not_called, run_tags={"environment": "production"})
-    with pytest.raises(DeployRefused, match="the run has no environment tag"):
-        rollback_release_ecs("staging", make_deps(), run_tags={})
+    other_worker = ReleaseLedger(ledger.source)
+    with other_worker.environment_lock("staging"):
+        with pytest.raises(DeployRefused, match="another deploy, promote or rollback of staging is running"):
+            deploy_release_ecs("staging", V1, make_deps(), verify=not_called)
+        with pytest.raises(DeployRefused, match="another deploy, promote or rollback of staging is running"):
+            rollback_release_ecs("staging", make_deps())
     assert calls.names() == [] and ledger.history() == []
 
 
 def test_failed_verification_rolls_back_to_the_previous_task_definition(ecs, calls, cluster, make_deps, ledger, server):
-    first = deploy_release_ecs("staging", V1, make_deps(), verify=short_verify, run_tags=STAGING_TAGS)
+    first = deploy_release_ecs("staging", V1, make_deps(), verify=short_verify)
     calls.items.clear()
     broken = make_deps(url=f"{server.url}/no-such-prefix")  # the real shop answers 404 there
 
     with pytest.raises(EcsReleaseFailed) as failed:
-        deploy_release_ecs("staging", V2, broken, verify=short_verify, run_tags=STAGING_TAGS)
+        deploy_release_ecs("staging", V2, broken, verify=short_verify)
 
     message = str(failed.value)
     assert "verification failed: smoke test failed: catalog list answered 404" in message
@@ -253,7 +254,7 @@ def test_failed_migration_stops_before_the_service_moves(ecs, calls, cluster, ma
     with pytest.raises(
         EcsReleaseFailed, match=r"migration failed: `shop-migrate head --expand-only` in task .* exited 1"
     ):
-        deploy_release_ecs("staging", V1, make_deps(), verify=not_called, run_tags=STAGING_TAGS)
+        deploy_release_ecs("staging", V1, make_deps(), verify=not_called)
 
     assert "RunTask" in calls.names() and "UpdateService" not in calls.names()
     assert service_of(ecs, cluster, "staging")["taskDefinition"] == cluster.first["staging"]
@@ -277,12 +278,12 @@ def test_migration_task_that_does_not_stop_in_time_is_stopped(ecs, calls, cluste
 def test_rollback_finds_the_previous_release_task_definition_by_its_images(ecs, calls, cluster, make_deps, ledger):
     deps = make_deps()
     with pytest.raises(DeployRefused, match="no previous verified release"):
-        rollback_release_ecs("staging", deps, run_tags=STAGING_TAGS)
-    first = deploy_release_ecs("staging", V1, deps, verify=short_verify, run_tags=STAGING_TAGS)
-    second = deploy_release_ecs("staging", V2, deps, verify=short_verify, run_tags=STAGING_TAGS)
+        rollback_release_ecs("staging", deps)
+    first = deploy_release_ecs("staging", V1, deps, verify=short_verify)
+    second = deploy_release_ecs("staging", V2, deps, verify=short_verify)
     calls.items.clear()
 
-    result = rollback_release_ecs("staging", deps, run_tags=STAGING_TAGS, reason="checkout errors")
+    result = rollback_release_ecs("staging", deps, reason="checkout errors")
 
     assert result.task_definition == first.task_definition and result.previous_task_definition == second.task_definition
     assert [u["taskDefinition"] for u in calls.params("UpdateService")] == [first.task_definition]
@@ -294,7 +295,7 @@ def test_rollback_finds_the_previous_release_task_definition_by_its_images(ecs, 
     assert ledger.get(second.release_id).reason == "checkout errors"
 
     # A rollback that does not become steady is a failed row; the serving release stays as it was.
-    again = deploy_release_ecs("staging", V2, deps, verify=short_verify, run_tags=STAGING_TAGS)
+    again = deploy_release_ecs("staging", V2, deps, verify=short_verify)
 
     def breaker_trips_on_v1(parsed, **_kwargs) -> None:
         for svc in parsed.get("services", []):
@@ -304,7 +305,7 @@ def test_rollback_finds_the_previous_release_task_definition_by_its_images(ecs, 
 
     ecs.meta.events.register("after-call.ecs.DescribeServices", breaker_trips_on_v1)
     with pytest.raises(EcsReleaseFailed, match=r"rollback to 1\.0\.0 failed: .* is NOT steady: .*FAILED"):
-        rollback_release_ecs("staging", deps, run_tags=STAGING_TAGS)
+        rollback_release_ecs("staging", deps)
     ecs.meta.events.unregister("after-call.ecs.DescribeServices", breaker_trips_on_v1)
     assert ledger.history()[-1]["status"] == "failed"
     assert ledger.serving("staging").release_id == again.release_id
@@ -312,7 +313,7 @@ def test_rollback_finds_the_previous_release_task_definition_by_its_images(ecs, 
     # A revision that is gone cannot be the target: refused, naming what to do instead.
     ecs.deregister_task_definition(taskDefinition=first.task_definition)
     with pytest.raises(DeployRefused, match=r"no ACTIVE revision .* runs 1\.0\.0 .* Deploy 1\.0\.0 again"):
-        rollback_release_ecs("staging", deps, run_tags=STAGING_TAGS)
+        rollback_release_ecs("staging", deps)
 
 
 def test_find_task_definition_takes_the_newest_revision_with_those_images(ecs, cluster):

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from shop_ops.localstack.processes import free_port
-from shop_ops.release.ledger import FILENAME, PG_ENV, LedgerConfigError, LedgerError, ReleaseLedger, ledger_for
+from shop_ops.release.ledger import (
+    FILENAME,
+    PG_ENV,
+    EnvironmentLocked,
+    LedgerConfigError,
+    LedgerError,
+    ReleaseLedger,
+    ledger_for,
+)
 from shop_ops.settings import ROOT, load_settings
 from tests.support import dagster_pg_env
 
@@ -121,3 +132,49 @@ def test_the_postgres_ledger_needs_the_storage_variables_and_says_which() -> Non
     with pytest.raises(LedgerError, match=r"release ledger postgresql.*127\.0\.0\.1.* is not usable") as down:
         ledger_for(settings, closed)
     assert "s3cret-pw" not in str(down.value)
+
+
+def test_one_deploy_per_environment_and_the_lock_dies_with_its_holder(ledger: ReleaseLedger) -> None:
+    """The environment lock across ledger handles (run workers); a killed holder does not leave it taken."""
+    other = ReleaseLedger(ledger.source)
+    with ledger.environment_lock("staging"):
+        with pytest.raises(EnvironmentLocked, match="another deploy, promote or rollback of staging is running"):
+            with other.environment_lock("staging"):
+                pass
+        with other.environment_lock("production"):  # another environment is free
+            pass
+    with other.environment_lock("staging"):  # released when the block ended
+        pass
+
+    source = ledger.source
+    where = str(source) if isinstance(source, Path) else source.render_as_string(hide_password=False)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_AND_WAIT, where], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        with pytest.raises(EnvironmentLocked):
+            with ledger.environment_lock("staging"):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    deadline = time.monotonic() + 10  # PostgreSQL notices the closed session at once; give it a moment
+    while True:
+        try:
+            with ledger.environment_lock("staging"):
+                break
+        except EnvironmentLocked:
+            if time.monotonic() > deadline:
+                raise
+
+
+HOLD_AND_WAIT = """
+import sys, time
+from pathlib import Path
+import sqlalchemy as sa
+from shop_ops.release.ledger import ReleaseLedger
+where = sys.argv[1]
+ledger = ReleaseLedger(sa.make_url(where) if where.startswith("postgresql") else Path(where))
+with ledger.environment_lock("staging"):
+    print("holding", flush=True)
+    time.sleep(600)
+"""
