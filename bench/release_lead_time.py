@@ -1,9 +1,8 @@
 """Lead time of a release: push of a new version of both images -> staging serving it, with per-step seconds.
 
-Needs the local environment (`make run`). Builds a thin layer over the current local images
-(`localhost/shop-*:local`, built by `up` or scripts/build-images.sh) that says the new version
-(a re-tag of images already released is not a new release), then pushes both to the local
-registry under the next patch version;
+Needs the local environment (`make run`). Pushes the local build under the next patch version
+(`shop_ops/localstack/version_push.py`: a one-line layer that says the version, since a re-tag
+of images already released is not a new release);
 `registry_push_sensor` (5 s interval) starts `release_staging`, which migrates, deploys blue/green,
 verifies (smoke tests + a 5 s k6 check) and retires the old slot. The times come from the push
 and from the release ledger (.state/releases.sqlite).
@@ -16,16 +15,14 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
-import tempfile
 import time
-from pathlib import Path
 
 import httpx
 
 from shop_ops.localstack.docker_api import DockerApi
+from shop_ops.localstack.version_push import build_version_layers, next_patch_version, push_release
 from shop_ops.release.ledger import ReleaseLedger
-from shop_ops.release.registry_watch import release_version
-from shop_ops.resources.containers import DockerEngine, RegistryAuth
+from shop_ops.resources.containers import DockerEngine
 from shop_ops.resources.registry import RegistryClient
 from shop_ops.settings import get_settings
 
@@ -38,28 +35,13 @@ def main() -> int:
     state = settings.state_path
     registry = RegistryClient(f"http://127.0.0.1:{settings.registry.port}", state / "registry" / "credentials.json")
     try:
-        tags = registry.tags(settings.images.backend_repository)
+        version = next_patch_version(registry, settings.images.backend_repository)
     except Exception as exc:  # noqa: BLE001 - any failure means the stack is not there
         sys.exit(f"the local registry does not answer ({exc}): start the local environment with `make run`")
-    versions = sorted(v for v in (release_version(t) for t in tags) if v)
-    major, minor, patch = versions[-1] if versions else (0, 0, 0)
-    version = f"{major}.{minor}.{patch + 1}"
-    user, password = registry.credentials()  # type: ignore[misc]
-    auth = RegistryAuth(user, password, server=registry.address)
     engine = DockerEngine(DockerApi(state).docker_host)
-
-    refs = {}
-    with tempfile.TemporaryDirectory(prefix="shop-ops-bench-release-") as context:
-        for role, repository, line in (
-            ("backend", settings.images.backend_repository, f"ENV SHOP_VERSION={version}"),
-            ("frontend", settings.images.frontend_repository, f"LABEL org.opencontainers.image.version={version}"),
-        ):
-            (Path(context) / "Dockerfile").write_text(f"FROM localhost/shop-{role}:local\n{line}\n")
-            refs[role] = registry.image_ref(repository, version)
-            engine.build(Path(context), refs[role], use_cache=True)
+    refs = build_version_layers(version, engine, registry, settings.images)
     pushed_at = time.time()
-    for ref in refs.values():
-        engine.push(ref, auth=auth, insecure=True)
+    push_release(engine, registry, refs)
     push_seconds = time.time() - pushed_at
     print(f"pushed {version} of both images in {push_seconds:.1f}s; waiting for staging to serve it", flush=True)
 

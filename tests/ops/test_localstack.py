@@ -1,4 +1,5 @@
-"""`shop-ops local up | status | down` end to end, on free ports under a temp state folder.
+"""`shop-ops local up | status | down` end to end, on free ports under a temp state folder, with a real release:
+the build pushed as a new version, started by the stack's own push sensor, serving staging and restarted after down/up.
 
 The Docker API and image storage are the repository's (`SHOP_OPS_DOCKER_STATE`, the `docker_api`
 fixture): images built once are reused, instead of re-importing the base images and rebuilding
@@ -16,6 +17,7 @@ import stat
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,10 +29,11 @@ from shop_ops.localstack import apps
 from shop_ops.localstack.docker_api import DockerApi
 from shop_ops.localstack.processes import free_port, pg_bin, pids_using
 from shop_ops.localstack.stack import stack_id
-from shop_ops.release.images import registry_auth
+from shop_ops.localstack.version_push import build_version_layers, push_release
 from shop_ops.release.ledger import ReleaseLedger
 from shop_ops.resources.containers import DockerEngine
 from shop_ops.resources.registry import RegistryClient
+from shop_ops.settings import ImageSettings
 
 SHOP_OPS = str(Path(sys.executable).parent / "shop-ops")
 SERVICES = ("postgres", "redis", "registry", "docker_api", "staging", "production", "dagster")
@@ -138,21 +141,28 @@ def test_up_status_down_up(local_env: dict[str, str], docker_api: DockerApi) -> 
     assert again.returncode == 0, again.stdout + again.stderr
     assert "starting" not in again.stdout and "already running" in again.stdout
 
-    # A release of staging recorded in the ledger (as release_staging records one): after down/up it
-    # is that release, by digest, that serves staging again, and its schema is left alone.
+    # A real release: the build pushed as 9.9.9 -> registry_push_sensor (in this stack's dagster dev)
+    # -> one release_staging run -> staging serves 9.9.9, verified, recorded in the ledger.
     engine = DockerEngine(docker_api.docker_host)
     state = Path(env["SHOP_OPS_STATE"])
-    [backend] = [c for c in apps.stack_containers(engine, stack_id(state)) if c.name.endswith("staging-blue-backend")]
     registry = RegistryClient(doc["registry"]["url"], Path(doc["registry"]["credentials_file"]))
-    digests = {}
-    for role, local in (("backend", backend.image), ("frontend", backend.image.replace("backend", "frontend"))):
-        ref = registry.image_ref(f"shop/{role}", "9.9.9")
-        engine.tag(local, ref)
-        digests[role] = engine.push(ref, auth=registry_auth(registry), insecure=True)
-        engine.remove_image(ref)
+    images = ImageSettings()
+    refs = build_version_layers("9.9.9", engine, registry, images)
+    digests = push_release(engine, registry, refs)
     ledger = ReleaseLedger(state)
-    release_id = ledger.start("staging", "9.9.9", digests["backend"], digests["frontend"], "blue")
-    ledger.finish(release_id, "verified")
+    deadline = time.monotonic() + 240
+    while not [r for r in ledger.history("staging") if r["finished_at"] and r["version"] == "9.9.9"]:
+        assert time.monotonic() < deadline, f"no finished release of 9.9.9 after 240 s; ledger: {ledger.history()}"
+        time.sleep(1)
+    time.sleep(6)  # one more sensor interval: a second request for the same push would show here
+    [release] = [r for r in ledger.history("staging") if r["version"] == "9.9.9"]
+    assert release["status"] == "verified", release
+    assert (release["backend_digest"], release["frontend_digest"]) == (digests["backend"], digests["frontend"])
+    release_id = release["release_id"]
+    staging_url = doc["staging"]["url"]
+    assert httpx.get(f"{staging_url}/version", timeout=10).json()["version"] == "9.9.9"
+    for ref in refs.values():
+        engine.remove_image(ref)
 
     down = shop_ops(env, "down")
     assert down.returncode == 0, down.stdout + down.stderr
@@ -171,7 +181,8 @@ def test_up_status_down_up(local_env: dict[str, str], docker_api: DockerApi) -> 
     note = next(line for line in up2.stdout.splitlines() if line.startswith("note: "))
     assert f"staging serves release 9.9.9 ({release_id})" in note and "production serves the build" in note, note
     running = {c.name: c.image for c in apps.stack_containers(engine, stack_id(state)) if c.status == "running"}
-    assert running[backend.name] == registry.pinned_ref("shop/backend", digests["backend"]), running
+    assert registry.pinned_ref("shop/backend", digests["backend"]) in running.values(), running
+    assert httpx.get(f"{staging_url}/version", timeout=10).json()["version"] == "9.9.9"
     doc = status(env)
     assert all(doc[service]["up"] for service in SERVICES), doc
 
