@@ -163,6 +163,15 @@ def test_up_status_down_up(local_env: dict[str, str], docker_api: DockerApi) -> 
     assert httpx.get(f"{staging_url}/version", timeout=10).json()["version"] == "9.9.9"
     for ref in refs.values():
         engine.remove_image(ref)
+    # The release's run, as dagster dev stored it (event log, run storage, captured stdout/stderr):
+    # none of the stack's secrets (database passwords, the registry's password).
+    dagster_home = Path(doc["dagster"]["dagster_home"])
+    stored = [f for f in dagster_home.rglob("*") if f.is_file()]
+    assert any(f.suffix in (".out", ".err", ".complete") for f in stored), stored  # compute logs are there
+    assert [f for f in stored if release_id.encode() in f.read_bytes()]  # and the run's own records
+    for secret in secrets:
+        leaks = [str(f) for f in stored if secret.encode() in f.read_bytes()]
+        assert leaks == [], f"a secret is stored in {leaks}"
 
     down = shop_ops(env, "down")
     assert down.returncode == 0, down.stdout + down.stderr
