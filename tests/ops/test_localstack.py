@@ -1,5 +1,8 @@
-"""`shop-ops local up | status | down` end to end, on free ports under a temp state folder, with a real release:
-the build pushed as a new version, started by the stack's own push sensor, serving staging and restarted after down/up.
+"""`shop-ops local up | status | down` end to end, on free ports under a temp state folder, with real releases.
+
+The build is pushed as a new version and the stack's own push sensor releases it on staging;
+promote_production (refused without approved_by, then approved) and rollback are launched as the
+UI launches them (GraphQL) and run by the stack's dagster dev; after down/up the releases serve again.
 
 The Docker API and image storage are the repository's (`SHOP_OPS_DOCKER_STATE`, the `docker_api`
 fixture): images built once are reused, instead of re-importing the base images and rebuilding
@@ -19,11 +22,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import dagster as dg
 import httpx
 import pytest
 import yaml
+from dagster_graphql import DagsterGraphQLClient
 
 from shop_ops.localstack import apps
 from shop_ops.localstack.docker_api import DockerApi
@@ -99,6 +105,66 @@ def stack_leftovers(env: dict[str, str], engine: DockerEngine) -> tuple[list[int
     return pids, [c.name for c in containers]
 
 
+def served_version(url: str) -> str:
+    return httpx.get(f"{url}/version", timeout=10).json()["version"]
+
+
+def release_through_the_sensor(
+    version: str, engine: DockerEngine, registry: RegistryClient, ledger: ReleaseLedger
+) -> tuple[dict, dict[str, str]]:
+    """Push the build as `version`; the stack's push sensor must release it on staging, verified, exactly once."""
+    refs = build_version_layers(version, engine, registry, ImageSettings())
+    digests = push_release(engine, registry, refs)
+    deadline = time.monotonic() + 240
+    while not [r for r in ledger.history("staging") if r["finished_at"] and r["version"] == version]:
+        assert time.monotonic() < deadline, f"no finished release of {version} after 240 s: {ledger.history()}"
+        time.sleep(1)
+    time.sleep(6)  # one more sensor interval: a second request for the same push would show here
+    [release] = [r for r in ledger.history("staging") if r["version"] == version]
+    assert release["status"] == "verified", release
+    assert (release["backend_digest"], release["frontend_digest"]) == (digests["backend"], digests["frontend"])
+    for ref in refs.values():
+        engine.remove_image(ref)
+    return release, digests
+
+
+@dataclass
+class UiRun:
+    run_id: str
+    status: str
+    error: str
+
+
+class StackUi:
+    """Launch jobs in the stack's `dagster dev` as the UI does (GraphQL); read the outcome from its instance."""
+
+    def __init__(self, url: str, home: Path) -> None:
+        host, port = url.removeprefix("http://").split(":")
+        self.client = DagsterGraphQLClient(host, port_number=int(port))
+        self.home = home
+
+    def run(self, job: str, run_config: dict, tags: dict[str, str] | None = None, timeout: float = 240) -> UiRun:
+        run_id = self.client.submit_job_execution(
+            job, repository_location_name="shop_ops", repository_name="__repository__", run_config=run_config,
+            tags=tags,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout
+        while (status := self.client.get_run_status(run_id)) not in FINAL_STATUSES:
+            assert time.monotonic() < deadline, f"{job} run {run_id} still {status} after {timeout} s"
+            time.sleep(1)
+        with dg.DagsterInstance.from_config(str(self.home)) as instance:
+            failures = [e.dagster_event.step_failure_data for e in instance.all_logs(run_id, of_type=STEP_FAILURE)]
+        errors = [f"{data.error.message if data.error else ''} {data.user_failure_data}" for data in failures]
+        return UiRun(run_id, status.value, "\n".join(errors))
+
+
+STEP_FAILURE = dg.DagsterEventType.STEP_FAILURE
+FINAL_STATUSES = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+
+
+# up, a release through the sensor, promote, a second release, rollback, down, up: about 4 min here.
+@pytest.mark.timeout(720)
+@pytest.mark.filterwarnings("ignore:Using variable_values and operation_name:DeprecationWarning")  # dagster_graphql
 def test_up_status_down_up(local_env: dict[str, str], docker_api: DockerApi) -> None:
     env = local_env
     up = shop_ops(env, "up")
@@ -146,29 +212,38 @@ def test_up_status_down_up(local_env: dict[str, str], docker_api: DockerApi) -> 
     engine = DockerEngine(docker_api.docker_host)
     state = Path(env["SHOP_OPS_STATE"])
     registry = RegistryClient(doc["registry"]["url"], Path(doc["registry"]["credentials_file"]))
-    images = ImageSettings()
-    refs = build_version_layers("9.9.9", engine, registry, images)
-    digests = push_release(engine, registry, refs)
     ledger = ReleaseLedger(state)
-    deadline = time.monotonic() + 240
-    while not [r for r in ledger.history("staging") if r["finished_at"] and r["version"] == "9.9.9"]:
-        assert time.monotonic() < deadline, f"no finished release of 9.9.9 after 240 s; ledger: {ledger.history()}"
-        time.sleep(1)
-    time.sleep(6)  # one more sensor interval: a second request for the same push would show here
-    [release] = [r for r in ledger.history("staging") if r["version"] == "9.9.9"]
-    assert release["status"] == "verified", release
-    assert (release["backend_digest"], release["frontend_digest"]) == (digests["backend"], digests["frontend"])
-    release_id = release["release_id"]
-    staging_url = doc["staging"]["url"]
-    assert httpx.get(f"{staging_url}/version", timeout=10).json()["version"] == "9.9.9"
-    for ref in refs.values():
-        engine.remove_image(ref)
-    # The release's run, as dagster dev stored it (event log, run storage, captured stdout/stderr):
-    # none of the stack's secrets (database passwords, the registry's password).
-    dagster_home = Path(doc["dagster"]["dagster_home"])
-    stored = [f for f in dagster_home.rglob("*") if f.is_file()]
+    urls = {name: doc[name]["url"] for name in ("staging", "production")}
+    release, digests = release_through_the_sensor("9.9.9", engine, registry, ledger)
+    assert served_version(urls["staging"]) == "9.9.9"
+
+    # promote_production and rollback launched as the UI launches them (GraphQL), run by dagster dev.
+    ui = StackUi(doc["dagster"]["url"], Path(doc["dagster"]["dagster_home"]))
+    promote = {"version": "9.9.9", "backend_digest": digests["backend"], "frontend_digest": digests["frontend"]}
+    refused = ui.run("promote_production", {"ops": {"production__deployment": {"config": promote}}})
+    assert refused.status == "FAILURE" and "approved_by is required" in refused.error, refused
+    assert served_version(urls["production"]) != "9.9.9" and ledger.serving("production") is None
+    promote["approved_by"] = "ada"
+    promoted = ui.run("promote_production", {"ops": {"production__deployment": {"config": promote}}})
+    assert promoted.status == "SUCCESS", promoted
+    assert served_version(urls["production"]) == "9.9.9"
+    production = ledger.serving("production")
+    assert (production.version, production.approved_by) == ("9.9.9", "ada")
+
+    release_through_the_sensor("9.9.10", engine, registry, ledger)
+    assert served_version(urls["staging"]) == "9.9.10"
+    reason = {"ops": {"rollback_environment": {"config": {"reason": "e2e test"}}}}
+    rolled = ui.run("rollback", reason, tags={"dagster/partition": "staging", "environment": "staging"})
+    assert rolled.status == "SUCCESS", rolled
+    assert served_version(urls["staging"]) == "9.9.9"
+    staging = ledger.serving("staging")
+    assert (staging.version, staging.kind, staging.backend_digest) == ("9.9.9", "rollback", digests["backend"])
+
+    # What dagster dev stored of these runs, the refused one included (event logs, run storage,
+    # captured stdout/stderr): none of the stack's secrets (database passwords, the registry's).
+    stored = [f for f in ui.home.rglob("*") if f.is_file()]
     assert any(f.suffix in (".out", ".err", ".complete") for f in stored), stored  # compute logs are there
-    assert [f for f in stored if release_id.encode() in f.read_bytes()]  # and the run's own records
+    assert [f for f in stored if release["release_id"].encode() in f.read_bytes()]  # and the runs' records
     for secret in secrets:
         leaks = [str(f) for f in stored if secret.encode() in f.read_bytes()]
         assert leaks == [], f"a secret is stored in {leaks}"
@@ -185,13 +260,15 @@ def test_up_status_down_up(local_env: dict[str, str], docker_api: DockerApi) -> 
     up2 = shop_ops(env, "up")
     assert up2.returncode == 0, up2.stdout + up2.stderr
     assert "seeding" not in up2.stdout  # the databases were kept
-    assert f"staging: pulling release 9.9.9 ({release_id})" in up2.stdout
-    assert "staging: migrating" not in up2.stdout and "production: migrating" in up2.stdout
+    assert f"staging: pulling release 9.9.9 ({staging.release_id})" in up2.stdout
+    assert f"production: pulling release 9.9.9 ({production.release_id})" in up2.stdout
+    assert "migrating" not in up2.stdout  # both serve releases: their schemas are left alone
     note = next(line for line in up2.stdout.splitlines() if line.startswith("note: "))
-    assert f"staging serves release 9.9.9 ({release_id})" in note and "production serves the build" in note, note
+    assert f"staging serves release 9.9.9 ({staging.release_id})" in note, note
+    assert f"production serves release 9.9.9 ({production.release_id})" in note, note
     running = {c.name: c.image for c in apps.stack_containers(engine, stack_id(state)) if c.status == "running"}
     assert registry.pinned_ref("shop/backend", digests["backend"]) in running.values(), running
-    assert httpx.get(f"{staging_url}/version", timeout=10).json()["version"] == "9.9.9"
+    assert served_version(urls["staging"]) == served_version(urls["production"]) == "9.9.9"
     doc = status(env)
     assert all(doc[service]["up"] for service in SERVICES), doc
 
