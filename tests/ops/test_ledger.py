@@ -5,7 +5,9 @@ from __future__ import annotations
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from shop_ops.release.ledger import (
     LedgerConfigError,
     LedgerError,
     ReleaseLedger,
+    dagster_postgres_url,
     ledger_for,
 )
 from shop_ops.settings import ROOT, load_settings
@@ -178,3 +181,18 @@ with ledger.environment_lock("staging"):
     print("holding", flush=True)
     time.sleep(600)
 """
+
+
+def test_run_tasks_starting_at_once_create_the_postgres_tables_once(postgres) -> None:
+    """Several workers open a fresh PostgreSQL ledger at the same moment: none fails on the tables' creation."""
+    url = dagster_postgres_url(dagster_pg_env(postgres, "ledger_race"))
+    start = threading.Barrier(6)
+
+    def open_ledger() -> ReleaseLedger:
+        start.wait()
+        return ReleaseLedger(url)
+
+    with ThreadPoolExecutor(6) as pool:
+        ledgers = list(pool.map(lambda _: open_ledger(), range(6)))
+    release_id = ledgers[0].start("staging", "3.0.0", NEW, FRONT, "ecs")
+    assert all(ledger.get(release_id).version == "3.0.0" for ledger in ledgers)
