@@ -6,7 +6,8 @@
 #                    pipeline's images assets call before they build through the Docker API
 #
 # Steps: base images if missing (build-base-images.sh) -> backend wheels on the host
-# (pip wheel, into app/.build/wheels) -> frontend bundle if frontend/dist is missing or
+# (pip wheel, into app/.build/wheels, unless they are of the same sources and interpreter:
+# scripts/host-wheels.sh) -> frontend bundle if frontend/dist is missing or
 # older than its sources (npm ci && npm run build) -> podman build --format docker (keeps
 # HEALTHCHECK) -> checks: HEALTHCHECK present, non-root user, size budget.
 #

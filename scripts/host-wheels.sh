@@ -46,14 +46,29 @@ wheel_python_for() {
 }
 
 # host_wheels PY SRC_DIR WHEEL_DIR LOG: wheels of the project in SRC_DIR, its dependencies and
-# pip itself, into a fresh WHEEL_DIR. On failure the log's tail goes to stderr.
+# pip itself, into a fresh WHEEL_DIR. Skipped when WHEEL_DIR holds the wheels of the same sources
+# and interpreter release (stamp WHEEL_DIR.source, outside the build context); pip does not
+# resolve again then, so a dependency range is not re-resolved until the sources change.
+# On failure the log's tail goes to stderr.
 host_wheels() {
-    local py=$1 src=$2 wheels=$3 log=$4
-    rm -rf "$wheels"
+    local py=$1 src=$2 wheels=$3 log=$4 stamp
+    stamp=$(
+        {
+            _wheels_python_version "$py"
+            cd "$src" && find . -type f ! -path '*/__pycache__/*' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+        } | sha256sum | cut -c1-16
+    )
+    if [ -f "$wheels.source" ] && [ "$(cat "$wheels.source")" = "$stamp" ] &&
+        compgen -G "$wheels/*.whl" >/dev/null; then
+        echo "wheels up to date in $wheels (source $stamp)" >&2
+        return 0
+    fi
+    rm -rf "$wheels" "$wheels.source"
     mkdir -p "$wheels"
     if ! "$py" -m pip wheel --disable-pip-version-check --wheel-dir "$wheels" "$src" pip >"$log" 2>&1; then
         grep -v 'is ignored: it is neither a file nor a directory' "$log" | tail -n 30 >&2
         echo "pip wheel of $src failed (log: $log)" >&2
         return 1
     fi
+    echo "$stamp" >"$wheels.source"
 }
