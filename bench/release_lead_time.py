@@ -20,8 +20,13 @@ import time
 import httpx
 
 from shop_ops.localstack.docker_api import DockerApi
-from shop_ops.localstack.version_push import build_version_layers, next_patch_version, push_release
-from shop_ops.release.ledger import ReleaseLedger
+from shop_ops.localstack.version_push import (
+    build_version_layers,
+    next_patch_version,
+    push_release,
+    wait_for_finished_attempt,
+)
+from shop_ops.release.ledger import ledger_for
 from shop_ops.resources.containers import DockerEngine
 from shop_ops.resources.registry import RegistryClient
 from shop_ops.settings import get_settings
@@ -45,16 +50,8 @@ def main() -> int:
     push_seconds = time.time() - pushed_at
     print(f"pushed {version} of both images in {push_seconds:.1f}s; waiting for staging to serve it", flush=True)
 
-    ledger = ReleaseLedger(state)
-    deadline = time.monotonic() + args.timeout
-    row = None
-    while time.monotonic() < deadline:
-        attempts = [r for r in ledger.history("staging") if r["version"] == version]
-        row = attempts[-1] if attempts else None
-        if row is not None and row["finished_at"] is not None:
-            break
-        time.sleep(0.5)
-    if row is None or row["finished_at"] is None:
+    row = wait_for_finished_attempt(ledger_for(settings), "staging", version, args.timeout)
+    if row is None:
         sys.exit(f"staging did not finish releasing {version} within {args.timeout:.0f}s (see the Dagster UI)")
     if row["status"] != "verified":
         sys.exit(f"the release of {version} ended {row['status']}: {row['reason']}")

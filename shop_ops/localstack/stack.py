@@ -373,17 +373,13 @@ class LocalStack:
         """The release ledger the settings name (opened once per LocalStack)."""
         return ledger_for(self.settings)
 
-    def serving_release(self, name: str) -> LedgerEntry | None:
-        """The release the ledger says serves environment `name` (None before its first release)."""
-        return self.ledger.serving(name)
-
     def _up_apps(self, name: str, current: dict[str, str], rollback: _Rollback) -> None:
         env = self.environments[name]
         app_env = self.app_env(name)
         slot = (self.routers[name].serving() or Upstreams("blue", 0, 0)).slot
         ports = env.slots[slot]  # type: ignore[index]
         engine = self.engine()
-        release = self.serving_release(name)
+        release = self.ledger.serving(name)  # None before its first release
         names = [apps.service_name(app_env, slot, role) for role in ("backend", "frontend")]
         running = {c.name for c in apps.stack_containers(engine, self.stack_id) if c.status == "running"}
         if all(n in running for n in names):
@@ -425,14 +421,15 @@ class LocalStack:
 
     def _pull_release(self, release: LedgerEntry, engine: DockerEngine) -> dict[str, str]:
         """The release's two images pinned by digest in the local registry, pulled when the engine lacks them."""
-        from shop_ops.release.images import registry_auth
+        from shop_ops.release.images import pinned_release_images, registry_auth
         from shop_ops.resources.registry import RegistryClient
 
         registry = RegistryClient(self.registry.url, self.registry.credentials_file)
-        images = {
-            "backend": registry.pinned_ref(self.settings.images.backend_repository, release.backend_digest),
-            "frontend": registry.pinned_ref(self.settings.images.frontend_repository, release.frontend_digest),
-        }
+        repositories = self.settings.images
+        images = pinned_release_images(
+            registry, repositories.backend_repository, repositories.frontend_repository,
+            release.backend_digest, release.frontend_digest,
+        )  # fmt: skip
         auth = registry_auth(registry)
         for ref in images.values():
             engine.ensure_image(ref, auth=auth, insecure=registry.insecure)
@@ -440,7 +437,7 @@ class LocalStack:
 
     def release_note(self) -> str:
         """What serves each environment per the release ledger, or how releases start when none has one."""
-        serving = {name: self.serving_release(name) for name in self.environments}
+        serving = {name: self.ledger.serving(name) for name in self.environments}
         if not any(serving.values()):
             return NO_RELEASE_NOTE
         return "; ".join(

@@ -9,9 +9,12 @@ that says the version: the backend's `/version` answers it, the frontend's label
 from __future__ import annotations
 
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 from shop_ops.release.images import registry_auth
+from shop_ops.release.ledger import ReleaseLedger
 from shop_ops.release.registry_watch import release_version
 from shop_ops.resources.containers import DockerEngine
 from shop_ops.resources.registry import RegistryClient
@@ -48,3 +51,17 @@ def push_release(engine: DockerEngine, registry: RegistryClient, refs: dict[str,
     """Push the built references (backend first, as a CI pipeline would); returns {role: manifest digest}."""
     auth = registry_auth(registry)
     return {role: engine.push(ref, auth=auth, insecure=True) for role, ref in refs.items()}
+
+
+def wait_for_finished_attempt(
+    ledger: ReleaseLedger, environment: str, version: str, timeout: float, poll: float = 0.5
+) -> dict[str, Any] | None:
+    """The latest ledger attempt to put `version` on `environment` once it has finished; None after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        attempts = [row for row in ledger.history(environment) if row["version"] == version]
+        if attempts and attempts[-1]["finished_at"] is not None:
+            return attempts[-1]
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(poll)

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from shop_ops.localstack import apps
 from shop_ops.localstack.router import SLOTS, Router, Upstreams
-from shop_ops.release.images import registry_auth
+from shop_ops.release.images import pinned_release_images, registry_auth
 from shop_ops.release.ledger import LedgerEntry, ReleaseLedger
 from shop_ops.release.schema import migrate_environment, rollback_blocker
 from shop_ops.resources.containers import DockerEngine
@@ -174,10 +174,9 @@ def deploy_lock(database: DatabaseTarget, environment: str) -> Iterator[None]:
 
 # ---------------------------------------------------------------------------------------------- helpers
 def _images(deps: DeployDeps, backend_digest: str, frontend_digest: str) -> dict[str, str]:
-    return {
-        "backend": deps.registry.pinned_ref(deps.backend_repository, backend_digest),
-        "frontend": deps.registry.pinned_ref(deps.frontend_repository, frontend_digest),
-    }
+    return pinned_release_images(
+        deps.registry, deps.backend_repository, deps.frontend_repository, backend_digest, frontend_digest
+    )
 
 
 def _names(deps: DeployDeps, slot: str) -> list[str]:

@@ -38,6 +38,7 @@ from shop_ops.release.ecs import (
     task_definition_family,
 )
 from shop_ops.release.ecs_tasks import EcsTaskError, run_task_to_completion
+from shop_ops.release.images import pinned_release_images
 from shop_ops.release.ledger import EnvironmentLocked, ReleaseLedger
 from shop_ops.resources.registry import RegistryClient
 
@@ -129,10 +130,9 @@ def environment_lock(ledger: ReleaseLedger, environment: str) -> Iterator[None]:
 
 def pinned_images(deps: EcsReleaseDeps, backend_digest: str, frontend_digest: str) -> dict[str, str]:
     """{container name: registry/repository@digest} for the task definition."""
-    return {
-        "backend": deps.registry.pinned_ref(deps.backend_repository, backend_digest),
-        "frontend": deps.registry.pinned_ref(deps.frontend_repository, frontend_digest),
-    }
+    return pinned_release_images(
+        deps.registry, deps.backend_repository, deps.frontend_repository, backend_digest, frontend_digest
+    )
 
 
 def _seconds(since: float) -> float:

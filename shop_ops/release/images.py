@@ -132,6 +132,20 @@ def lint_dockerfile(dockerfile: Path) -> tuple[LintFinding, ...]:
     )  # fmt: skip
 
 
+def pinned_release_images(
+    registry: RegistryClient,
+    backend_repository: str,
+    frontend_repository: str,
+    backend_digest: str,
+    frontend_digest: str,
+) -> dict[str, str]:
+    """A release's two images by digest: {"backend": registry/repository@digest, "frontend": ...}."""
+    return {
+        "backend": registry.pinned_ref(backend_repository, backend_digest),
+        "frontend": registry.pinned_ref(frontend_repository, frontend_digest),
+    }
+
+
 def registry_auth(registry: RegistryClient) -> RegistryAuth | None:
     """The registry's credentials for the Docker API (push, pull)."""
     credentials = registry.credentials()

@@ -175,9 +175,10 @@ class ReleaseLedger:
                 conn.exec_driver_sql("PRAGMA journal_mode=WAL")
             for statement in _SCHEMA:
                 conn.exec_driver_sql(statement)
-            columns = {column["name"] for column in sa.inspect(conn).get_columns("releases")}
-            if "measures" not in columns:  # a ledger written before measures were kept
-                conn.exec_driver_sql("ALTER TABLE releases ADD COLUMN measures TEXT NOT NULL DEFAULT '{}'")
+            if self._engine.dialect.name == "sqlite":  # a SQLite ledger from before measures were kept
+                columns = {column["name"] for column in sa.inspect(conn).get_columns("releases")}
+                if "measures" not in columns:
+                    conn.exec_driver_sql("ALTER TABLE releases ADD COLUMN measures TEXT NOT NULL DEFAULT '{}'")
 
     @contextmanager
     def _connect(self, autocommit: bool = False) -> Iterator[sa.Connection]:

@@ -35,7 +35,7 @@ from shop_ops.localstack import apps
 from shop_ops.localstack.docker_api import DockerApi
 from shop_ops.localstack.processes import free_port, pg_bin, pids_using
 from shop_ops.localstack.stack import stack_id
-from shop_ops.localstack.version_push import build_version_layers, push_release
+from shop_ops.localstack.version_push import build_version_layers, push_release, wait_for_finished_attempt
 from shop_ops.release.ledger import ReleaseLedger
 from shop_ops.resources.containers import DockerEngine
 from shop_ops.resources.registry import RegistryClient
@@ -115,10 +115,8 @@ def release_through_the_sensor(
     """Push the build as `version`; the stack's push sensor must release it on staging, verified, exactly once."""
     refs = build_version_layers(version, engine, registry, ImageSettings())
     digests = push_release(engine, registry, refs)
-    deadline = time.monotonic() + 240
-    while not [r for r in ledger.history("staging") if r["finished_at"] and r["version"] == version]:
-        assert time.monotonic() < deadline, f"no finished release of {version} after 240 s: {ledger.history()}"
-        time.sleep(1)
+    finished = wait_for_finished_attempt(ledger, "staging", version, timeout=240)
+    assert finished is not None, f"no finished release of {version} after 240 s: {ledger.history()}"
     time.sleep(6)  # one more sensor interval: a second request for the same push would show here
     [release] = [r for r in ledger.history("staging") if r["version"] == version]
     assert release["status"] == "verified", release
