@@ -1,7 +1,7 @@
 """Lead time of a release: push of a new version of both images -> staging serving it, with per-step seconds.
 
 Needs the local environment (`make run`). Pushes the local build under the next patch version
-(`shop_ops/localstack/version_push.py`: a one-line layer that says the version, since a re-tag
+(`shop_ops/localenv/version_push.py`: a one-line layer that says the version, since a re-tag
 of images already released is not a new release);
 `registry_push_sensor` (5 s interval) starts `release_staging`, which migrates, deploys blue/green,
 verifies (smoke tests + a 5 s k6 check) and retires the old slot. The times come from the push
@@ -19,15 +19,15 @@ import time
 
 import httpx
 
-from shop_ops.localstack.docker_api import DockerApi
-from shop_ops.localstack.version_push import (
+from shop_ops.localenv.docker_api import DockerApi
+from shop_ops.localenv.version_push import (
     build_version_layers,
     next_patch_version,
     push_release,
     wait_for_finished_attempt,
 )
-from shop_ops.release.ledger import ledger_for
 from shop_ops.resources.containers import DockerEngine
+from shop_ops.resources.ledger import open_ledger
 from shop_ops.resources.registry import RegistryClient
 from shop_ops.settings import get_settings
 
@@ -50,7 +50,7 @@ def main() -> int:
     push_seconds = time.time() - pushed_at
     print(f"pushed {version} of both images in {push_seconds:.1f}s; waiting for staging to serve it", flush=True)
 
-    row = wait_for_finished_attempt(ledger_for(settings), "staging", version, args.timeout)
+    row = wait_for_finished_attempt(open_ledger(settings.ledger, settings.state_path), "staging", version, args.timeout)
     if row is None:
         sys.exit(f"staging did not finish releasing {version} within {args.timeout:.0f}s (see the Dagster UI)")
     if row["status"] != "verified":

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from shop.migrate import upgrade  # noqa: E402
 from shop.seed import seed_catalog  # noqa: E402
-from shop_ops.localstack.processes import PostgresCluster, RedisServer, free_port, wait_for_http  # noqa: E402
+from shop_ops.services.processes import PostgresCluster, RedisServer, free_port, wait_for_http  # noqa: E402
 
 SCENARIOS = {  # name -> (k6 script, first rate)
     "bare": ("bare.js", 1000),

@@ -13,7 +13,7 @@ def main(argv: list[str] | None = None) -> int:
     local.add_argument("action", choices=["up", "down", "status"])
     local.add_argument("--json", action="store_true", help="status: one JSON object keyed by service")
     args = parser.parse_args(argv)
-    from shop_ops.localstack import cli as local_cli
+    from shop_ops.localenv import cli as local_cli
 
     return local_cli.run(args.action, as_json=args.json)
 

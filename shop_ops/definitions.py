@@ -1,21 +1,125 @@
-"""The single Dagster `Definitions` of shop-ops: every asset, check, job and resource, from the settings."""
+"""The single Dagster `Definitions` of shop-ops: reads the settings once and builds every resource from them.
+
+This is the one place that looks at the profile: it picks the release strategy (`release_target`:
+blue/green slots locally, ECS on aws) and the sensors' default status. Assets, sensors and domain
+code get what they need from resources and arguments, never from the settings themselves.
+Environment overrides read here: SHOP_OPS_REGISTRY_URL / SHOP_OPS_REGISTRY_CREDENTIALS_FILE (the
+registry), SHOP_OPS_<ENV>_DATABASE_PASSWORD_FILE (each local database's password file),
+SHOP_OPS_AWS_ENDPOINT_URL (another AWS endpoint, e.g. moto in tests).
+"""
 
 from __future__ import annotations
+
+import os
 
 import dagster as dg
 
 from shop_ops.assets.database import database_schema
-from shop_ops.assets.deployments import release_definitions
-from shop_ops.assets.environment_health import environment_health, environment_health_job
+from shop_ops.assets.deployments import deployment_history, deployments
+from shop_ops.assets.environment_health import environment_health
 from shop_ops.assets.images import image_assets
+from shop_ops.jobs import JOBS
+from shop_ops.release.apps import stack_id
 from shop_ops.release.images import shop_image_specs
-from shop_ops.resources import resources_from_settings
-from shop_ops.sensors.registry_push import registry_push_sensor
-from shop_ops.sensors.run_failure_alerts import run_failure_alert_sensor
-from shop_ops.settings import ENVIRONMENTS, get_settings
+from shop_ops.release.targets import BlueGreenTarget, EcsTarget, ReleaseTarget
+from shop_ops.resources.aws import AwsResource
+from shop_ops.resources.containers import ContainersResource, docker_host_for
+from shop_ops.resources.k6 import K6Resource
+from shop_ops.resources.ledger import LedgerResource
+from shop_ops.resources.notifier import NotifierResource
+from shop_ops.resources.postgres import DatabaseTarget, PostgresResource
+from shop_ops.resources.registry import RegistryResource
+from shop_ops.resources.router import EnvironmentRouter, RouterResource, SlotPortsConfig
+from shop_ops.schedules import SCHEDULES
+from shop_ops.sensors.registry_push import build_registry_push_sensor
+from shop_ops.sensors.run_failure_alerts import build_run_failure_alert_sensor
+from shop_ops.settings import ENVIRONMENTS, Settings, get_settings
+
+
+def registry_resource(settings: Settings) -> RegistryResource:
+    """The local registry (credentials file written by the local environment), or ECR in the aws profile."""
+    if settings.profile == "local":
+        url = f"http://127.0.0.1:{settings.registry.port}"
+        credentials: str | None = str(settings.state_path / "registry" / "credentials.json")
+    else:
+        assert settings.aws is not None  # the settings refuse an aws profile without it
+        url, credentials = f"https://{settings.aws.ecr_registry}", None
+    return RegistryResource(
+        url=os.environ.get("SHOP_OPS_REGISTRY_URL") or url,
+        credentials_file=os.environ.get("SHOP_OPS_REGISTRY_CREDENTIALS_FILE") or credentials,
+        backend_repository=settings.images.backend_repository,
+        frontend_repository=settings.images.frontend_repository,
+    )
+
+
+def postgres_resource(settings: Settings) -> PostgresResource:
+    """Each local environment's database (the aws profile has none reachable from here)."""
+    if settings.profile != "local":
+        return PostgresResource(environments={})
+    return PostgresResource(
+        environments={
+            name: DatabaseTarget(
+                port=env.postgres_port,
+                database=env.database,
+                password_file=os.environ.get(f"SHOP_OPS_{name.upper()}_DATABASE_PASSWORD_FILE")
+                or str(settings.database_password_file(name)),
+            )
+            for name, env in settings.local_environments().items()
+        }
+    )
+
+
+def release_target(settings: Settings, registry: RegistryResource, ledger: LedgerResource) -> ReleaseTarget:
+    """Blue/green slots behind each environment's router (local), or each environment's ECS service (aws)."""
+    if settings.profile == "aws":
+        assert settings.aws is not None
+        environments = settings.aws_environments()
+        return EcsTarget(
+            registry=registry, ledger=ledger, k6=K6Resource(),
+            aws=AwsResource(region=settings.aws.region, endpoint_url=os.environ.get("SHOP_OPS_AWS_ENDPOINT_URL") or None),
+            cluster=settings.aws.ecs_cluster,
+            services={name: env.ecs_service for name, env in environments.items()},
+            urls={name: env.url for name, env in environments.items()},
+            deploy_timeout_seconds=settings.aws.deploy_timeout_seconds,
+            migrate_timeout_seconds=settings.aws.migrate_timeout_seconds, poll_seconds=settings.aws.poll_seconds,
+        )  # fmt: skip
+    environments = settings.local_environments()
+    router = RouterResource(
+        environments={
+            name: EnvironmentRouter(
+                folder=str(settings.state_path / "routers" / name),
+                port=env.router_port,
+                blue=SlotPortsConfig(**env.slots["blue"].model_dump()),
+                green=SlotPortsConfig(**env.slots["green"].model_dump()),
+            )
+            for name, env in environments.items()
+        }
+    )
+    return BlueGreenTarget(
+        registry=registry, ledger=ledger, k6=K6Resource(),
+        containers=ContainersResource(docker_host=docker_host_for(settings.docker_state_path)),
+        router=router, postgres=postgres_resource(settings), stack=stack_id(settings.state_path),
+        redis_urls={name: settings.redis_url(name) for name in environments},
+    )  # fmt: skip
+
+
+def resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
+    """Every resource, configured from the settings; the release strategy picked by profile."""
+    registry = registry_resource(settings)
+    ledger = LedgerResource(location=settings.ledger, state_dir=str(settings.state_path))
+    return {
+        "containers": ContainersResource(docker_host=docker_host_for(settings.docker_state_path)),
+        "registry": registry,
+        "postgres": postgres_resource(settings),
+        "ledger": ledger,
+        "notifier": NotifierResource(),
+        "release_target": release_target(settings, registry, ledger),
+    }
+
 
 settings = get_settings()
-
+# Sensors run from the start on one machine (local profile); elsewhere someone turns them on.
+sensor_status = dg.DefaultSensorStatus.RUNNING if settings.profile == "local" else dg.DefaultSensorStatus.STOPPED
 images = [
     definition
     for spec in shop_image_specs(
@@ -26,20 +130,17 @@ images = [
     )
     for definition in image_assets(spec)
 ]
-database = [database_schema(environment) for environment in ENVIRONMENTS]
-
-# The same deployment assets and release jobs on both profiles: blue/green slots locally, ECS on aws.
-releases = release_definitions(settings.profile)
-
-build_images = dg.define_asset_job(
-    "build_images",
-    selection=dg.AssetSelection.groups("images"),
-    description="Build and push both images; release them (<version> tag) when their blocking checks pass.",
-)
 
 defs = dg.Definitions(
-    assets=[*images, *database, *releases.assets, environment_health],
-    jobs=[build_images, environment_health_job, *releases.jobs],
-    sensors=[registry_push_sensor, run_failure_alert_sensor],
-    resources=resources_from_settings(settings),
+    assets=[
+        *images,
+        *(database_schema(environment) for environment in ENVIRONMENTS),
+        *deployments,
+        deployment_history,
+        environment_health,
+    ],
+    jobs=JOBS,
+    schedules=SCHEDULES,
+    sensors=[build_registry_push_sensor(sensor_status), build_run_failure_alert_sensor(sensor_status)],
+    resources=resources(settings),
 )

@@ -147,6 +147,20 @@ class Settings(_Strict):
             raise SettingsError(f"the {self.profile} profile has no aws environments")
         return {name: env for name, env in self.environments.items() if isinstance(env, AwsEnvironment)}
 
+    def database_password_file(self, environment: str) -> Path:
+        """Where `shop-ops local up` keeps the password of the `shop` role of an environment's database."""
+        return self.state_path / "secrets" / f"{environment}-db-password"
+
+    def redis_url(self, environment: str) -> str:
+        """The Redis URL (no password) of a local environment: the shared server, the environment's database."""
+        return f"redis://127.0.0.1:{self.redis.port}/{self.local_environments()[environment].redis_db}"
+
+    @property
+    def docker_state_path(self) -> Path:
+        """Whose podman storage and API to use: SHOP_OPS_DOCKER_STATE (e.g. the repository's, from tests) or ours."""
+        override = os.environ.get("SHOP_OPS_DOCKER_STATE")
+        return Path(override).resolve() if override else self.state_path
+
     @property
     def state_path(self) -> Path:
         override = os.environ.get("SHOP_OPS_STATE")

@@ -15,12 +15,24 @@ import pytest
 
 from shop.migrate import upgrade
 from shop.seed import seed_catalog
-from shop_ops.localstack.docker_api import DockerApi
-from shop_ops.localstack.processes import PostgresCluster, RedisServer, free_port
-from shop_ops.localstack.registry import RegistryServer
+from shop_ops.localenv.docker_api import DockerApi
+from shop_ops.localenv.registry import RegistryServer
+from shop_ops.services.processes import PostgresCluster, RedisServer, free_port
 from tests.support import SEED_PRODUCTS, ShopServer, new_database, shop_env
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Fixtures that start a real program (here and in tests/ops/conftest.py). A test that uses one,
+# directly or through other fixtures (client -> server -> shop_db -> postgres, ecs -> aws ->
+# moto_server, engine -> docker_api, ...), gets the `services` marker; `make test-fast` leaves
+# those out. The in-process receivers `webhook` and `smtp` (threads, no program) do not count.
+SERVICE_FIXTURES = frozenset({"postgres", "redis_server", "docker_api", "registry", "server", "built", "moto_server"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVICE_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.services)
 
 
 @pytest.fixture(scope="session")

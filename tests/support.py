@@ -8,8 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from shop_ops.localstack.processes import PostgresCluster, free_port, wait_for_http
-from shop_ops.release.ledger import PG_ENV
+from shop_ops.resources.ledger import PG_ENV
+from shop_ops.services.processes import PostgresCluster, free_port, wait_for_http
 
 _db_names = itertools.count(1)
 SEED_PRODUCTS = 300

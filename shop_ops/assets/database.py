@@ -9,14 +9,13 @@ from pathlib import Path
 
 import dagster as dg
 
-from shop_ops.release.bluegreen import DeployRefused, deploy_lock
+from shop_ops.release.flow import DeployRefused, deploy_lock
 from shop_ops.release.images import BuiltImage, registry_auth
-from shop_ops.release.ledger import ledger_for
 from shop_ops.release.schema import migrate_environment
 from shop_ops.resources.containers import ContainersResource
+from shop_ops.resources.ledger import LedgerResource
 from shop_ops.resources.postgres import PostgresResource
 from shop_ops.resources.registry import RegistryResource
-from shop_ops.settings import get_settings
 
 GROUP = "database"
 
@@ -42,6 +41,7 @@ def database_schema(environment: str, released_backend: str = "backend_release_t
         containers: ContainersResource,
         registry: RegistryResource,
         postgres: PostgresResource,
+        ledger: LedgerResource,
     ) -> dg.MaterializeResult:
         target = postgres.target(environment)
         context.log.info(f"migrating {target.describe()} with {image.pinned_ref}")
@@ -51,7 +51,7 @@ def database_schema(environment: str, released_backend: str = "backend_release_t
             with deploy_lock(target, environment):
                 change = migrate_environment(
                     containers.engine(), environment, image.pinned_ref, image.digest, target.url(), password_file,
-                    ledger_for(get_settings()), registry_auth=registry_auth(client),
+                    ledger.open(), registry_auth=registry_auth(client),
                     insecure_registry=client.insecure, log=context.log.info,
                 )  # fmt: skip
         except DeployRefused as exc:

@@ -1,7 +1,8 @@
 """Environment health: probes each environment's /readyz as a load balancer would and records up or down.
 
-The probe is plain functions over httpx (`readiness_urls`, `probe`); the asset only wires them to
-Dagster and writes the result as metadata: per environment `<env>_up` (bool), `<env>_ms` (number,
+The probe is a plain function over httpx (`probe`); the asset only wires them to
+Dagster (each environment's URL from `release_target`: its router locally, its public URL on aws)
+and writes the result as metadata: per environment `<env>_up` (bool), `<env>_ms` (number,
 plotted over time) and a markdown table. A down environment does not fail the materialization:
 being down is the observation. The job `check_environment_health` is small and image-only (httpx, no
 shell-outs), so it is also the job that proves a run launcher works end to end.
@@ -15,7 +16,8 @@ import dagster as dg
 import httpx
 from dagster import AssetExecutionContext
 
-from shop_ops.settings import AwsEnvironment, LocalEnvironment, Settings, get_settings
+from shop_ops.release.targets import ReleaseTarget
+from shop_ops.settings import ENVIRONMENTS
 
 READYZ_PATH = "/readyz"
 PROBE_TIMEOUT_S = 3.0
@@ -31,17 +33,6 @@ class Probe:
     status_code: int | None
     milliseconds: float
     detail: str
-
-
-def readiness_urls(settings: Settings) -> dict[str, str]:
-    """Each environment's readiness URL: its local router port, or its public URL in the aws profile."""
-    urls: dict[str, str] = {}
-    for name, env in sorted(settings.environments.items()):
-        if isinstance(env, LocalEnvironment):
-            urls[name] = f"http://127.0.0.1:{env.router_port}{READYZ_PATH}"
-        elif isinstance(env, AwsEnvironment):
-            urls[name] = env.url.rstrip("/") + READYZ_PATH
-    return urls
 
 
 def probe(environment: str, url: str, timeout: float = PROBE_TIMEOUT_S) -> Probe:
@@ -83,16 +74,9 @@ def health_metadata(probes: list[Probe]) -> dict[str, dg.MetadataValue]:
     group_name="deployments",
     description="Readiness of each environment (GET /readyz), probed as a load balancer would.",
 )
-def environment_health(context: AssetExecutionContext) -> dg.MaterializeResult:
-    settings = get_settings()
-    probes = [probe(name, url) for name, url in readiness_urls(settings).items()]
+def environment_health(context: AssetExecutionContext, release_target: ReleaseTarget) -> dg.MaterializeResult:
+    urls = {name: release_target.url(name).rstrip("/") + READYZ_PATH for name in ENVIRONMENTS}
+    probes = [probe(name, url) for name, url in urls.items()]
     for p in probes:
         context.log.info(f"{p.environment}: {'up' if p.up else 'down'} ({p.detail}) {p.url}")
     return dg.MaterializeResult(metadata=health_metadata(probes))
-
-
-environment_health_job = dg.define_asset_job(
-    "check_environment_health",
-    selection=[environment_health],
-    description="Probe every environment's readiness endpoint and record up/down.",
-)

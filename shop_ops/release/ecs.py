@@ -15,14 +15,15 @@ This is the same condition as botocore's `services_stable` waiter plus the rollo
 the task definition; it is polled here so the timeout is in seconds and a FAILED rollout ends
 the wait at once instead of after the waiter's attempts.
 
-`before_update` lets a caller act on the new revision before the service moves to it (the aws
-release runs its migration task from it); `find_task_definition` finds the revision that ran
-given images again (the aws rollback target).
+`register_revision` and `update_to_revision` are the two halves, so a caller can act on the new
+revision before the service moves to it (the aws release runs its migration task from it);
+`find_task_definition` finds the revision that ran given images again (the aws rollback target).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -239,24 +240,15 @@ def rollback_ecs(
     )
 
 
-def deploy_to_ecs(
-    ecs: Any,
-    cluster: str,
-    service: str,
-    images: Mapping[str, str],
-    timeout_s: float = 600,
-    poll_s: float = 10,
-    before_update: Callable[[str], None] | None = None,
-) -> EcsDeployResult:
-    """Deploy `images` ({container name: image@sha256:digest}) to the service; roll back if it does not become steady.
+def register_revision(
+    ecs: Any, cluster: str, service: str, images: Mapping[str, str]
+) -> tuple[dict[str, Any], str, str]:
+    """(the service, its current task definition, a new revision of it with `images`); the service is untouched.
 
-    Raises EcsDeployError before changing anything when the cluster, service or a container
-    does not exist, an image is not pinned by digest, or the service is not on the ECS
-    (rolling update) deployment controller, which the circuit breaker needs.
-    `before_update(new_task_definition_arn)` runs after the new revision is registered and before
-    the service is updated; whatever it raises stops the deploy with the service untouched.
+    Raises EcsDeployError when the cluster, service or a container does not exist, an image is not
+    pinned by digest, or the service is not on the ECS (rolling update) deployment controller,
+    which the circuit breaker needs.
     """
-    started = time.monotonic()
     svc = describe_service(ecs, cluster, service)
     controller = svc.get("deploymentController", {}).get("type", "ECS")
     if controller != "ECS":
@@ -265,13 +257,24 @@ def deploy_to_ecs(
             "the circuit breaker and this deploy need the ECS (rolling update) controller"
         )
     previous = str(svc["taskDefinition"])
-    new = register_with_images(ecs, previous, images)
-    if before_update is not None:
-        before_update(new)
+    return svc, previous, register_with_images(ecs, previous, images)
+
+
+def update_to_revision(
+    ecs: Any,
+    cluster: str,
+    service: str,
+    svc: Mapping[str, Any],
+    previous: str,
+    new: str,
+    timeout_s: float = 600,
+    poll_s: float = 10,
+) -> EcsDeployResult:
+    """Move the service from `previous` to `new` and wait; not steady: back to `previous` (outcome rolled_back)."""
+    started = time.monotonic()
     _update_service(ecs, svc, cluster, service, new)
-    wait_started = time.monotonic()
     state = wait_for_steady_state(ecs, cluster, service, new, timeout_s, poll_s)
-    wait_seconds = round(time.monotonic() - wait_started, 3)
+    wait_seconds = round(time.monotonic() - started, 3)
     if state.stable:
         seconds = round(time.monotonic() - started, 3)
         return EcsDeployResult(cluster, service, previous, new, "deployed", state.reason, seconds, wait_seconds)
@@ -279,13 +282,24 @@ def deploy_to_ecs(
     steady = "steady" if rollback.stable else f"NOT steady ({rollback.reason})"
     reason = f"{new} did not become steady: {state.reason}; rolled back to {previous}, {steady}"
     return EcsDeployResult(
-        cluster,
-        service,
-        previous,
-        new,
-        "rolled_back",
-        reason,
-        round(time.monotonic() - started, 3),
-        wait_seconds,
+        cluster, service, previous, new, "rolled_back", reason, round(time.monotonic() - started, 3), wait_seconds,
         rollback,
-    )
+    )  # fmt: skip
+
+
+def deploy_to_ecs(
+    ecs: Any,
+    cluster: str,
+    service: str,
+    images: Mapping[str, str],
+    timeout_s: float = 600,
+    poll_s: float = 10,
+) -> EcsDeployResult:
+    """Deploy `images` ({container name: image@sha256:digest}) to the service; roll back if it does not become steady.
+
+    `register_revision` (raises EcsDeployError before changing anything), then `update_to_revision`.
+    """
+    started = time.monotonic()
+    svc, previous, new = register_revision(ecs, cluster, service, images)
+    result = update_to_revision(ecs, cluster, service, svc, previous, new, timeout_s=timeout_s, poll_s=poll_s)
+    return dataclasses.replace(result, seconds=round(time.monotonic() - started, 3))

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from shop_ops.release.ledger import LedgerEntry, ReleaseLedger
 from shop_ops.release.migrations import MigrationResult, migrate_database
 from shop_ops.resources.containers import DockerEngine, RegistryAuth
+from shop_ops.resources.ledger import LedgerEntry, ReleaseLedger
 
 
 def short(digest: str) -> str:

@@ -10,7 +10,7 @@ from typing import Any, NamedTuple, Protocol
 
 import httpx
 
-from shop_ops.perf.k6 import K6Error, K6Summary
+from shop_ops.resources.k6 import K6Error, K6Summary
 
 VERIFY_SCRIPT = Path(__file__).resolve().parents[2] / "loadtests" / "verify.js"
 SYNTHETIC = {"X-Synthetic": "1"}

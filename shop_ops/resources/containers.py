@@ -7,6 +7,7 @@ run with host networking (services bind 127.0.0.1; podman's bridge cannot reach 
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,11 +17,14 @@ from typing import Any
 
 import dagster as dg
 import docker
+import httpx
 import requests
 from docker.auth import encode_header
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 
 MANAGED_LABEL = "io.shop-ops.managed"
+DOCKER_SOCKET = Path("/var/run/docker.sock")
+PODMAN_SOCKET = "podman/podman.sock"  # under a state folder: where `shop-ops local up` serves podman's API
 
 
 class ContainerError(RuntimeError):
@@ -395,6 +399,36 @@ class DockerEngine:
         if "client" in self.__dict__:
             self.client.close()
             del self.__dict__["client"]
+
+
+def ping(docker_host: str) -> bool:
+    """The Docker API at `docker_host` (unix://PATH) answers /_ping."""
+    if not docker_host.startswith("unix://"):
+        raise ContainerError(f"only unix:// Docker hosts are supported here, got {docker_host}")
+    try:
+        transport = httpx.HTTPTransport(uds=docker_host.removeprefix("unix://"))
+        with httpx.Client(transport=transport, timeout=2) as client:
+            return client.get("http://docker/_ping").status_code == 200
+    except (httpx.TransportError, OSError):
+        return False
+
+
+def podman_socket(state_dir: Path) -> Path:
+    """The socket of the podman API service that serves the storage under `state_dir`."""
+    return state_dir / PODMAN_SOCKET
+
+
+def existing_docker(state_dir: Path) -> str | None:
+    """unix:// URL of a Docker engine (DOCKER_HOST or /var/run/docker.sock) that answers now, if any."""
+    host = os.environ.get("DOCKER_HOST") or (f"unix://{DOCKER_SOCKET}" if DOCKER_SOCKET.exists() else "")
+    if host and host != f"unix://{podman_socket(state_dir)}" and ping(host):
+        return host
+    return None
+
+
+def docker_host_for(state_dir: Path) -> str:
+    """The Docker API to use: a Docker engine that answers, else podman's service over `state_dir`'s storage."""
+    return existing_docker(state_dir) or f"unix://{podman_socket(state_dir)}"
 
 
 class ContainersResource(dg.ConfigurableResource):

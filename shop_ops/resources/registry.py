@@ -170,11 +170,13 @@ class RegistryClient:
 
 
 class RegistryResource(dg.ConfigurableResource):
-    """The registry images are pushed to; credentials from a JSON file path (never from config values)."""
+    """The registry images are pushed to, and the shop's two repositories in it; credentials from a JSON file path."""
 
     url: str
     credentials_file: str | None = None
     timeout_seconds: float = 30
+    backend_repository: str = "shop/backend"
+    frontend_repository: str = "shop/frontend"
 
     def client(self) -> RegistryClient:
         path = Path(self.credentials_file) if self.credentials_file else None

@@ -1,33 +1,25 @@
 """`registry_push_sensor`: a new release in the registry (a version tag in both repositories) -> `release_staging`.
 
-The scan is `shop_ops.release.registry_watch.scan` (plain, tested against a real registry);
-the cursor keeps the releases already requested and `run_key` (version + both digests)
-makes Dagster drop a duplicate request, e.g. after a daemon restart mid-tick.
+The scan is `shop_ops.release.registry_watch.scan` (plain, tested against a real registry); the
+registry and the shop's two repositories come from the `registry` resource. The cursor keeps the
+releases already requested and `run_key` (version + both digests) makes Dagster drop a duplicate
+request, e.g. after a daemon restart mid-tick.
 """
 
 import dagster as dg
 
-from shop_ops.assets.deployments import ReleaseConfig, release_staging
+from shop_ops.assets.deployments import ReleaseConfig
 from shop_ops.release.registry_watch import WatchCursor, scan
 from shop_ops.resources.registry import RegistryResource
-from shop_ops.settings import get_settings
+
+SENSOR_NAME = "registry_push_sensor"
+JOB = "release_staging"
 
 
-def _default_status() -> dg.DefaultSensorStatus:
-    local = get_settings().profile == "local"
-    return dg.DefaultSensorStatus.RUNNING if local else dg.DefaultSensorStatus.STOPPED
-
-
-@dg.sensor(
-    job=release_staging,
-    minimum_interval_seconds=5,
-    default_status=_default_status(),
-    description="New release version pushed for both images -> one release_staging run.",
-)
 def registry_push_sensor(context: dg.SensorEvaluationContext, registry: RegistryResource) -> dg.SensorResult:
-    settings = get_settings()
+    """One tick: a run request per release not requested before; the registry down keeps the cursor."""
     cursor = WatchCursor.from_json(context.cursor)
-    result = scan(registry.client(), settings.images.backend_repository, settings.images.frontend_repository, cursor)
+    result = scan(registry.client(), registry.backend_repository, registry.frontend_repository, cursor)
     for line in [*result.notes, *result.skipped]:
         context.log.info(line)
     if result.error:
@@ -51,3 +43,14 @@ def registry_push_sensor(context: dg.SensorEvaluationContext, registry: Registry
     reasons = [f"already requested: {', '.join(result.known)}"] * bool(result.known) + result.skipped
     skip = None if requests else "no new release (" + ("; ".join(reasons) or "nothing pushed") + ")"
     return dg.SensorResult(run_requests=requests, cursor=result.cursor.to_json(), skip_reason=skip)
+
+
+def build_registry_push_sensor(default_status: dg.DefaultSensorStatus) -> dg.SensorDefinition:
+    """The sensor, every 5 s, requesting `release_staging` runs."""
+    return dg.sensor(
+        name=SENSOR_NAME,
+        job_name=JOB,
+        minimum_interval_seconds=5,
+        default_status=default_status,
+        description="New release version pushed for both images -> one release_staging run.",
+    )(registry_push_sensor)

@@ -14,18 +14,12 @@ import dagster as dg
 
 from shop_ops.release.alerts import RunFailure, StepFailure, build_failure_alert, redact, ui_base_url
 from shop_ops.resources.notifier import NotifierResource, NotifyError
-from shop_ops.settings import get_settings
 
 SENSOR_NAME = "run_failure_alert_sensor"
 
 
 class AlertDeliveryError(RuntimeError):
     """The alert for a failed run could not be delivered (the message is redacted)."""
-
-
-def default_status_for(profile: str) -> dg.DefaultSensorStatus:
-    """Running by default on one machine (local profile), stopped elsewhere until someone turns it on."""
-    return dg.DefaultSensorStatus.RUNNING if profile == "local" else dg.DefaultSensorStatus.STOPPED
 
 
 def error_text(error: Any) -> str:
@@ -80,6 +74,3 @@ def build_run_failure_alert_sensor(
         context.log.info(f"alert for failed run {run_id} sent to {', '.join(channels) or 'no channel'}")
 
     return _sensor
-
-
-run_failure_alert_sensor = build_run_failure_alert_sensor(default_status_for(get_settings().profile))

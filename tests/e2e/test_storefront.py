@@ -16,8 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from shop_ops.localstack.processes import PostgresCluster, free_port, wait_for_http
+from shop_ops.services.processes import PostgresCluster, free_port, wait_for_http
 from tests.support import ShopServer
+
+pytestmark = pytest.mark.services  # nginx and headless Chromium, besides the shop server
 
 ROOT = Path(__file__).resolve().parents[2]
 FRONTEND = ROOT / "frontend"

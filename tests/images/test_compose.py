@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 
-from shop_ops.localstack.docker_api import DockerApi
-from shop_ops.localstack.processes import free_port
+from shop_ops.localenv.docker_api import DockerApi
+from shop_ops.services.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from shop.migrate import head_revision
-from shop_ops.localstack.docker_api import DockerApi
-from shop_ops.localstack.processes import PostgresCluster, RedisServer, free_port
+from shop_ops.localenv.docker_api import DockerApi
+from shop_ops.services.processes import PostgresCluster, RedisServer, free_port
 from tests.support import new_database
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -18,14 +18,14 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from shop_ops.assets.images import image_assets
-from shop_ops.localstack.docker_api import DockerApi
-from shop_ops.localstack.processes import free_port, wait_for_http
-from shop_ops.localstack.registry import RegistryServer
+from shop_ops.localenv.docker_api import DockerApi
+from shop_ops.localenv.registry import RegistryServer
 from shop_ops.release.images import BuiltImage, shop_image_specs
-from shop_ops.release.ledger import ReleaseLedger, dagster_postgres_url
 from shop_ops.resources.aws import AwsResource
 from shop_ops.resources.containers import ContainersResource, DockerEngine
+from shop_ops.resources.ledger import ReleaseLedger, dagster_postgres_url
 from shop_ops.resources.registry import RegistryClient, RegistryResource
+from shop_ops.services.processes import free_port, wait_for_http
 from tests.support import dagster_pg_env
 
 
@@ -41,9 +41,13 @@ def registry_client(registry: RegistryServer) -> RegistryClient:
     return RegistryClient(registry.url, registry.credentials_file)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
 def ledger(request, tmp_path: Path) -> ReleaseLedger:
-    """An empty release ledger: SQLite in a temp folder, or a fresh database of the test PostgreSQL."""
+    """An empty release ledger: SQLite in a temp folder, or a fresh database of the test PostgreSQL.
+
+    `postgres` is requested at run time (only for that parameter), so the collection hook cannot see
+    it: the parameter carries the `services` marker itself.
+    """
     if request.param == "sqlite":
         return ReleaseLedger(tmp_path)
     postgres = request.getfixturevalue("postgres")

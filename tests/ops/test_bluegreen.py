@@ -1,4 +1,4 @@
-"""Blue/green deploys (shop_ops/release/bluegreen.py) with the real local pieces, on free ports.
+"""Blue/green deploys (shop_ops/release/flow.py with the steps of shop_ops/release/bluegreen.py) with the real local pieces, on free ports.
 
 The session fixtures (tests/conftest.py) give the Docker API over the repository's podman storage,
 a registry with htpasswd auth, PostgreSQL and Redis; this module adds one environment: its own
@@ -23,14 +23,11 @@ import httpx
 import psycopg2
 import pytest
 
-from shop_ops.localstack import apps
-from shop_ops.localstack.processes import PostgresCluster, RedisServer, free_port
-from shop_ops.localstack.registry import RegistryServer
-from shop_ops.localstack.router import Router, Upstreams
-from shop_ops.perf.k6 import K6Summary, run_k6
-from shop_ops.release.bluegreen import (
+from shop_ops.localenv.registry import RegistryServer
+from shop_ops.release import apps
+from shop_ops.release.bluegreen import BlueGreen
+from shop_ops.release.flow import (
     DEPLOY_LOCK_KEY,
-    DeployDeps,
     DeployFailed,
     DeployRefused,
     Release,
@@ -39,11 +36,14 @@ from shop_ops.release.bluegreen import (
     rollback,
 )
 from shop_ops.release.images import registry_auth
-from shop_ops.release.ledger import ReleaseLedger
 from shop_ops.release.schema import migrate_environment
 from shop_ops.resources.containers import DockerEngine, RegistryAuth
+from shop_ops.resources.k6 import K6Summary, run_k6
+from shop_ops.resources.ledger import ReleaseLedger
 from shop_ops.resources.postgres import DatabaseTarget
 from shop_ops.resources.registry import RegistryClient
+from shop_ops.resources.router import Router, Upstreams
+from shop_ops.services.processes import PostgresCluster, RedisServer, free_port
 from tests.support import new_database
 
 LOADTESTS = Path(__file__).resolve().parents[2] / "loadtests"
@@ -131,7 +131,7 @@ def releases(
 
 @dataclass
 class Env:
-    deps: DeployDeps
+    deps: BlueGreen
     router: Router
     ledger: ReleaseLedger
 
@@ -154,7 +154,7 @@ def staging(
     router = Router("staging", state / "router", free_port())
     router.start(slots["blue"])  # nothing serves yet: the first deploy goes to green
     ledger = ReleaseLedger(state)
-    deps = DeployDeps(
+    deps = BlueGreen(
         engine=engine, registry=registry_client, router=router, app_env=app_env, slots=slots,
         database=DatabaseTarget(port=postgres.port, database=url.rsplit("/", 1)[1]), ledger=ledger,
         ready_timeout=60, backend_repository=f"{REPOSITORY_PREFIX}/backend",
@@ -211,7 +211,7 @@ class Watcher:
 
 def test_deploy_to_idle_slot_and_replace(staging: Env, releases: dict[str, Release]) -> None:
     first = deploy("staging", releases["1.0.0"], staging.deps, verify=version_verifier("1.0.0"))
-    assert (first.status, first.slot, first.previous_slot) == ("verified", "green", "blue")
+    assert (first.status, first.slot, first.placement.previous) == ("verified", "green", "blue")
     assert served(staging.router) == ("1.0.0", "green")
     assert {"migrate", "start", "ready", "switch", "verify"} <= set(first.steps), first.steps
     meta = first.metadata()

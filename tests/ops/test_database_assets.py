@@ -12,15 +12,16 @@ from shop_ops.assets.database import database_schema
 from shop_ops.assets.images import image_assets
 from shop_ops.release.images import registry_auth, shop_image_specs
 from shop_ops.release.migrations import MigrationError, migrate_database
+from shop_ops.resources.ledger import LedgerResource
 from shop_ops.resources.postgres import DatabaseTarget, PostgresResource
 
 _names = itertools.count(1)
 
 
-@pytest.fixture(autouse=True)
-def own_ledger(monkeypatch, tmp_path) -> None:
-    """The assets record migrations in the release ledger under SHOP_OPS_STATE: a temp one, not the repo's."""
-    monkeypatch.setenv("SHOP_OPS_STATE", str(tmp_path))
+@pytest.fixture
+def ledger(tmp_path) -> LedgerResource:
+    """The assets record migrations in this release ledger: a temp one, not the repo's."""
+    return LedgerResource(state_dir=str(tmp_path))
 
 
 def _database(postgres) -> DatabaseTarget:
@@ -29,7 +30,7 @@ def _database(postgres) -> DatabaseTarget:
     return DatabaseTarget(port=postgres.port, database=name)
 
 
-def test_staging_schema_migrated_from_none_to_head_by_the_released_image(images_run, ops_resources, postgres):
+def test_staging_schema_migrated_from_none_to_head_by_the_released_image(images_run, ops_resources, postgres, ledger):
     assert images_run.result.success
     target = _database(postgres)
     assert target.current_revision() is None
@@ -37,7 +38,7 @@ def test_staging_schema_migrated_from_none_to_head_by_the_released_image(images_
     result = dg.materialize(
         everything,
         selection=["staging/database_schema"],  # backend_release_tag comes from the images run (IO manager)
-        resources={**ops_resources, "postgres": PostgresResource(environments={"staging": target})},
+        resources={**ops_resources, "postgres": PostgresResource(environments={"staging": target}), "ledger": ledger},
         instance=images_run.instance,
     )
     metadata = result.asset_materializations_for_node("staging__database_schema")[0].metadata
@@ -54,7 +55,7 @@ def test_staging_schema_migrated_from_none_to_head_by_the_released_image(images_
     # Again: nothing to do, before == after == head.
     again = dg.materialize(
         everything, selection=["staging/database_schema"],
-        resources={**ops_resources, "postgres": PostgresResource(environments={"staging": target})},
+        resources={**ops_resources, "postgres": PostgresResource(environments={"staging": target}), "ledger": ledger},
         instance=images_run.instance,
     )  # fmt: skip
     metadata = again.asset_materializations_for_node("staging__database_schema")[0].metadata

@@ -28,7 +28,14 @@ def test_definitions_names_and_blocking_checks():
     }  # fmt: skip
     assert all(graph.get_check_spec(c).blocking for c in checks)
     assert defs.resolve_job_def("build_images").name == "build_images"
-    assert {"containers", "registry", "postgres", "notifier", "router"} <= set(defs.resources or {})
+    assert {"containers", "registry", "postgres", "ledger", "notifier", "release_target"} <= set(defs.resources or {})
+    assert type(defs.resources["release_target"]).__name__ == "BlueGreenTarget"  # the local profile's strategy
+    # The lineage reads images -> migrations -> deployments (dependencies, not loaded values).
+    assert graph.get(dg.AssetKey(["staging", "deployment"])).parent_keys == {
+        dg.AssetKey("backend_release_tag"), dg.AssetKey("frontend_release_tag"),
+        dg.AssetKey(["staging", "database_schema"]),
+    }  # fmt: skip
+    assert graph.get(dg.AssetKey(["staging", "deployment"])).group_name == "deployments"
     assert defs.resolve_job_def("check_environment_health").name == "check_environment_health"
     sensor = defs.resolve_sensor_def("run_failure_alert_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING  # local profile: on from the start

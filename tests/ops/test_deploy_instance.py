@@ -27,8 +27,8 @@ from dagster_aws.s3.compute_log_manager import S3ComputeLogManager
 from dagster_docker import DockerRunLauncher
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
-from shop_ops.localstack.docker_api import DockerApi
-from shop_ops.localstack.processes import PostgresCluster
+from shop_ops.localenv.docker_api import DockerApi
+from shop_ops.services.processes import PostgresCluster, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 INSTANCE_FILES = {
@@ -37,8 +37,9 @@ INSTANCE_FILES = {
     "local": ROOT / "deploy" / "local" / "dagster.yaml",
 }
 DAGSTER_BIN = Path(sys.executable).parent
-# A code location small enough for a run-launcher test: one asset, no outside services needed.
-HEALTH_MODULE = "shop_ops.assets.environment_health"
+# The code location itself; its job check_environment_health needs no outside service (a run-launcher test).
+LOCATION_MODULE = "shop_ops.definitions"
+HEALTH_JOB = "check_environment_health"
 RUN_TIMEOUT_S = 180
 
 
@@ -260,9 +261,10 @@ def test_postgres_instance_runs_one_job_in_a_docker_container(postgres_instance_
 
         # Submit through the run queue (as the UI does), then let the daemon dequeue and launch it.
         run_id = str(uuid.uuid4())
-        proc_env = {**os.environ, **env}
+        # The daemon also ticks the location's sensors: the push sensor finds no registry on this closed port.
+        proc_env = {**os.environ, **env, "SHOP_OPS_REGISTRY_URL": f"http://127.0.0.1:{free_port()}"}
         launch = subprocess.run(
-            [str(DAGSTER_BIN / "dagster"), "job", "launch", "-m", HEALTH_MODULE, "-j", "__ASSET_JOB",
+            [str(DAGSTER_BIN / "dagster"), "job", "launch", "-m", LOCATION_MODULE, "-j", HEALTH_JOB,
              "--run-id", run_id, "--tags", json.dumps({"environment": "staging"})],
             env=proc_env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
         )  # fmt: skip
@@ -275,7 +277,7 @@ def test_postgres_instance_runs_one_job_in_a_docker_container(postgres_instance_
         try:
             with log.open("w") as out:
                 daemon = subprocess.Popen(
-                    [str(DAGSTER_BIN / "dagster-daemon"), "run", "-m", HEALTH_MODULE],
+                    [str(DAGSTER_BIN / "dagster-daemon"), "run", "-m", LOCATION_MODULE],
                     env=proc_env, cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
                 )  # fmt: skip
             try:

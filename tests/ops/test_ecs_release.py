@@ -28,17 +28,19 @@ import dagster as dg
 import pytest
 import yaml
 
-from shop_ops.assets.deployments import deployment_history, release_definitions
-from shop_ops.release.bluegreen import DeployRefused, Release
+from shop_ops.assets.deployments import deployment_history, deployments
+from shop_ops.definitions import resources
+from shop_ops.jobs import promote_production, release_staging
+from shop_ops.jobs import rollback as rollback_job
 from shop_ops.release.ecs import find_task_definition
-from shop_ops.release.ecs_release import EcsReleaseDeps, EcsReleaseFailed, deploy_release_ecs, rollback_release_ecs
+from shop_ops.release.ecs_release import EcsService
 from shop_ops.release.ecs_tasks import EcsTaskError, run_task_to_completion
-from shop_ops.release.ledger import FILENAME, ReleaseLedger
+from shop_ops.release.flow import DeployFailed, DeployRefused, Release, deploy, rollback
 from shop_ops.release.verify import verify_environment
-from shop_ops.resources import resources_from_settings
 from shop_ops.resources.k6 import K6Resource
+from shop_ops.resources.ledger import FILENAME, ReleaseLedger
 from shop_ops.resources.registry import RegistryClient
-from shop_ops.settings import ROOT, get_settings
+from shop_ops.settings import ROOT, load_settings
 from tests.ops.conftest import REGION
 from tests.support import dagster_pg_env
 
@@ -117,8 +119,8 @@ def ledger(tmp_path) -> ReleaseLedger:
 
 @pytest.fixture
 def make_deps(ecs, cluster, ledger, server):
-    def make(environment: str = "staging", url: str | None = None) -> EcsReleaseDeps:
-        return EcsReleaseDeps(
+    def make(environment: str = "staging", url: str | None = None) -> EcsService:
+        return EcsService(
             ecs=ecs, cluster=cluster.name, service=cluster.services[environment], url=url or server.url,
             registry=RegistryClient(f"https://{ECR}"), ledger=ledger, deploy_timeout_s=5, migrate_timeout_s=5,
             poll_s=0.05,
@@ -149,11 +151,11 @@ def images_in(ecs, task_definition: str) -> dict[str, str]:
 def test_staging_release_sequence_and_request_shapes(ecs, calls, cluster, make_deps, ledger):
     calls.items.clear()
 
-    result = deploy_release_ecs("staging", V1, make_deps(), verify=short_verify)
+    result = deploy("staging", V1, make_deps(), verify=short_verify)
 
     assert result.status == "verified", result.reason
-    new = result.task_definition
-    assert result.previous_task_definition == cluster.first["staging"] and new != cluster.first["staging"]
+    new = result.placement.target
+    assert result.placement.previous == cluster.first["staging"] and new != cluster.first["staging"]
     names = calls.names()
     # read, register, the service's placement, the migration task polled until STOPPED, then the rolling update
     assert names[:5] == [
@@ -178,7 +180,7 @@ def test_staging_release_sequence_and_request_shapes(ecs, calls, cluster, make_d
     # moto's state: the new revision runs exactly the release's ECR images; the migration task ran from it.
     assert images_in(ecs, new) == images_of(V1)
     assert service_of(ecs, cluster, "staging")["taskDefinition"] == new
-    [task] = ecs.describe_tasks(cluster=cluster.name, tasks=[result.migration_task])["tasks"]
+    [task] = ecs.describe_tasks(cluster=cluster.name, tasks=[result.placement.details["migration_task"]])["tasks"]
     assert task["taskDefinitionArn"] == new and task["lastStatus"] == "STOPPED"
     assert task["overrides"]["containerOverrides"] == [{"name": "backend", "command": MIGRATE}]
     # the ledger: verified, so promote's guard passes for these digests
@@ -196,7 +198,7 @@ def test_production_guards_refuse_before_any_ecs_call(calls, make_deps, ledger, 
     deps = make_deps("production")
     calls.items.clear()
     with pytest.raises(DeployRefused, match=refusal):
-        deploy_release_ecs(
+        deploy(
             "production", release, deps, verify=not_called, approved_by=approved_by,
         )  # fmt: skip
     assert calls.names() == [] and ledger.history() == []
@@ -208,33 +210,33 @@ def test_a_second_deploy_or_rollback_of_the_environment_is_refused_while_one_run
     other_worker = ReleaseLedger(ledger.source)
     with other_worker.environment_lock("staging"):
         with pytest.raises(DeployRefused, match="another deploy, promote or rollback of staging is running"):
-            deploy_release_ecs("staging", V1, make_deps(), verify=not_called)
+            deploy("staging", V1, make_deps(), verify=not_called)
         with pytest.raises(DeployRefused, match="another deploy, promote or rollback of staging is running"):
-            rollback_release_ecs("staging", make_deps())
+            rollback("staging", make_deps())
     assert calls.names() == [] and ledger.history() == []
 
 
 def test_failed_verification_rolls_back_to_the_previous_task_definition(ecs, calls, cluster, make_deps, ledger, server):
-    first = deploy_release_ecs("staging", V1, make_deps(), verify=short_verify)
+    first = deploy("staging", V1, make_deps(), verify=short_verify)
     calls.items.clear()
     broken = make_deps(url=f"{server.url}/no-such-prefix")  # the real shop answers 404 there
 
-    with pytest.raises(EcsReleaseFailed) as failed:
-        deploy_release_ecs("staging", V2, broken, verify=short_verify)
+    with pytest.raises(DeployFailed) as failed:
+        deploy("staging", V2, broken, verify=short_verify)
 
     message = str(failed.value)
     assert "verification failed: smoke test failed: catalog list answered 404" in message
-    assert f"rolled back to {first.task_definition}, steady" in message
+    assert f"rolled back to {first.placement.target}, steady" in message
     second = failed.value.result
-    assert second.status == "rolled_back" and second.previous_task_definition == first.task_definition
+    assert second.status == "rolled_back" and second.placement.previous == first.placement.target
     assert [u["taskDefinition"] for u in calls.params("UpdateService")] == [
-        second.task_definition,
-        first.task_definition,
+        second.placement.target,
+        first.placement.target,
     ]
     assert all(
         u["deploymentConfiguration"]["deploymentCircuitBreaker"] == BREAKER for u in calls.params("UpdateService")
     )
-    assert service_of(ecs, cluster, "staging")["taskDefinition"] == first.task_definition
+    assert service_of(ecs, cluster, "staging")["taskDefinition"] == first.placement.target
     assert [(r["version"], r["status"]) for r in ledger.history()] == [("1.0.0", "verified"), ("1.1.0", "rolled_back")]
     assert ledger.serving("staging").version == "1.0.0"
 
@@ -251,10 +253,8 @@ def test_failed_migration_stops_before_the_service_moves(ecs, calls, cluster, ma
     ecs.meta.events.register("after-call.ecs.DescribeTasks", migration_fails)
     calls.items.clear()
 
-    with pytest.raises(
-        EcsReleaseFailed, match=r"migration failed: `shop-migrate head --expand-only` in task .* exited 1"
-    ):
-        deploy_release_ecs("staging", V1, make_deps(), verify=not_called)
+    with pytest.raises(DeployFailed, match=r"migration failed: `shop-migrate head --expand-only` in task .* exited 1"):
+        deploy("staging", V1, make_deps(), verify=not_called)
 
     assert "RunTask" in calls.names() and "UpdateService" not in calls.names()
     assert service_of(ecs, cluster, "staging")["taskDefinition"] == cluster.first["staging"]
@@ -278,42 +278,42 @@ def test_migration_task_that_does_not_stop_in_time_is_stopped(ecs, calls, cluste
 def test_rollback_finds_the_previous_release_task_definition_by_its_images(ecs, calls, cluster, make_deps, ledger):
     deps = make_deps()
     with pytest.raises(DeployRefused, match="no previous verified release"):
-        rollback_release_ecs("staging", deps)
-    first = deploy_release_ecs("staging", V1, deps, verify=short_verify)
-    second = deploy_release_ecs("staging", V2, deps, verify=short_verify)
+        rollback("staging", deps)
+    first = deploy("staging", V1, deps, verify=short_verify)
+    second = deploy("staging", V2, deps, verify=short_verify)
     calls.items.clear()
 
-    result = rollback_release_ecs("staging", deps, reason="checkout errors")
+    result = rollback("staging", deps, reason="checkout errors")
 
-    assert result.task_definition == first.task_definition and result.previous_task_definition == second.task_definition
-    assert [u["taskDefinition"] for u in calls.params("UpdateService")] == [first.task_definition]
+    assert result.placement.target == first.placement.target and result.placement.previous == second.placement.target
+    assert [u["taskDefinition"] for u in calls.params("UpdateService")] == [first.placement.target]
     assert "RegisterTaskDefinition" not in calls.names()  # the old revision itself, not a copy
-    assert service_of(ecs, cluster, "staging")["taskDefinition"] == first.task_definition
+    assert service_of(ecs, cluster, "staging")["taskDefinition"] == first.placement.target
     assert [(r["version"], r["kind"], r["status"]) for r in ledger.history()] == [
         ("1.0.0", "deploy", "replaced"), ("1.1.0", "deploy", "rolled_back"), ("1.0.0", "rollback", "verified"),
     ]  # fmt: skip
     assert ledger.get(second.release_id).reason == "checkout errors"
 
     # A rollback that does not become steady is a failed row; the serving release stays as it was.
-    again = deploy_release_ecs("staging", V2, deps, verify=short_verify)
+    again = deploy("staging", V2, deps, verify=short_verify)
 
     def breaker_trips_on_v1(parsed, **_kwargs) -> None:
         for svc in parsed.get("services", []):
-            if svc["taskDefinition"] == first.task_definition:
+            if svc["taskDefinition"] == first.placement.target:
                 for deployment in svc["deployments"]:
                     deployment["rolloutState"] = "FAILED"
 
     ecs.meta.events.register("after-call.ecs.DescribeServices", breaker_trips_on_v1)
-    with pytest.raises(EcsReleaseFailed, match=r"rollback to 1\.0\.0 failed: .* is NOT steady: .*FAILED"):
-        rollback_release_ecs("staging", deps)
+    with pytest.raises(DeployFailed, match=r"rollback to 1\.0\.0 failed: .* is NOT steady: .*FAILED"):
+        rollback("staging", deps)
     ecs.meta.events.unregister("after-call.ecs.DescribeServices", breaker_trips_on_v1)
     assert ledger.history()[-1]["status"] == "failed"
     assert ledger.serving("staging").release_id == again.release_id
 
     # A revision that is gone cannot be the target: refused, naming what to do instead.
-    ecs.deregister_task_definition(taskDefinition=first.task_definition)
+    ecs.deregister_task_definition(taskDefinition=first.placement.target)
     with pytest.raises(DeployRefused, match=r"no ACTIVE revision .* runs 1\.0\.0 .* Deploy 1\.0\.0 again"):
-        rollback_release_ecs("staging", deps)
+        rollback("staging", deps)
 
 
 def test_find_task_definition_takes_the_newest_revision_with_those_images(ecs, cluster):
@@ -356,14 +356,13 @@ def aws_profile(aws, cluster, server, moto_server, postgres, monkeypatch, tmp_pa
     monkeypatch.setenv("SHOP_OPS_AWS_ENDPOINT_URL", moto_server.url)
     for name, value in dagster_pg_env(postgres, "aws_ledger").items():
         monkeypatch.setenv(name, value)
-    get_settings.cache_clear()
-    try:
-        settings = get_settings()
-        assert settings.profile == "aws"
-        releases = release_definitions(settings.profile)
-        yield dg.Definitions(assets=releases.assets, jobs=releases.jobs, resources=resources_from_settings(settings))
-    finally:
-        get_settings.cache_clear()  # the next get_settings() reads the restored environment
+    settings = load_settings()
+    assert settings.profile == "aws"
+    yield dg.Definitions(
+        assets=[*deployments, deployment_history],
+        jobs=[release_staging, promote_production, rollback_job],
+        resources=resources(settings),
+    )
 
 
 def release_config(environment: str, release: Release, approved_by: str = "") -> dict:
@@ -425,7 +424,9 @@ def test_release_jobs_on_the_aws_profile(aws_profile, ecs, cluster, tmp_path):
         assert service_of(ecs, cluster, "staging")["taskDefinition"] == v1_staging
 
         # deployment_history reads the same ledger
-        history = dg.materialize([deployment_history], instance=instance).output_for_node("deployment_history")
+        history = dg.materialize(
+            [deployment_history], instance=instance, resources={"ledger": defs.resources["ledger"]}
+        ).output_for_node("deployment_history")
         assert [(r.environment, r.version, r.kind, r.status) for r in history.itertuples()] == [
             ("staging", "1.0.0", "deploy", "replaced"),
             ("production", "1.0.0", "deploy", "verified"),
@@ -449,7 +450,7 @@ print(json.dumps({
     "assets": sorted(k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()),
     "jobs": sorted(j.name for j in defs.resolve_all_job_defs()),
     "sensor": defs.resolve_sensor_def("registry_push_sensor").default_status.value,
-    "resources": sorted(defs.resources),
+    "release_target": type(defs.resources["release_target"]).__name__,
     "deployment": sorted(defs.resolve_assets_def(dg.AssetKey(["staging", "deployment"])).required_resource_keys),
     "rollback": sorted(defs.resolve_job_def("rollback").required_resource_keys),
 }))
@@ -463,6 +464,6 @@ print(json.dumps({
     assert {"staging/deployment", "production/deployment", "deployment_history"} <= set(loaded["assets"])
     assert {"release_staging", "promote_production", "rollback"} <= set(loaded["jobs"])
     assert loaded["sensor"] == "STOPPED"
-    assert "aws" in loaded["resources"] and "router" not in loaded["resources"]
-    assert set(loaded["deployment"]) - {"io_manager"} == {"aws", "registry", "k6"}
-    assert set(loaded["rollback"]) - {"io_manager"} == {"aws", "registry"}
+    assert loaded["release_target"] == "EcsTarget"
+    assert set(loaded["deployment"]) - {"io_manager"} == {"release_target"}
+    assert set(loaded["rollback"]) - {"io_manager"} == {"release_target"}

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from shop_ops.localstack.processes import free_port
-from shop_ops.release.ledger import (
+from shop_ops.resources.ledger import (
     FILENAME,
     PG_ENV,
     EnvironmentLocked,
@@ -21,8 +20,9 @@ from shop_ops.release.ledger import (
     LedgerError,
     ReleaseLedger,
     dagster_postgres_url,
-    ledger_for,
+    open_ledger,
 )
+from shop_ops.services.processes import free_port
 from shop_ops.settings import ROOT, load_settings
 from tests.support import dagster_pg_env
 
@@ -107,7 +107,10 @@ def test_run_workers_on_other_machines_share_the_postgres_ledger(postgres) -> No
     env = dagster_pg_env(postgres, "ledger_shared")
     settings = load_settings(ROOT / "config" / "aws.yaml")
     assert settings.ledger == "dagster_postgres"
-    staging_worker, production_worker = ledger_for(settings, env), ledger_for(settings, env)
+    staging_worker, production_worker = (
+        open_ledger(settings.ledger, settings.state_path, env),
+        open_ledger(settings.ledger, settings.state_path, env),
+    )
     release_id = staging_worker.start("staging", "2.0.0", NEW, FRONT, "ecs")
     assert not production_worker.is_verified("staging", NEW, FRONT)
     staging_worker.finish(release_id, "verified")
@@ -126,14 +129,14 @@ def test_run_workers_on_other_machines_share_the_postgres_ledger(postgres) -> No
 def test_the_postgres_ledger_needs_the_storage_variables_and_says_which() -> None:
     settings = load_settings(ROOT / "config" / "aws.yaml")
     with pytest.raises(LedgerConfigError, match=r"DAGSTER_PG_HOST, DAGSTER_PG_PORT, .* are not set") as err:
-        ledger_for(settings, {})
+        open_ledger(settings.ledger, settings.state_path, {})
     assert "set `ledger: state_dir`" in str(err.value)
     env = dict(zip(PG_ENV, ("127.0.0.1", "5432", "shop", "s3cret-pw", "dagster"), strict=True))
     with pytest.raises(LedgerConfigError, match="DAGSTER_PG_PORT='x' is not a port"):
-        ledger_for(settings, {**env, "DAGSTER_PG_PORT": "x"})
+        open_ledger(settings.ledger, settings.state_path, {**env, "DAGSTER_PG_PORT": "x"})
     closed = {**env, "DAGSTER_PG_PORT": str(free_port())}
     with pytest.raises(LedgerError, match=r"release ledger postgresql.*127\.0\.0\.1.* is not usable") as down:
-        ledger_for(settings, closed)
+        open_ledger(settings.ledger, settings.state_path, closed)
     assert "s3cret-pw" not in str(down.value)
 
 
@@ -174,7 +177,7 @@ HOLD_AND_WAIT = """
 import sys, time
 from pathlib import Path
 import sqlalchemy as sa
-from shop_ops.release.ledger import ReleaseLedger
+from shop_ops.resources.ledger import ReleaseLedger
 where = sys.argv[1]
 ledger = ReleaseLedger(sa.make_url(where) if where.startswith("postgresql") else Path(where))
 with ledger.environment_lock("staging"):

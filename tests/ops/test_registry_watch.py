@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from shop_ops.localstack.processes import free_port
 from shop_ops.release.registry_watch import ReleaseCandidate, WatchCursor, release_key, release_version, scan
 from shop_ops.resources.containers import DockerEngine, RegistryAuth
 from shop_ops.resources.registry import RegistryClient
+from shop_ops.services.processes import free_port
 
 BACKEND = "watch-test/backend"
 FRONTEND = "watch-test/frontend"

@@ -14,15 +14,14 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-import shop_ops.sensors.registry_push as registry_push
-from shop_ops.assets.deployments import release_definitions
-from shop_ops.definitions import defs
+from shop_ops.assets.deployments import deployments
+from shop_ops.definitions import defs, registry_resource, release_target
 from shop_ops.release.images import BuiltImage, ReleaseBlocked, release_image
-from shop_ops.release.ledger import ReleaseLedger
-from shop_ops.resources import resources_from_settings
 from shop_ops.resources.containers import DockerEngine, RegistryAuth
+from shop_ops.resources.ledger import LedgerResource, ReleaseLedger
 from shop_ops.resources.registry import RegistryClient, RegistryResource
-from shop_ops.settings import ImageSettings, get_settings
+from shop_ops.sensors.registry_push import registry_push_sensor
+from shop_ops.settings import load_settings
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -46,16 +45,15 @@ def test_release_jobs_and_sensors_are_defined_with_their_names():
     ("approved_by", "refusal"),
     [("", "approved_by is required"), ("ada", "has not been verified on staging")],
 )
-def test_production_cannot_be_deployed_around_the_guards(monkeypatch, tmp_path, approved_by, refusal):
+def test_production_cannot_be_deployed_around_the_guards(tmp_path, approved_by, refusal):
     """As "Materialize all" or a backfill would: the asset itself refuses, before touching anything."""
-    monkeypatch.setenv("SHOP_OPS_STATE", str(tmp_path))
-    production = next(
-        a for a in release_definitions("local").assets if a.key == dg.AssetKey(["production", "deployment"])
-    )
+    production = next(a for a in deployments if a.key == dg.AssetKey(["production", "deployment"]))
+    settings = load_settings()
+    target = release_target(settings, registry_resource(settings), LedgerResource(state_dir=str(tmp_path)))
     config = {"version": "9.9.9", "backend_digest": DIGEST, "frontend_digest": DIGEST, "approved_by": approved_by}
     result = dg.materialize(
         [production],
-        resources=resources_from_settings(get_settings()),
+        resources={"release_target": target},
         run_config={"ops": {"production__deployment": {"config": config}}},
         raise_on_error=False,
     )
@@ -93,20 +91,13 @@ def pushed_release(engine: DockerEngine, registry_client: RegistryClient, built:
         engine.remove_image(ref)
 
 
-def test_push_sensor_requests_one_release_staging_run_per_release(monkeypatch, registry, pushed_release):
-    settings = get_settings().model_copy(
-        update={
-            "images": ImageSettings(
-                backend_repository="sensor-test/backend", frontend_repository="sensor-test/frontend"
-            )
-        }
-    )
-    monkeypatch.setattr(registry_push, "get_settings", lambda: settings)
-    resource = RegistryResource(url=registry.url, credentials_file=str(registry.credentials_file))
+def test_push_sensor_requests_one_release_staging_run_per_release(registry, pushed_release):
+    resource = RegistryResource(
+        url=registry.url, credentials_file=str(registry.credentials_file),
+        backend_repository="sensor-test/backend", frontend_repository="sensor-test/frontend",
+    )  # fmt: skip
     with dg.instance_for_test() as instance:
-        first = registry_push.registry_push_sensor(
-            dg.build_sensor_context(instance=instance, resources={"registry": resource})
-        )
+        first = registry_push_sensor(dg.build_sensor_context(instance=instance, resources={"registry": resource}))
         assert len(first.run_requests) == 1
         request = first.run_requests[0]
         config = request.run_config["ops"]["staging__deployment"]["config"]
@@ -115,14 +106,14 @@ def test_push_sensor_requests_one_release_staging_run_per_release(monkeypatch, r
         assert request.run_key == f"release:0.4.0:{pushed_release['backend']}:{pushed_release['frontend']}"
         assert request.tags["environment"] == "staging"
         # the same push seen again (next tick, or a restarted daemon with the saved cursor): nothing new
-        again = registry_push.registry_push_sensor(
+        again = registry_push_sensor(
             dg.build_sensor_context(instance=instance, cursor=first.cursor, resources={"registry": resource})
         )
         assert again.run_requests == []
         assert again.skip_reason.skip_message.startswith("no new release (already requested: 0.4.0; ")
         # registry down: skipped, cursor kept
-        down = RegistryResource(url="http://127.0.0.1:9", credentials_file=str(registry.credentials_file))
-        broken = registry_push.registry_push_sensor(
+        down = resource.model_copy(update={"url": "http://127.0.0.1:9"})
+        broken = registry_push_sensor(
             dg.build_sensor_context(instance=instance, cursor=first.cursor, resources={"registry": down})
         )
         assert broken.run_requests == [] and broken.cursor is None

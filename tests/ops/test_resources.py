@@ -9,9 +9,9 @@ import time
 import httpx
 import pytest
 
-from shop_ops.localstack.processes import free_port
 from shop_ops.resources.containers import ContainerError, RegistryAuth
 from shop_ops.resources.registry import DOCKER_MANIFEST, RegistryClient, RegistryError
+from shop_ops.services.processes import free_port
 from tests.ops.conftest import write
 
 TINY_DOCKERFILE = """\

@@ -8,15 +8,13 @@ from collections.abc import Iterator
 import dagster as dg
 import pytest
 
-from shop_ops.localstack.processes import free_port
 from shop_ops.release.alerts import RunFailure, StepFailure, build_failure_alert, redact, truncate_error, ui_base_url
 from shop_ops.resources.notifier import NotifierResource
 from shop_ops.sensors.run_failure_alerts import (
     SENSOR_NAME,
     build_run_failure_alert_sensor,
-    default_status_for,
-    run_failure_alert_sensor,
 )
+from shop_ops.services.processes import free_port
 
 SECRET = "hunter2"
 TOKEN = "T000/B000/secret-token"
@@ -86,9 +84,7 @@ def test_message_without_steps_or_environment():
 def test_ui_url_and_default_status():
     assert ui_base_url({}) == "http://127.0.0.1:3000"
     assert ui_base_url({"SHOP_OPS_UI_URL": "https://dagster.shop.test/"}) == "https://dagster.shop.test"
-    assert default_status_for("local") == dg.DefaultSensorStatus.RUNNING
-    assert default_status_for("aws") == dg.DefaultSensorStatus.STOPPED
-    assert run_failure_alert_sensor.name == SENSOR_NAME
+    assert build_run_failure_alert_sensor(dg.DefaultSensorStatus.RUNNING).name == SENSOR_NAME
 
 
 # --- the sensor against a real instance and real receivers ---------------------------------------------
@@ -131,7 +127,7 @@ def _notifier(tmp_path, webhook_url: str, smtp_port: int) -> NotifierResource:
 
 def _tick(instance, cursor, notifier):
     context = dg.build_sensor_context(instance=instance, cursor=cursor, resources={"notifier": notifier})
-    return run_failure_alert_sensor.evaluate_tick(context)
+    return build_run_failure_alert_sensor(dg.DefaultSensorStatus.RUNNING).evaluate_tick(context)
 
 
 def test_one_message_per_failed_run_never_twice(tmp_path, instance, webhook, smtp, monkeypatch, capfd):

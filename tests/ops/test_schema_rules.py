@@ -6,8 +6,8 @@ the router) is in test_bluegreen.py; here are the decisions, case by case.
 
 from __future__ import annotations
 
-from shop_ops.release.ledger import ReleaseLedger
 from shop_ops.release.schema import contract_blocker, rollback_blocker
+from shop_ops.resources.ledger import ReleaseLedger
 
 OLD = "sha256:" + "a" * 64
 NEW = "sha256:" + "b" * 64

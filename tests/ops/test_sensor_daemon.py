@@ -30,10 +30,12 @@ import pytest
 import yaml
 from dagster._core.scheduler.instigation import InstigatorState, InstigatorTick, InstigatorType, TickStatus
 
-from shop_ops.localstack.registry import RegistryServer
+from shop_ops.localenv.registry import RegistryServer
 from shop_ops.release.registry_watch import WatchCursor
 from shop_ops.resources.containers import DockerEngine, RegistryAuth
 from shop_ops.resources.registry import RegistryClient
+
+pytestmark = pytest.mark.services  # a real dagster-daemon, besides the registry
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -11,10 +11,9 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from shop_ops.localstack.processes import free_port
-from shop_ops.perf.k6 import K6Error, parse_summary
 from shop_ops.release.verify import k6_check, smoke_test, verify_environment
-from shop_ops.resources.k6 import K6Resource
+from shop_ops.resources.k6 import K6Error, K6Resource, parse_summary
+from shop_ops.services.processes import free_port
 from tests.support import ShopServer
 
 # A real `--summary-export` (k6 1.1.0, loadtests/verify.js at 20 req/s for 2 s against the test shop,

@@ -7,7 +7,7 @@ import uuid
 
 import httpx
 
-from shop_ops.localstack.processes import PostgresCluster
+from shop_ops.services.processes import PostgresCluster
 from tests.support import ShopServer
 
 from .test_carts_api import in_stock_product, new_cart

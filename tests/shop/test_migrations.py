@@ -22,7 +22,7 @@ from shop.migrate import (
     split_expand_only,
     upgrade,
 )
-from shop_ops.localstack.processes import PostgresCluster
+from shop_ops.services.processes import PostgresCluster
 from tests.support import new_database
 
 APP = Path(__file__).resolve().parents[2] / "app"

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from shop.migrate import head_revision, upgrade
-from shop_ops.localstack.processes import PostgresCluster, RedisServer
+from shop_ops.services.processes import PostgresCluster, RedisServer
 from tests.support import ShopServer, new_database, shop_env
 
 
@@ -60,7 +60,7 @@ def test_ready_when_a_later_release_migrated(postgres: PostgresCluster, start_se
 
 
 def test_not_ready_without_redis(postgres: PostgresCluster, start_server, shop_db: str):
-    from shop_ops.localstack.processes import free_port
+    from shop_ops.services.processes import free_port
 
     srv = start_server(shop_db, redis_url=f"redis://127.0.0.1:{free_port()}/0")
     res = httpx.get(f"{srv.url}/readyz")

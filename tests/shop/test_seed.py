@@ -10,7 +10,7 @@ from pathlib import Path
 
 from shop.migrate import upgrade
 from shop.seed import catalog_rows, seed_catalog
-from shop_ops.localstack.processes import PostgresCluster
+from shop_ops.services.processes import PostgresCluster
 from tests.support import new_database
 
 

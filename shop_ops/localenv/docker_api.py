@@ -12,25 +12,11 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
-from shop_ops.localstack.processes import ServiceError
+from shop_ops.resources.containers import docker_host_for, existing_docker, ping, podman_socket
+from shop_ops.services.processes import ServiceError
 
 ROOT = Path(__file__).resolve().parents[2]
 PODMAN_ENV = ROOT / "scripts" / "podman-env.sh"
-DOCKER_SOCKET = Path("/var/run/docker.sock")
-
-
-def ping(docker_host: str) -> bool:
-    """The Docker API at `docker_host` (unix://PATH) answers /_ping."""
-    if not docker_host.startswith("unix://"):
-        raise ServiceError(f"only unix:// Docker hosts are supported here, got {docker_host}")
-    try:
-        transport = httpx.HTTPTransport(uds=docker_host.removeprefix("unix://"))
-        with httpx.Client(transport=transport, timeout=2) as client:
-            return client.get("http://docker/_ping").status_code == 200
-    except (httpx.TransportError, OSError):
-        return False
 
 
 @dataclass
@@ -45,7 +31,7 @@ class DockerApi:
 
     @property
     def podman_socket(self) -> Path:
-        return self.podman_state / "podman.sock"
+        return podman_socket(self.state_dir)
 
     def _script(self, *args: str) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "SHOP_OPS_STATE": str(self.state_dir)}
@@ -64,14 +50,11 @@ class DockerApi:
 
     def existing_docker(self) -> str | None:
         """unix:// URL of a Docker engine that answers now, if there is one."""
-        host = os.environ.get("DOCKER_HOST") or (f"unix://{DOCKER_SOCKET}" if DOCKER_SOCKET.exists() else "")
-        if host and host != f"unix://{self.podman_socket}" and ping(host):
-            return host
-        return None
+        return existing_docker(self.state_dir)
 
     @property
     def docker_host(self) -> str:
-        return self.existing_docker() or f"unix://{self.podman_socket}"
+        return docker_host_for(self.state_dir)
 
     def allow_insecure_registry(self, address: str) -> None:
         """Let podman push to a plain-HTTP registry at `address` (before the service starts)."""

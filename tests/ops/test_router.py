@@ -13,8 +13,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shop_ops.localstack.processes import free_port, pids_using
-from shop_ops.localstack.router import Router, Upstreams
+from shop_ops.resources.router import Router, Upstreams
+from shop_ops.services.processes import free_port, pids_using
+
+pytestmark = pytest.mark.services  # the `router` fixture starts nginx itself
 
 
 def _server(body: str) -> ThreadingHTTPServer:

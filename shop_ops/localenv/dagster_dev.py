@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from shop_ops.localstack.processes import ServiceError, pid_alive, port_is_open, read_pid
+from shop_ops.services.processes import ServiceError, pid_alive, port_is_open, read_pid
 
 ROOT = Path(__file__).resolve().parents[2]
 LOCAL_INSTANCE_CONFIG = ROOT / "deploy" / "local" / "dagster.yaml"

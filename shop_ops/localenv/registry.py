@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from shop_ops.localstack.processes import ServiceError, port_is_open
+from shop_ops.services.processes import ServiceError, port_is_open
 
 USERNAME = "shop-ops"
 

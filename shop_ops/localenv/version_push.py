@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from shop_ops.release.images import registry_auth
-from shop_ops.release.ledger import ReleaseLedger
 from shop_ops.release.registry_watch import release_version
 from shop_ops.resources.containers import DockerEngine
+from shop_ops.resources.ledger import ReleaseLedger
 from shop_ops.resources.registry import RegistryClient
 from shop_ops.settings import ImageSettings
 

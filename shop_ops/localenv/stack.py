@@ -16,7 +16,6 @@ API that `up` did not start, or that serves another folder's storage, is never s
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import secrets
@@ -33,10 +32,13 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import httpx
 
-from shop_ops.localstack import apps
-from shop_ops.localstack.dagster_dev import DagsterDev
-from shop_ops.localstack.docker_api import DockerApi
-from shop_ops.localstack.processes import (
+from shop_ops.localenv.dagster_dev import DagsterDev
+from shop_ops.localenv.docker_api import DockerApi
+from shop_ops.localenv.registry import RegistryServer
+from shop_ops.release import apps
+from shop_ops.resources.ledger import LedgerEntry, ReleaseLedger, open_ledger
+from shop_ops.resources.router import Router, Upstreams
+from shop_ops.services.processes import (
     PostgresCluster,
     RedisServer,
     ServiceError,
@@ -45,9 +47,6 @@ from shop_ops.localstack.processes import (
     port_is_open,
     read_pid,
 )
-from shop_ops.localstack.registry import RegistryServer
-from shop_ops.localstack.router import Router, Upstreams
-from shop_ops.release.ledger import LedgerEntry, ReleaseLedger, ledger_for
 from shop_ops.settings import ROOT, LocalEnvironment, Settings
 
 if TYPE_CHECKING:  # imports dagster: only when containers are touched, so `status` stays quick
@@ -110,11 +109,6 @@ class _Rollback:
         self.actions.clear()
 
 
-def stack_id(state: Path) -> str:
-    """Short id of a state folder; app containers carry it in their names and labels."""
-    return hashlib.sha1(str(state.resolve()).encode()).hexdigest()[:8]
-
-
 def image_tag() -> str:
     """`<version>-<short sha>` as scripts/build-images.sh tags the images."""
     version = (ROOT / "VERSION").read_text().strip()
@@ -132,9 +126,8 @@ class LocalStack:
         self._step = self.say.step
         self.state = settings.state_path
         self.environments: dict[str, LocalEnvironment] = settings.local_environments()
-        docker_state = os.environ.get("SHOP_OPS_DOCKER_STATE")
-        self.docker_state = Path(docker_state).resolve() if docker_state else self.state
-        self.stack_id = stack_id(self.state)
+        self.docker_state = settings.docker_state_path
+        self.stack_id = apps.stack_id(self.state)
         self.docker = DockerApi(self.docker_state)
         self.postgres = {
             name: PostgresCluster(
@@ -155,7 +148,7 @@ class LocalStack:
 
     # ------------------------------------------------------------------ paths and names
     def password_file(self, env: str) -> Path:
-        return self.state / "secrets" / f"{env}-db-password"
+        return self.settings.database_password_file(env)
 
     @property
     def docker_marker(self) -> Path:
@@ -171,7 +164,7 @@ class LocalStack:
             name=name,
             database_url=f"postgresql+asyncpg://shop@127.0.0.1:{env.postgres_port}/{env.database}",
             password_file=self.password_file(name),
-            redis_url=self.redis.url(env.redis_db),
+            redis_url=self.settings.redis_url(name),
         )
 
     def dsn(self, name: str) -> str:
@@ -371,7 +364,7 @@ class LocalStack:
     @cached_property
     def ledger(self) -> ReleaseLedger:
         """The release ledger the settings name (opened once per LocalStack)."""
-        return ledger_for(self.settings)
+        return open_ledger(self.settings.ledger, self.settings.state_path)
 
     def _up_apps(self, name: str, current: dict[str, str], rollback: _Rollback) -> None:
         env = self.environments[name]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
-from shop_ops.localstack.processes import ServiceError
-from shop_ops.localstack.stack import LocalStack, PortConflict, Progress, tool_problems
+from shop_ops.localenv.stack import LocalStack, PortConflict, Progress, tool_problems
+from shop_ops.services.processes import ServiceError
 from shop_ops.settings import SettingsError, load_settings
 
 

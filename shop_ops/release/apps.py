@@ -7,6 +7,7 @@ read-only file mount (never an environment value).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -23,6 +24,11 @@ LABEL_ROLE = "io.shop-ops.role"
 LABEL_PORT = "io.shop-ops.port"
 PASSWORD_MOUNT = "/run/secrets/shop-db-password"
 STOP_TIMEOUT = 10
+
+
+def stack_id(state: Path) -> str:
+    """Short id of a state folder; the app containers of the environment kept there carry it in names and labels."""
+    return hashlib.sha1(str(state.resolve()).encode()).hexdigest()[:8]
 
 
 @dataclass(frozen=True)

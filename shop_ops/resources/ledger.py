@@ -6,7 +6,7 @@ or was rolled back later) or `replaced` (a newer release took over after verifyi
 row is one run of shop-migrate against an environment's database: which image, the revisions
 before and after, what it applied (with phases) and what it held back.
 
-Where it lives (`ledger` in the settings, `ledger_for`):
+Where it lives (`ledger` in the settings; `LedgerResource`, `open_ledger`):
 - `state_dir` (local profile): SQLite, `<state>/releases.sqlite`. WAL mode and a busy timeout make
   it safe for the processes of one machine (the Dagster daemon, run workers, the CLI).
 - `dagster_postgres` (aws profile): the PostgreSQL database of Dagster's own storage, from the
@@ -27,13 +27,11 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
+import dagster as dg
 import sqlalchemy as sa
 from sqlalchemy.pool import NullPool
-
-if TYPE_CHECKING:
-    from shop_ops.settings import Settings
 
 STATUSES = ("deploying", "verified", "rolled_back", "failed", "replaced")
 FILENAME = "releases.sqlite"
@@ -417,8 +415,20 @@ def dagster_postgres_url(environ: Mapping[str, str] = os.environ) -> sa.URL:
     )
 
 
-def ledger_for(settings: Settings, environ: Mapping[str, str] = os.environ) -> ReleaseLedger:
-    """The ledger the settings name: SQLite in the state folder, or Dagster's PostgreSQL storage."""
-    if settings.ledger == "dagster_postgres":
+def open_ledger(location: str, state_dir: Path, environ: Mapping[str, str] = os.environ) -> ReleaseLedger:
+    """The ledger at `location` (the settings' `ledger`): SQLite in `state_dir`, or Dagster's PostgreSQL storage."""
+    if location == "dagster_postgres":
         return ReleaseLedger(dagster_postgres_url(environ))
-    return ReleaseLedger(settings.state_path)
+    if location != "state_dir":
+        raise LedgerConfigError(f"ledger {location!r} is not a ledger location: use state_dir or dagster_postgres")
+    return ReleaseLedger(state_dir)
+
+
+class LedgerResource(dg.ConfigurableResource):
+    """The release ledger: SQLite in `state_dir`, or Dagster's own PostgreSQL storage (its DAGSTER_PG_* variables)."""
+
+    location: Literal["state_dir", "dagster_postgres"] = "state_dir"
+    state_dir: str = ""
+
+    def open(self) -> ReleaseLedger:
+        return open_ledger(self.location, Path(self.state_dir))

@@ -31,15 +31,17 @@ import pytest
 import yaml
 from dagster_graphql import DagsterGraphQLClient
 
-from shop_ops.localstack import apps
-from shop_ops.localstack.docker_api import DockerApi
-from shop_ops.localstack.processes import free_port, pg_bin, pids_using
-from shop_ops.localstack.stack import stack_id
-from shop_ops.localstack.version_push import build_version_layers, push_release, wait_for_finished_attempt
-from shop_ops.release.ledger import ReleaseLedger
+from shop_ops.localenv.docker_api import DockerApi
+from shop_ops.localenv.version_push import build_version_layers, push_release, wait_for_finished_attempt
+from shop_ops.release import apps
+from shop_ops.release.apps import stack_id
 from shop_ops.resources.containers import DockerEngine
+from shop_ops.resources.ledger import ReleaseLedger
 from shop_ops.resources.registry import RegistryClient
+from shop_ops.services.processes import free_port, pg_bin, pids_using
 from shop_ops.settings import ImageSettings
+
+pytestmark = pytest.mark.services  # `shop-ops local up` starts every service and dagster dev
 
 SHOP_OPS = str(Path(sys.executable).parent / "shop-ops")
 SERVICES = ("postgres", "redis", "registry", "docker_api", "staging", "production", "dagster")

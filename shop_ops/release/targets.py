@@ -1,0 +1,111 @@
+"""The release strategy as one Dagster resource, `release_target`: blue/green slots locally, an ECS service on aws.
+
+Both offer the same `deploy` and `rollback`; `definitions.py` picks the implementation by profile,
+and assets, ops and sensors never ask which. Each builds its `flow.Strategy` for one environment
+from its fields (other resources and plain configuration) and runs the one flow in `flow.py`.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from functools import partial
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from shop_ops.release import apps
+from shop_ops.release.bluegreen import BlueGreen
+from shop_ops.release.ecs_release import EcsService
+from shop_ops.release.flow import DeployRefused, Log, Release, ReleaseResult, Strategy, deploy, rollback
+from shop_ops.release.verify import verify_environment
+from shop_ops.resources.aws import AwsResource
+from shop_ops.resources.containers import ContainersResource
+from shop_ops.resources.k6 import K6Resource
+from shop_ops.resources.ledger import LedgerResource
+from shop_ops.resources.postgres import PostgresResource
+from shop_ops.resources.registry import RegistryResource
+from shop_ops.resources.router import SLOTS, RouterResource
+
+
+class ReleaseTarget(dg.ConfigurableResource):
+    """Where releases go: `deploy` a release to an environment, `rollback` an environment; verified with k6."""
+
+    registry: RegistryResource
+    ledger: LedgerResource
+    k6: K6Resource
+
+    @abstractmethod
+    def strategy(self, environment: str, log: Log) -> Strategy:
+        """The steps of one environment's releases."""
+
+    @abstractmethod
+    def url(self, environment: str) -> str:
+        """The base URL the environment's users reach (its router locally, its public URL on aws)."""
+
+    def deploy(self, environment: str, release: Release, approved_by: str | None, log: Log) -> ReleaseResult:
+        """`flow.deploy` with this target's steps and the smoke + k6 verifier."""
+        verify = partial(verify_environment, k6=self.k6)
+        return deploy(environment, release, self.strategy(environment, log), verify=verify, approved_by=approved_by)
+
+    def rollback(self, environment: str, reason: str, log: Log) -> ReleaseResult:
+        """`flow.rollback` with this target's steps."""
+        return rollback(environment, self.strategy(environment, log), reason=reason)
+
+
+class BlueGreenTarget(ReleaseTarget):
+    """Local profile: two slots of app containers per environment behind its nginx router."""
+
+    containers: ContainersResource
+    router: RouterResource
+    postgres: PostgresResource
+    stack: str = Field(description="the label that marks the local environment's containers (apps.stack_id)")
+    redis_urls: dict[str, str] = Field(description="environment -> the Redis URL its shop uses (no password)")
+    ready_timeout_seconds: float = 90
+
+    def url(self, environment: str) -> str:
+        return self.router.router(environment).url
+
+    def strategy(self, environment: str, log: Log) -> BlueGreen:
+        if environment not in self.redis_urls:
+            raise DeployRefused(f"unknown environment {environment!r}: use one of {', '.join(self.redis_urls)}")
+        database = self.postgres.target(environment)
+        if not database.password_file:
+            raise DeployRefused(f"no database password file is configured for {environment}")
+        app_env = apps.AppEnvironment(
+            stack=self.stack, name=environment, database_url=database.url(),
+            password_file=Path(database.password_file), redis_url=self.redis_urls[environment],
+        )  # fmt: skip
+        return BlueGreen(
+            engine=self.containers.engine(), registry=self.registry.client(), router=self.router.router(environment),
+            app_env=app_env, slots={slot: self.router.slot_ports(environment, slot) for slot in SLOTS},
+            database=database, ledger=self.ledger.open(), backend_repository=self.registry.backend_repository,
+            frontend_repository=self.registry.frontend_repository, ready_timeout=self.ready_timeout_seconds, log=log,
+        )  # fmt: skip
+
+
+class EcsTarget(ReleaseTarget):
+    """aws profile: one ECS service per environment, verified through its public URL."""
+
+    aws: AwsResource
+    cluster: str
+    services: dict[str, str] = Field(description="environment -> its ECS service")
+    urls: dict[str, str] = Field(description="environment -> its public URL")
+    deploy_timeout_seconds: float = 600
+    migrate_timeout_seconds: float = 900
+    poll_seconds: float = 10
+
+    def url(self, environment: str) -> str:
+        if environment not in self.urls:
+            raise DeployRefused(f"unknown environment {environment!r}: use one of {', '.join(self.urls)}")
+        return self.urls[environment]
+
+    def strategy(self, environment: str, log: Log) -> EcsService:
+        if environment not in self.services:
+            raise DeployRefused(f"unknown environment {environment!r}: use one of {', '.join(self.services)}")
+        return EcsService(
+            ecs=self.aws.ecs(), cluster=self.cluster, service=self.services[environment], url=self.urls[environment],
+            registry=self.registry.client(), ledger=self.ledger.open(), backend_repository=self.registry.backend_repository,
+            frontend_repository=self.registry.frontend_repository, deploy_timeout_s=self.deploy_timeout_seconds,
+            migrate_timeout_s=self.migrate_timeout_seconds, poll_s=self.poll_seconds, log=log,
+        )  # fmt: skip
