@@ -3,7 +3,8 @@
 This is the one place that looks at the profile: it picks the release strategy (`release_target`:
 blue/green slots locally, ECS on aws) and the sensors' default status. Assets, sensors and domain
 code get what they need from resources and arguments, never from the settings themselves.
-Environment overrides read here: SHOP_OPS_REGISTRY_URL / SHOP_OPS_REGISTRY_CREDENTIALS_FILE (the
+Environment variables read here: the notifier's (SHOP_OPS_UI_URL, SHOP_OPS_SLACK_*, SHOP_OPS_SMTP_*:
+`resources/notifier.py`), SHOP_OPS_REGISTRY_URL / SHOP_OPS_REGISTRY_CREDENTIALS_FILE (the
 registry), SHOP_OPS_<ENV>_DATABASE_PASSWORD_FILE (each local database's password file),
 SHOP_OPS_AWS_ENDPOINT_URL (another AWS endpoint, e.g. moto in tests).
 """
@@ -26,7 +27,7 @@ from shop_ops.resources.aws import AwsResource
 from shop_ops.resources.containers import ContainersResource, docker_host_for
 from shop_ops.resources.k6 import K6Resource
 from shop_ops.resources.ledger import LedgerResource
-from shop_ops.resources.notifier import NotifierResource
+from shop_ops.resources.notifier import notifier_from_env
 from shop_ops.resources.postgres import DatabaseTarget, PostgresResource
 from shop_ops.resources.registry import RegistryResource
 from shop_ops.resources.router import EnvironmentRouter, RouterResource, SlotPortsConfig
@@ -112,7 +113,7 @@ def resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "registry": registry,
         "postgres": postgres_resource(settings),
         "ledger": ledger,
-        "notifier": NotifierResource(),
+        "notifier": notifier_from_env(),
         "release_target": release_target(settings, registry, ledger),
     }
 

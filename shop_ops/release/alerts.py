@@ -7,12 +7,10 @@ into a subject and a body. Every string that leaves goes through `redact`, which
 
 from __future__ import annotations
 
-import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-DEFAULT_UI_URL = "http://127.0.0.1:3000"
 MASK = "***"
 MAX_ERROR_LINES = 8
 MAX_LINE_CHARS = 300
@@ -57,12 +55,6 @@ def truncate_error(text: str, max_lines: int = MAX_ERROR_LINES, max_chars: int =
     if len(lines) > max_lines:
         out += f"\n… ({len(lines) - max_lines} more lines in the run's logs)"
     return out or "(no error message)"
-
-
-def ui_base_url(environ: Mapping[str, str] | None = None) -> str:
-    """The Dagster UI that links point to: SHOP_OPS_UI_URL, default http://127.0.0.1:3000."""
-    env = os.environ if environ is None else environ
-    return (env.get("SHOP_OPS_UI_URL") or DEFAULT_UI_URL).rstrip("/")
 
 
 @dataclass(frozen=True)

@@ -2,21 +2,18 @@
 
 `AwsResource` holds no secrets: boto3 finds credentials itself (environment variables,
 AWS_PROFILE / shared config, SSO, container or instance role). `endpoint_url` points every
-client at another endpoint (a local moto server in tests). SHOP_OPS_AWS_ENDPOINT_URL
-overrides it in `from_settings`.
+client at another endpoint (a local moto server in tests; definitions.py takes it from
+SHOP_OPS_AWS_ENDPOINT_URL).
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import boto3
 import dagster as dg
 from botocore.config import Config
 from pydantic import Field
-
-from shop_ops.settings import Settings
 
 
 class AwsResource(dg.ConfigurableResource):
@@ -25,12 +22,6 @@ class AwsResource(dg.ConfigurableResource):
     region: str = Field(description="AWS region, e.g. eu-central-1")
     endpoint_url: str | None = Field(default=None, description="another endpoint for every client (tests: moto)")
     max_attempts: int = Field(default=5, ge=1, description="botocore retries (standard mode) per call")
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> AwsResource:
-        if settings.aws is None:
-            raise ValueError(f"the {settings.profile} profile has no aws: section")
-        return cls(region=settings.aws.region, endpoint_url=os.environ.get("SHOP_OPS_AWS_ENDPOINT_URL") or None)
 
     def session(self) -> boto3.session.Session:
         return boto3.session.Session(region_name=self.region)

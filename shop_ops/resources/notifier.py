@@ -1,10 +1,12 @@
 """Notifications to people: a Slack incoming webhook and/or e-mail over SMTP, configured from env and secret files.
 
-`Notifier` is the plain sender; `NotifierResource` its Dagster resource. The webhook URL and
-the SMTP password are secrets: only from environment variables or files, never config values.
-With nothing configured, `send` is a no-op that says so in the log.
+`Notifier` is the plain sender; `NotifierResource` its Dagster resource, configured by fields
+(`definitions.py` builds it with `notifier_from_env`). The webhook URL and the SMTP password are
+secrets: only from environment variables (`dg.EnvVar`, resolved where the run executes, never shown
+in the UI) or files, never plain config values. With nothing configured, `send` is a no-op that
+says so in the log.
 
-Environment: SHOP_OPS_SLACK_WEBHOOK_URL or SHOP_OPS_SLACK_WEBHOOK_URL_FILE; SHOP_OPS_SMTP_HOST,
+Environment: SHOP_OPS_UI_URL (the links' target), SHOP_OPS_SLACK_WEBHOOK_URL or SHOP_OPS_SLACK_WEBHOOK_URL_FILE; SHOP_OPS_SMTP_HOST,
 SHOP_OPS_SMTP_PORT (25), SHOP_OPS_SMTP_FROM, SHOP_OPS_SMTP_TO (comma-separated),
 SHOP_OPS_SMTP_USER, SHOP_OPS_SMTP_PASSWORD or SHOP_OPS_SMTP_PASSWORD_FILE, SHOP_OPS_SMTP_STARTTLS (0/1).
 """
@@ -21,22 +23,14 @@ from pathlib import Path
 
 import dagster as dg
 import httpx
+from pydantic import Field
 
 _log = logging.getLogger(__name__)
+DEFAULT_UI_URL = "http://127.0.0.1:3000"
 
 
 class NotifyError(RuntimeError):
     """A configured channel failed (the message names the channel, never the secret)."""
-
-
-def _secret(environ: Mapping[str, str], name: str, file_override: str | None = None) -> str | None:
-    path = file_override or environ.get(f"{name}_FILE")
-    if path:
-        try:
-            return Path(path).read_text().strip() or None
-        except OSError as exc:
-            raise NotifyError(f"{name}_FILE={path}: {exc.strerror}") from None
-    return environ.get(name) or None
 
 
 @dataclass(frozen=True)
@@ -50,28 +44,6 @@ class Notifier:
     smtp_password: str | None = field(default=None, repr=False)
     smtp_starttls: bool = False
     timeout: float = 10
-
-    @classmethod
-    def from_env(
-        cls,
-        environ: Mapping[str, str] | None = None,
-        slack_webhook_url_file: str | None = None,
-        smtp_password_file: str | None = None,
-        **overrides: object,
-    ) -> Notifier:
-        env = os.environ if environ is None else environ
-        values: dict[str, object] = {
-            "slack_webhook_url": _secret(env, "SHOP_OPS_SLACK_WEBHOOK_URL", slack_webhook_url_file),
-            "smtp_host": env.get("SHOP_OPS_SMTP_HOST") or None,
-            "smtp_port": int(env.get("SHOP_OPS_SMTP_PORT") or 25),
-            "smtp_from": env.get("SHOP_OPS_SMTP_FROM") or None,
-            "smtp_to": tuple(a.strip() for a in (env.get("SHOP_OPS_SMTP_TO") or "").split(",") if a.strip()),
-            "smtp_user": env.get("SHOP_OPS_SMTP_USER") or None,
-            "smtp_password": _secret(env, "SHOP_OPS_SMTP_PASSWORD", smtp_password_file),
-            "smtp_starttls": (env.get("SHOP_OPS_SMTP_STARTTLS") or "0").lower() in ("1", "true", "yes"),
-        }
-        values.update({k: v for k, v in overrides.items() if v not in (None, "", ())})
-        return cls(**values)  # type: ignore[arg-type]
 
     @property
     def channels(self) -> list[str]:
@@ -123,29 +95,62 @@ class Notifier:
             smtp.send_message(message)
 
 
-class NotifierResource(dg.ConfigurableResource):
-    """Slack and e-mail; non-secret settings here or in env, secrets only from env or files."""
+def _read_secret(path: str | None, what: str) -> str | None:
+    if not path:
+        return None
+    try:
+        return Path(path).read_text().strip() or None
+    except OSError as exc:
+        raise NotifyError(f"{what} file {path}: {exc.strerror}") from None
 
+
+class NotifierResource(dg.ConfigurableResource):
+    """Slack and e-mail, configured by fields; each secret as a file path or a `dg.EnvVar` (never a plain value in config)."""
+
+    slack_webhook_url: str | None = None
     slack_webhook_url_file: str | None = None
     smtp_host: str | None = None
-    smtp_port: int | None = None
+    smtp_port: int = 25
     smtp_from: str | None = None
-    smtp_to: list[str] | None = None
+    smtp_to: list[str] = Field(default_factory=list)
     smtp_user: str | None = None
+    smtp_password: str | None = None
     smtp_password_file: str | None = None
-    smtp_starttls: bool | None = None
+    smtp_starttls: bool = False
+    ui_url: str = DEFAULT_UI_URL  # where the links in messages point (the Dagster UI)
 
     def notifier(self) -> Notifier:
-        return Notifier.from_env(
-            slack_webhook_url_file=self.slack_webhook_url_file,
-            smtp_password_file=self.smtp_password_file,
+        return Notifier(
+            slack_webhook_url=_read_secret(self.slack_webhook_url_file, "Slack webhook URL") or self.slack_webhook_url,
             smtp_host=self.smtp_host,
             smtp_port=self.smtp_port,
             smtp_from=self.smtp_from,
-            smtp_to=tuple(self.smtp_to or ()),
+            smtp_to=tuple(self.smtp_to),
             smtp_user=self.smtp_user,
+            smtp_password=_read_secret(self.smtp_password_file, "SMTP password") or self.smtp_password,
             smtp_starttls=self.smtp_starttls,
         )
 
     def send(self, subject: str, text: str) -> list[str]:
         return self.notifier().send(subject, text, logger=dg.get_dagster_logger())
+
+
+def notifier_from_env(environ: Mapping[str, str] = os.environ) -> NotifierResource:
+    """The notifier the SHOP_OPS_* variables describe (module docstring); secrets stay `dg.EnvVar`s or file paths."""
+
+    def secret(name: str) -> str | None:
+        return dg.EnvVar(name) if environ.get(name) else None  # type: ignore[return-value]
+
+    return NotifierResource(
+        slack_webhook_url=secret("SHOP_OPS_SLACK_WEBHOOK_URL"),
+        slack_webhook_url_file=environ.get("SHOP_OPS_SLACK_WEBHOOK_URL_FILE") or None,
+        smtp_host=environ.get("SHOP_OPS_SMTP_HOST") or None,
+        smtp_port=int(environ.get("SHOP_OPS_SMTP_PORT") or 25),
+        smtp_from=environ.get("SHOP_OPS_SMTP_FROM") or None,
+        smtp_to=[a.strip() for a in (environ.get("SHOP_OPS_SMTP_TO") or "").split(",") if a.strip()],
+        smtp_user=environ.get("SHOP_OPS_SMTP_USER") or None,
+        smtp_password=secret("SHOP_OPS_SMTP_PASSWORD"),
+        smtp_password_file=environ.get("SHOP_OPS_SMTP_PASSWORD_FILE") or None,
+        smtp_starttls=(environ.get("SHOP_OPS_SMTP_STARTTLS") or "0").lower() in ("1", "true", "yes"),
+        ui_url=(environ.get("SHOP_OPS_UI_URL") or DEFAULT_UI_URL).rstrip("/"),
+    )

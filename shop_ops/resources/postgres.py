@@ -1,20 +1,17 @@
 """Each environment's PostgreSQL database (role `shop`): DSNs, the password file, the Alembic revision.
 
 `DatabaseTarget` is plain data usable without Dagster; `PostgresResource` maps environment
-names to targets. Passwords come only from files (`password_file`, or the environment
-variable SHOP_OPS_<ENV>_DATABASE_PASSWORD_FILE), never from config values or metadata.
+names to targets. Passwords come only from files (`password_file`; definitions.py names each
+local environment's), never from config values or metadata.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from urllib.parse import quote
 
 import dagster as dg
 import psycopg2
-
-from shop_ops.settings import Settings
 
 
 class DatabaseError(RuntimeError):
@@ -75,10 +72,6 @@ class DatabaseTarget(dg.Config):
             conn.close()
 
 
-def password_file_from_env(environment: str) -> str | None:
-    return os.environ.get(f"SHOP_OPS_{environment.upper()}_DATABASE_PASSWORD_FILE") or None
-
-
 class PostgresResource(dg.ConfigurableResource):
     """The database of each environment (staging, production)."""
 
@@ -93,17 +86,3 @@ class PostgresResource(dg.ConfigurableResource):
 
     def current_revision(self, environment: str) -> str | None:
         return self.target(environment).current_revision()
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> PostgresResource:
-        """The local profile's clusters; the aws profile has none here yet (Secrets Manager, later)."""
-        if settings.profile != "local":
-            return cls(environments={})
-        return cls(
-            environments={
-                name: DatabaseTarget(
-                    port=env.postgres_port, database=env.database, password_file=password_file_from_env(name)
-                )
-                for name, env in settings.local_environments().items()
-            }
-        )

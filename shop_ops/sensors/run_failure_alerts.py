@@ -12,7 +12,7 @@ from typing import Any
 
 import dagster as dg
 
-from shop_ops.release.alerts import RunFailure, StepFailure, build_failure_alert, redact, ui_base_url
+from shop_ops.release.alerts import RunFailure, StepFailure, build_failure_alert, redact
 from shop_ops.resources.notifier import NotifierResource, NotifyError
 
 SENSOR_NAME = "run_failure_alert_sensor"
@@ -64,7 +64,7 @@ def build_run_failure_alert_sensor(
         try:
             sender = notifier.notifier()
             secrets = (sender.slack_webhook_url, sender.smtp_password)
-            alert = build_failure_alert(run_failure_from_context(context), ui_base_url(), secrets=secrets)
+            alert = build_failure_alert(run_failure_from_context(context), notifier.ui_url, secrets=secrets)
             channels = sender.send(alert.subject, alert.text, logger=context.log)
         except NotifyError as exc:
             # NotifyError never carries the webhook URL; redact again for anything the error text quotes.

@@ -6,12 +6,12 @@ import logging
 
 import pytest
 
-from shop_ops.resources.notifier import Notifier, NotifyError
+from shop_ops.resources.notifier import NotifyError, notifier_from_env
 
 
 def test_nothing_configured_is_a_logged_no_op(caplog):
     with caplog.at_level(logging.WARNING):
-        assert Notifier.from_env({}).send("deploy failed", "details") == []
+        assert notifier_from_env({}).notifier().send("deploy failed", "details") == []
     assert "no Slack webhook or SMTP server configured; not sent: deploy failed" in caplog.text
 
 
@@ -25,7 +25,7 @@ def test_slack_from_secret_file_and_email(tmp_path, webhook, smtp):
         "SHOP_OPS_SMTP_PORT": str(port),
         "SHOP_OPS_SMTP_TO": "ops@example.test, oncall@example.test",
     }
-    notifier = Notifier.from_env(env)
+    notifier = notifier_from_env(env).notifier()
     assert "secret-token" not in repr(notifier)
     assert notifier.send("release 1.2.3 on staging", "verified") == ["slack", "email"]
     assert webhook.received == [{"text": "*release 1.2.3 on staging*\nverified"}]
@@ -34,12 +34,17 @@ def test_slack_from_secret_file_and_email(tmp_path, webhook, smtp):
     assert "oncall@example.test" in inbox.messages[0]
 
 
-def test_failed_channel_raises_without_the_webhook_secret(webhook, smtp):
+def test_failed_channel_raises_without_the_webhook_secret(webhook, smtp, monkeypatch):
     port, inbox = smtp
     webhook.status = 500
     env = {"SHOP_OPS_SLACK_WEBHOOK_URL": webhook.url, "SHOP_OPS_SMTP_HOST": "127.0.0.1",
            "SHOP_OPS_SMTP_PORT": str(port), "SHOP_OPS_SMTP_TO": "ops@example.test"}  # fmt: skip
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    resource = notifier_from_env()
+    # The webhook URL is an EnvVar: Dagster resolves it where the run executes; the config shows only its name.
+    assert webhook.url not in repr(resource) and "SHOP_OPS_SLACK_WEBHOOK_URL" in repr(resource)
     with pytest.raises(NotifyError, match="slack: NotifyError: webhook answered HTTP 500") as err:
-        Notifier.from_env(env).send("backup failed", "disk full")
+        resource.process_config_and_initialize().notifier().send("backup failed", "disk full")
     assert "secret-token" not in str(err.value)
     assert len(inbox.messages) == 1  # the other channel still got it

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import dagster as dg
 import pytest
 
-from shop_ops.release.alerts import RunFailure, StepFailure, build_failure_alert, redact, truncate_error, ui_base_url
-from shop_ops.resources.notifier import NotifierResource
+from shop_ops.release.alerts import RunFailure, StepFailure, build_failure_alert, redact, truncate_error
+from shop_ops.resources.notifier import NotifierResource, notifier_from_env
 from shop_ops.sensors.run_failure_alerts import (
     SENSOR_NAME,
     build_run_failure_alert_sensor,
@@ -81,9 +81,9 @@ def test_message_without_steps_or_environment():
     assert "Error in run:\nrun worker died" in alert.text
 
 
-def test_ui_url_and_default_status():
-    assert ui_base_url({}) == "http://127.0.0.1:3000"
-    assert ui_base_url({"SHOP_OPS_UI_URL": "https://dagster.shop.test/"}) == "https://dagster.shop.test"
+def test_ui_url_of_the_links():
+    assert notifier_from_env({}).ui_url == "http://127.0.0.1:3000"
+    assert notifier_from_env({"SHOP_OPS_UI_URL": "https://dagster.shop.test/"}).ui_url == "https://dagster.shop.test"
     assert build_run_failure_alert_sensor(dg.DefaultSensorStatus.RUNNING).name == SENSOR_NAME
 
 
@@ -121,7 +121,11 @@ def _notifier(tmp_path, webhook_url: str, smtp_port: int) -> NotifierResource:
     url_file = tmp_path / "slack-url"
     url_file.write_text(webhook_url)
     return NotifierResource(
-        slack_webhook_url_file=str(url_file), smtp_host="127.0.0.1", smtp_port=smtp_port, smtp_to=["ops@shop.test"]
+        slack_webhook_url_file=str(url_file),
+        smtp_host="127.0.0.1",
+        smtp_port=smtp_port,
+        smtp_to=["ops@shop.test"],
+        ui_url=UI,
     )
 
 
@@ -131,7 +135,6 @@ def _tick(instance, cursor, notifier):
 
 
 def test_one_message_per_failed_run_never_twice(tmp_path, instance, webhook, smtp, monkeypatch, capfd):
-    monkeypatch.setenv("SHOP_OPS_UI_URL", UI)
     smtp_port, box = smtp
     notifier = _notifier(tmp_path, webhook.url, smtp_port)
 
