@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv/bin
 
-.PHONY: run test install lint frontend images bench-api
+.PHONY: run test test-fast install lint frontend images bench-api
 
 # Installs what is missing, starts the local environment (`shop-ops local up`: databases, Redis,
 # registry, Docker API, routers, the shop in staging and production, dagster dev) and prints
@@ -16,6 +16,7 @@ install:
 lint: install
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
+	$(VENV)/lint-imports
 
 frontend: install
 	cd frontend && npm run build && npm test
@@ -26,6 +27,11 @@ images: install
 # Installs what is missing, builds the storefront, then runs every test against real services.
 test: install lint frontend
 	$(VENV)/pytest
+
+# The tests that start no outside program (no PostgreSQL, Redis, registry, podman, nginx, Chromium,
+# moto, dagster): under a minute, for the edit-test loop. `make test` stays the whole suite.
+test-fast: install
+	$(VENV)/pytest -m "not services"
 
 bench-api: install
 	$(VENV)/python bench/shop_api.py

@@ -120,3 +120,18 @@ def built(docker_api: DockerApi) -> dict:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "size" in (result.stdout + result.stderr).lower()  # the table of measured sizes is printed
     return json.loads((ROOT / ".build" / "images.json").read_text())
+
+
+@pytest.fixture
+def root_only_checkout() -> Iterator[Path]:
+    """`<tmp>/root-only/shop ops checkout`: where a newcomer may clone, inside a folder only its owner
+    may enter (mode 700, as root's home on Debian) and with a space in its path. Services that run as
+    their own users (PostgreSQL, nginx's workers) cannot pass the mode-700 folder; tests put state here
+    to prove nothing needs them to."""
+    base = Path(tempfile.mkdtemp(prefix="shop-ops-test-"))
+    base.chmod(0o755)  # the one closed folder is root-only
+    checkout = base / "root-only" / "shop ops checkout"
+    checkout.mkdir(parents=True)
+    (base / "root-only").chmod(0o700)
+    yield checkout
+    shutil.rmtree(base, ignore_errors=True)

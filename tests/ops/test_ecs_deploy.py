@@ -24,8 +24,11 @@ import uuid
 
 import pytest
 
+from shop_ops.definitions import release_target
 from shop_ops.release.ecs import EcsDeployError, deploy_to_ecs, rollback_ecs, service_state
 from shop_ops.resources.aws import AwsResource
+from shop_ops.resources.ledger import LedgerResource
+from shop_ops.resources.registry import RegistryResource
 from shop_ops.settings import ROOT, load_settings
 from tests.ops.conftest import MOTO_ECS_RUNNING, REGION
 
@@ -246,7 +249,8 @@ def test_service_state_judgement():
 
 
 def test_resource_holds_no_credentials_and_reads_the_aws_profile():
+    registry, ledger = RegistryResource(url="https://ecr.test"), LedgerResource()
     assert set(AwsResource.model_fields) == {"region", "endpoint_url", "max_attempts"}
-    resource = AwsResource.from_settings(load_settings(ROOT / "config" / "aws.yaml"))
+    resource = release_target(load_settings(ROOT / "config" / "aws.yaml"), registry, ledger).aws
     assert resource.region == "eu-central-1"
     assert "testing" not in repr(resource)

@@ -20,7 +20,7 @@ from shop_ops.release.images import BuiltImage, ReleaseBlocked, release_image
 from shop_ops.resources.containers import DockerEngine, RegistryAuth
 from shop_ops.resources.ledger import LedgerResource, ReleaseLedger
 from shop_ops.resources.registry import RegistryClient, RegistryResource
-from shop_ops.sensors.registry_push import registry_push_sensor
+from shop_ops.sensors.registry_push import build_registry_push_sensor
 from shop_ops.settings import load_settings
 
 DIGEST = "sha256:" + "ab" * 32
@@ -92,6 +92,7 @@ def pushed_release(engine: DockerEngine, registry_client: RegistryClient, built:
 
 
 def test_push_sensor_requests_one_release_staging_run_per_release(registry, pushed_release):
+    registry_push_sensor = build_registry_push_sensor(dg.DefaultSensorStatus.RUNNING)
     resource = RegistryResource(
         url=registry.url, credentials_file=str(registry.credentials_file),
         backend_repository="sensor-test/backend", frontend_repository="sensor-test/frontend",
@@ -112,7 +113,7 @@ def test_push_sensor_requests_one_release_staging_run_per_release(registry, push
         assert again.run_requests == []
         assert again.skip_reason.skip_message.startswith("no new release (already requested: 0.4.0; ")
         # registry down: skipped, cursor kept
-        down = resource.model_copy(update={"url": "http://127.0.0.1:9"})
+        down = RegistryResource(url="http://127.0.0.1:9", credentials_file=str(registry.credentials_file))
         broken = registry_push_sensor(
             dg.build_sensor_context(instance=instance, cursor=first.cursor, resources={"registry": down})
         )
