@@ -295,9 +295,9 @@ def deploy(
                 f"{environment} deploy of {release.version} {status.replace('_', ' ')}: {reason}", result
             )
 
+        images = strategy.images(release.backend_digest, release.frontend_digest)
         started = time.monotonic()
         try:
-            images = strategy.images(release.backend_digest, release.frontend_digest)
             result.schema = strategy.migrate(environment, release, images, place)
         except StepFailed as exc:
             raise fail(exc.status, str(exc)) from None
