@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
 
 
@@ -29,3 +31,15 @@ class ErrorBody(BaseModel):
 
 def not_found(kind: str, ident: object) -> ApiError:
     return ApiError(404, "not_found", f"{kind} {ident} not found")
+
+
+# The error answers a route documents (`responses=ERRORS`); every one has the ErrorBody.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": desc}
+    for code, desc in {
+        400: "Malformed request (bad JSON, missing Idempotency-Key)",
+        404: "Unknown id",
+        409: "Conflict (insufficient stock, reused Idempotency-Key)",
+        422: "Invalid input",
+    }.items()
+}

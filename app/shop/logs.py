@@ -8,6 +8,10 @@ import time
 
 import orjson
 
+# JSON leaves these raw, but str.splitlines() and other Unicode-aware readers end a line at them;
+# escaped, a record stays one line for every reader, whatever a client put in the path it logs.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
 
 class JsonFormatter(logging.Formatter):
     """Render a record as one JSON object; `extra={"fields": {...}}` adds keys."""
@@ -24,7 +28,8 @@ class JsonFormatter(logging.Formatter):
             doc.update(fields)
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(doc).decode()
+        line = orjson.dumps(doc).decode()
+        return line if line.isascii() else line.translate(_LINE_BREAKS)
 
 
 def configure(level: str = "info") -> None:

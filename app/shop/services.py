@@ -1,0 +1,49 @@
+"""The services the routes use (database, Redis, catalog, carts, checkout), opened once per worker process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from shop import metrics
+from shop.cache import LocalCache, ResponseCache, create_redis
+from shop.carts import Carts
+from shop.catalog import Catalog
+from shop.checkout import Checkout
+from shop.db import create_engine
+from shop.migrate import contract_revisions, known_revisions
+from shop.settings import Settings
+
+
+@dataclass
+class Services:
+    """What the routes use, built once per worker process."""
+
+    settings: Settings
+    engine: AsyncEngine
+    catalog: Catalog
+    carts: Carts
+    checkout: Checkout
+    known_revisions: list[str]
+    contract_revisions: frozenset[str]
+
+
+@asynccontextmanager
+async def open_services(settings: Settings) -> AsyncIterator[Services]:
+    """Connect the database pool and Redis, build the services on them, and close both on exit."""
+    engine = create_engine(settings)
+    redis = create_redis(settings)
+    cache = ResponseCache(redis, LocalCache(settings.local_cache_ttl_seconds), settings.cache_ttl_seconds)
+    catalog = Catalog(engine, cache)
+    carts = Carts(redis, catalog, settings.cart_ttl_seconds)
+    metrics.DB_POOL_SIZE.set(settings.database_pool_size)
+    try:
+        yield Services(
+            settings, engine, catalog, carts, Checkout(engine, carts, catalog), known_revisions(), contract_revisions()
+        )
+    finally:
+        await redis.aclose()
+        await engine.dispose()
