@@ -5,7 +5,7 @@
 #   podman_registry_add_insecure 127.0.0.1:5000
 #   podman_build_replace LOG DOCKERFILE CONTEXT TAG LOCAL_TAG [BUILD OPTIONS...]
 #   podman_service_start                    # Docker API on unix://$PODMAN_STATE/podman.sock
-#   podman_service_stop
+#   podman_service_stop                     # and unmounts its storage, so the folder can be deleted
 #
 # Run directly for the same actions from a terminal:
 #   scripts/podman-env.sh env | service-start | service-stop | service-status | registry-add HOST:PORT
@@ -179,7 +179,45 @@ podman_service_start() {
     return 1
 }
 
-# Stop the API service started by podman_service_start (by its pid file only).
+# Mount points at or under $PODMAN_STATE, one a line, deepest first (/proc/self/mountinfo's
+# field 5, octal escapes such as \040 for a space decoded).
+_podman_mounts() {
+    local real m
+    real=$(cd "$PODMAN_STATE" 2>/dev/null && pwd -P) || return 0
+    awk '{ print $5 }' /proc/self/mountinfo | while IFS= read -r m; do
+        m=$(printf '%b' "$m")
+        case $m in "$real" | "$real"/*) printf '%s\t%s\n' "${#m}" "$m" ;; esac
+    done | sort -rn | cut -f2-
+}
+
+# Put the storage away once no podman process uses it. `podman system service` exits without
+# shutting its storage down, so the overlay driver's bind mount of storage/overlay onto itself
+# outlives it and the state folder cannot be deleted ("Device or resource busy"). A podman
+# command does shut the storage down as it exits (unmounting that, unless a container still has
+# its layers mounted): `podman ps` is that command. What is still mounted under $PODMAN_STATE
+# after it is unmounted only if no container (nor a build's: --external) exists in this storage;
+# otherwise it is named on stderr and left alone. Nothing outside $PODMAN_STATE is touched.
+_podman_release_storage() {
+    local containers m _ left=()
+    containers=$(podman ps --all --external --quiet 2>/dev/null) || containers=unknown
+    [ -n "$(_podman_mounts)" ] || return 0
+    if [ -z "$containers" ]; then
+        # A mount stacked over another hides it: a second pass reaches what the first uncovered.
+        for _ in 1 2 3; do
+            while IFS= read -r m; do
+                umount "$m" 2>/dev/null || true
+            done < <(_podman_mounts)
+            [ -n "$(_podman_mounts)" ] || break
+        done
+    fi
+    mapfile -t left < <(_podman_mounts)
+    if [ ${#left[@]} -gt 0 ]; then
+        echo "podman_service_stop: still mounted (a container of this storage exists or uses it): ${left[*]}" >&2
+    fi
+}
+
+# Stop the API service started by podman_service_start (by its pid file only), then put its
+# storage away (_podman_release_storage).
 podman_service_stop() {
     local pid _
     if pid=$(_podman_service_pid); then
@@ -193,6 +231,7 @@ podman_service_stop() {
         fi
     fi
     rm -f "$PODMAN_SERVICE_PID" "$PODMAN_SOCK"
+    _podman_release_storage
 }
 
 # shellcheck disable=SC2317

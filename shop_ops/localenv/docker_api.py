@@ -8,6 +8,7 @@ that script so there is one way of configuring podman.
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +46,7 @@ class DockerApi:
         env = {}
         for line in result.stdout.splitlines():
             name, _, value = line.removeprefix("export ").partition("=")
-            env[name] = value.strip("'\"")
+            env[name] = "".join(shlex.split(value))  # shell-quoted (printf %q): a space comes as "\ "
         return env
 
     def existing_docker(self) -> str | None:
@@ -76,5 +77,5 @@ class DockerApi:
         return ping(self.docker_host)
 
     def stop(self) -> None:
-        """Stop the podman service started from this state folder (never a Docker engine)."""
+        """Stop the podman service started from this state folder (never a Docker engine), and unmount its storage."""
         self._script("service-stop")

@@ -3,6 +3,7 @@
 Everything lives under `Settings.state_path`:
 
     postgres/<env>/data, postgres/<env>/wal-archive   one PostgreSQL 15 cluster per environment
+                                                       (`postgres` may link elsewhere: see `place_postgres`)
     secrets/<env>-db-password                          the `shop` role's password (0640, group 10001)
     redis/  registry/  routers/<env>/  dagster/        the other services (pid files, logs)
     apps/<env>.json                                    the images each environment's slot runs
@@ -22,6 +23,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -42,6 +44,7 @@ from shop_ops.services.processes import (
     PostgresCluster,
     RedisServer,
     ServiceError,
+    pg_user_can_enter,
     pid_alive,
     port_holder,
     port_is_open,
@@ -53,6 +56,8 @@ if TYPE_CHECKING:  # imports dagster: only when containers are touched, so `stat
     from shop_ops.resources.containers import DockerEngine
 
 CONTAINER_UID = 10001  # the shop images run as this UID/GID
+# Where PostgreSQL's folders go when the OS user it runs as cannot reach the state folder (see place_postgres).
+PG_HOME = Path("/var/lib/shop-ops")
 SEED_PRODUCTS = 2000
 NO_RELEASE_NOTE = (
     "no release record exists yet: `up` started the current build directly in each environment's blue slot; "
@@ -129,15 +134,7 @@ class LocalStack:
         self.docker_state = settings.docker_state_path
         self.stack_id = apps.stack_id(self.state)
         self.docker = DockerApi(self.docker_state)
-        self.postgres = {
-            name: PostgresCluster(
-                datadir=self.state / "postgres" / name / "data",
-                port=env.postgres_port,
-                wal_archive=self.state / "postgres" / name / "wal-archive",
-                tcp_auth="scram-sha-256",
-            )
-            for name, env in self.environments.items()
-        }
+        self.postgres = self._clusters()
         self.redis = RedisServer(self.state / "redis", settings.redis.port)
         self.registry = RegistryServer(self.state / "registry", settings.registry.port)
         self.routers = {
@@ -147,6 +144,19 @@ class LocalStack:
         self.dagster = DagsterDev(self.state / "dagster", settings.dagster.port)
 
     # ------------------------------------------------------------------ paths and names
+    def _clusters(self) -> dict[str, PostgresCluster]:
+        # The real folder, not the link: PostgreSQL's own user may not be able to pass the state folder.
+        home = (self.state / "postgres").resolve()
+        return {
+            name: PostgresCluster(
+                datadir=home / name / "data",
+                port=env.postgres_port,
+                wal_archive=home / name / "wal-archive",
+                tcp_auth="scram-sha-256",
+            )
+            for name, env in self.environments.items()
+        }
+
     def password_file(self, env: str) -> Path:
         return self.settings.database_password_file(env)
 
@@ -211,13 +221,48 @@ class LocalStack:
         self.say(f"local environment up in {time.monotonic() - started:.1f}s")
 
     def _prepare_folders(self) -> None:
-        # As root PostgreSQL runs as the postgres OS user: it must traverse to its folders.
-        for folder in (self.state, self.state / "postgres"):
-            folder.mkdir(parents=True, exist_ok=True)
-            folder.chmod(folder.stat().st_mode | 0o711)
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.state.chmod(self.state.stat().st_mode | 0o711)
         for name in ("secrets", "stack", "apps", "logs"):
             (self.state / name).mkdir(exist_ok=True)
         (self.state / "secrets").chmod(0o711)
+        self.place_postgres()
+
+    def place_postgres(self) -> None:
+        """Make `<state>/postgres` a folder that PostgreSQL's OS user can reach, or a link to one.
+
+        As root, PostgreSQL runs as the `postgres` user (it refuses to run as root), and a
+        checkout inside a folder only root can enter (root's home is mode 700 on Debian) is
+        closed to that user. Then the clusters' folders go to a folder of this state's own under
+        PG_HOME (persistent, root's; others may pass through it but not list it) and
+        `<state>/postgres` links there. Not /tmp or /var/tmp: their periodic clean-up deletes
+        files nobody touched for a while, which breaks a database. Not by opening the user's own
+        folders to others (chmod o+x, ACLs): a change to their home they did not ask for.
+        """
+        link = self.state / "postgres"
+        if link.is_symlink():
+            return  # placed by an earlier `up`
+        if pg_user_can_enter(self.state):
+            link.mkdir(exist_ok=True)
+            link.chmod(link.stat().st_mode | 0o711)
+            return
+        if link.is_dir() and any(cluster.running() for cluster in self.postgres.values()):
+            return  # a cluster started before the folders above closed: leave it where it runs
+        PG_HOME.mkdir(parents=True, exist_ok=True)
+        PG_HOME.chmod(0o711)
+        home = Path(tempfile.mkdtemp(prefix=f"{self.stack_id}-", dir=PG_HOME))
+        home.chmod(0o711)
+        (home / "STATE").write_text(f"the PostgreSQL folders of the shop-ops state folder {self.state}\n")
+        if link.is_dir():  # what an `up` from before this placement left there (no cluster could start)
+            shutil.move(link, home / "postgres")
+        else:
+            (home / "postgres").mkdir(mode=0o711)
+        link.symlink_to(home / "postgres")
+        self.postgres = self._clusters()
+        self.say(
+            f"postgres data in {home / 'postgres'} (linked from {link}): the postgres OS user cannot enter "
+            f"{self.state}; delete that folder too when you delete this state"
+        )
 
     def _up_docker_api(self, rollback: _Rollback) -> None:
         # podman reads registries.conf per request: the insecure entry goes in before any push.

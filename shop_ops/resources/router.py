@@ -92,31 +92,36 @@ class Router:
             "            proxy_next_upstream error timeout;\n"
             "            proxy_connect_timeout 3s;\n"
             "            proxy_read_timeout 60s;\n"
+            # Run by root, nginx's workers run as `nobody`, who cannot enter a folder only root may
+            # (root's home is mode 700): they must never need a file in `folder`. So no response or
+            # request body goes to a temporary file; nginx passes bodies through its memory buffers.
+            "            proxy_max_temp_file_size 0;\n"
+            "            proxy_request_buffering off;\n"
         )
         backend = "".join(
             f"        location {path} {{\n{proxy.format(upstream='shop_backend')}        }}\n" for path in BACKEND_PATHS
         )
         text = f"""# The {self.name} router, written by shop-ops (shop_ops/resources/router.py); edits are overwritten.
 worker_processes 1;
-pid {self.pidfile};
-error_log {self.error_log} warn;
+pid {_quoted(self.pidfile)};
+error_log {_quoted(self.error_log)} warn;
 
 events {{
     worker_connections 2048;
 }}
 
 http {{
-    access_log {self.folder / "access.log"} combined buffer=64k flush=2s;
-    client_body_temp_path {tmp / "client_body"};
-    proxy_temp_path {tmp / "proxy"};
-    fastcgi_temp_path {tmp / "fastcgi"};
-    uwsgi_temp_path {tmp / "uwsgi"};
-    scgi_temp_path {tmp / "scgi"};
+    access_log {_quoted(self.folder / "access.log")} combined buffer=64k flush=2s;
+    client_body_temp_path {_quoted(tmp / "client_body")};
+    proxy_temp_path {_quoted(tmp / "proxy")};
+    fastcgi_temp_path {_quoted(tmp / "fastcgi")};
+    uwsgi_temp_path {_quoted(tmp / "uwsgi")};
+    scgi_temp_path {_quoted(tmp / "scgi")};
     server_tokens off;
     keepalive_timeout 65s;
 
     # upstream shop_backend, upstream shop_frontend and $shop_slot: rewritten by a switch
-    include {self.upstreams_file};
+    include {_quoted(self.upstreams_file)};
 
     server {{
         listen 127.0.0.1:{self.port} default_server;
@@ -275,6 +280,11 @@ http {{
             os.kill(pid, signal.SIGKILL)
             wait_gone(pid, 5)
         self.pidfile.unlink(missing_ok=True)
+
+
+def _quoted(path: Path) -> str:
+    """A path as one nginx argument, whatever spaces or quotes it holds."""
+    return '"' + str(path).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _write_if_changed(path: Path, text: str) -> None:

@@ -6,6 +6,7 @@ Plain functions and classes used by the local environment and by the test fixtur
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -80,6 +81,14 @@ def as_pg_user(cmd: list[str]) -> list[str]:
     return ["runuser", "-u", user, "--", *cmd] if user else cmd
 
 
+def pg_user_can_enter(path: Path) -> bool:
+    """The OS user PostgreSQL runs as can reach `path` (every folder above it lets that user through)."""
+    user = pg_os_user()
+    if not user:
+        return True
+    return subprocess.run(["runuser", "-u", user, "--", "test", "-x", str(path)], capture_output=True).returncode == 0
+
+
 def hand_to_pg_user(path: Path) -> None:
     """Give `path` (recursively) to the OS user PostgreSQL runs as, when that is not us."""
     user = pg_os_user()
@@ -88,6 +97,15 @@ def hand_to_pg_user(path: Path) -> None:
         for root, dirs, files in os.walk(path):
             for name in dirs + files:
                 shutil.chown(os.path.join(root, name), user, user)
+
+
+def _conf_string(value: str) -> str:
+    """A postgresql.conf string literal."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+# A unix socket's path (folder + "/.s.PGSQL.<port>") must fit sockaddr_un.sun_path: 107 bytes.
+UNIX_SOCKET_PATH_MAX = 107
 
 
 def _run(cmd: list[str], what: str) -> None:
@@ -121,6 +139,12 @@ class PostgresCluster:
         if (self.datadir / "PG_VERSION").exists():
             return
         self.datadir.mkdir(parents=True, exist_ok=True)
+        if not pg_user_can_enter(self.datadir.parent):
+            raise ServiceError(
+                f"PostgreSQL runs as the OS user {pg_os_user()}, which cannot enter {self.datadir.parent} "
+                "(a folder above it is closed to other users, e.g. a home folder of mode 700): "
+                "put the data folder where that user can reach it"
+            )
         hand_to_pg_user(self.datadir)
         _run(
             [pg_bin("initdb"), "-D", str(self.datadir), "-U", self.user, "--auth=trust", "-E", "UTF8",
@@ -129,7 +153,8 @@ class PostgresCluster:
         )  # fmt: skip
         conf = {
             "listen_addresses": "'127.0.0.1'",
-            "unix_socket_directories": f"'{self.socket_dir}'",
+            # Double quotes inside the list keep a folder with spaces or commas one entry.
+            "unix_socket_directories": _conf_string(f'"{self.socket_dir}"'),
             "max_connections": "200",
             "shared_buffers": "128MB",
             "fsync": "on",
@@ -138,11 +163,13 @@ class PostgresCluster:
         if self.wal_archive is not None:
             self.wal_archive.mkdir(parents=True, exist_ok=True)
             hand_to_pg_user(self.wal_archive)
+            # A shell command: the folder shell-quoted (spaces), a literal % doubled for PostgreSQL.
+            archive = shlex.quote(str(self.wal_archive)).replace("%", "%%")
             conf.update(
                 {
                     "wal_level": "replica",
                     "archive_mode": "on",
-                    "archive_command": f"'test ! -f {self.wal_archive}/%f && cp %p {self.wal_archive}/%f'",
+                    "archive_command": _conf_string(f"test ! -f {archive}/%f && cp %p {archive}/%f"),
                     "archive_timeout": "60",
                 }
             )
@@ -183,6 +210,12 @@ class PostgresCluster:
     def start(self, timeout: float = 30) -> None:
         if port_is_open(self.port):
             raise ServiceError(f"port {self.port} for PostgreSQL ({self.datadir}) is already in use")
+        socket_path = f"{self.socket_dir}/.s.PGSQL.{self.port}"
+        if len(socket_path.encode()) > UNIX_SOCKET_PATH_MAX:
+            raise ServiceError(
+                f"PostgreSQL's unix socket {socket_path} is longer than {UNIX_SOCKET_PATH_MAX} bytes: "
+                "use a data folder with a shorter path (e.g. a shorter SHOP_OPS_STATE)"
+            )
         self.socket_dir.mkdir(parents=True, exist_ok=True)
         hand_to_pg_user(self.socket_dir)
         _run(

@@ -1,19 +1,22 @@
 """End to end: the built storefront in headless Chromium against the real backend.
 
 nginx runs the storefront image's own config (frontend/nginx/, rendered by its entrypoint)
-on the host, serving frontend/dist and proxying /api/ to a real `shop-serve`.
+on the host, serving a copy of frontend/dist and proxying /api/ to a real `shop-serve`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 
 from shop_ops.services.processes import PostgresCluster, free_port, wait_for_http
@@ -25,33 +28,44 @@ ROOT = Path(__file__).resolve().parents[2]
 FRONTEND = ROOT / "frontend"
 
 
-def render_storefront_nginx(run_dir: Path, port: int, backend_url: str) -> Path:
-    """The image's nginx config, rendered by its entrypoint, with the image paths pointed at the repo."""
+def _quoted(path: Path) -> str:
+    return '"' + str(path).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render_storefront_nginx(frontend: Path, run_dir: Path, port: int, backend_url: str) -> Path:
+    """The image's files laid out in `run_dir` as its Dockerfile copies them, and its nginx config rendered there.
+
+    Copied, not served from the checkout: run by root, nginx's workers run as `nobody`, who cannot
+    read a checkout inside a folder only root may enter (root's home is mode 700). In the image,
+    too, nginx serves its own copy (`COPY dist/ /srv/storefront/`).
+    """
+    site, etc = run_dir / "srv" / "storefront", run_dir / "etc" / "shop-nginx"
+    shutil.copytree(frontend / "dist", site)
+    shutil.copytree(frontend / "nginx", etc)
+    for path in [run_dir, *run_dir.rglob("*")]:  # readable by the workers, whatever the checkout's modes
+        path.chmod(0o755 if path.is_dir() else 0o644)
     env = {
         "PATH": os.environ["PATH"],
         "LISTEN_PORT": str(port),
         "LISTEN_HOST": "127.0.0.1",
         "BACKEND_URL": backend_url,
         "NGINX_RUN_DIR": str(run_dir),
-        "NGINX_TEMPLATE": str(FRONTEND / "nginx" / "nginx.conf.template"),
+        "NGINX_TEMPLATE": str(etc / "nginx.conf.template"),
         "NGINX_WORKER_PROCESSES": "1",
     }
-    subprocess.run(["sh", str(FRONTEND / "nginx" / "entrypoint.sh"), "true"], env=env, check=True)
+    subprocess.run(["sh", str(etc / "entrypoint.sh"), "true"], env=env, check=True)
     conf = run_dir / "nginx.conf"
-    text = conf.read_text().replace("/srv/storefront", str(FRONTEND / "dist"))
-    conf.write_text(text.replace("/etc/shop-nginx/", str(FRONTEND / "nginx") + "/"))
+    text = conf.read_text().replace("/srv/storefront", _quoted(site))
+    conf.write_text(re.sub(r"/etc/shop-nginx/([^;\s]+)", lambda m: _quoted(etc / m.group(1)), text))
     return conf
 
 
-@pytest.fixture
-def storefront(server: ShopServer) -> Iterator[str]:
-    if not (FRONTEND / "dist" / "index.html").exists():
-        pytest.fail("frontend/dist is missing: build the storefront first (cd frontend && npm run build)")
+@contextmanager
+def serve_storefront(frontend: Path, backend_url: str) -> Iterator[str]:
+    """nginx with the storefront image's config on a free port, serving `frontend`/dist; yields its URL."""
     run_dir = Path(tempfile.mkdtemp(prefix="shop-e2e-nginx-"))
     port = free_port()
-    conf = render_storefront_nginx(run_dir, port, server.url)
-    for path in [run_dir, *run_dir.iterdir()]:
-        path.chmod(0o777)  # nginx workers run as an unprivileged user when started as root
+    conf = render_storefront_nginx(frontend, run_dir, port, backend_url)
     nginx = subprocess.Popen(
         ["nginx", "-e", str(run_dir / "error.log"), "-c", str(conf), "-g", "daemon off;"],
         stdout=subprocess.DEVNULL,
@@ -65,6 +79,29 @@ def storefront(server: ShopServer) -> Iterator[str]:
         nginx.terminate()
         nginx.wait(timeout=10)
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def storefront(server: ShopServer) -> Iterator[str]:
+    if not (FRONTEND / "dist" / "index.html").exists():
+        pytest.fail("frontend/dist is missing: build the storefront first (cd frontend && npm run build)")
+    with serve_storefront(FRONTEND, server.url) as url:
+        yield url
+
+
+def test_storefront_of_a_checkout_only_root_can_enter(root_only_checkout: Path):
+    """A checkout where a newcomer may clone (in root's mode-700 home, a space in its path) is served whole."""
+    if not (FRONTEND / "dist" / "index.html").exists():
+        pytest.fail("frontend/dist is missing: build the storefront first (cd frontend && npm run build)")
+    frontend = root_only_checkout / "frontend"
+    for part in ("dist", "nginx"):
+        shutil.copytree(FRONTEND / part, frontend / part)
+    script = next((frontend / "dist" / "assets").glob("*.js"))
+    with serve_storefront(frontend, "http://127.0.0.1:9") as url:
+        home = httpx.get(f"{url}/", timeout=10)
+        asset = httpx.get(f"{url}/assets/{script.name}", timeout=10)
+    assert home.status_code == 200 and home.text == (frontend / "dist" / "index.html").read_text()
+    assert asset.status_code == 200 and asset.content == script.read_bytes()
 
 
 def test_shopper_searches_adds_to_cart_checks_out_and_sees_order_number(

@@ -8,18 +8,23 @@ The Docker API and image storage are the repository's (`SHOP_OPS_DOCKER_STATE`, 
 fixture): images built once are reused, instead of re-importing the base images and rebuilding
 both images in every temp folder. Everything else (clusters, Redis, registry, routers, dagster
 dev, app containers labelled with this stack) belongs to the temp state and must be gone after `down`.
+
+The config and state live where a newcomer may clone (`root_only_checkout`: inside a mode-700
+folder, as root's home is, with a space in the path): PostgreSQL and nginx's workers run as their
+own users there, and after `down` nothing is mounted or running in that folder, so it can be deleted.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import re
 import shutil
 import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +37,7 @@ import yaml
 from dagster_graphql import DagsterGraphQLClient
 
 from shop_ops.localenv.docker_api import DockerApi
+from shop_ops.localenv.stack import PG_HOME, LocalStack, Progress
 from shop_ops.localenv.version_push import build_version_layers, push_release, wait_for_finished_attempt
 from shop_ops.release import apps
 from shop_ops.release.apps import stack_id
@@ -39,7 +45,7 @@ from shop_ops.resources.containers import DockerEngine
 from shop_ops.resources.ledger import ReleaseLedger
 from shop_ops.resources.registry import RegistryClient
 from shop_ops.services.processes import free_port, pg_bin, pids_using
-from shop_ops.settings import ImageSettings
+from shop_ops.settings import ImageSettings, load_settings
 
 pytestmark = pytest.mark.services  # `shop-ops local up` starts every service and dagster dev
 
@@ -55,10 +61,9 @@ def _free_ports(count: int) -> list[int]:
 
 
 @pytest.fixture
-def local_env(docker_api: DockerApi) -> Iterator[dict[str, str]]:
+def local_env(docker_api: DockerApi, root_only_checkout: Path) -> Iterator[dict[str, str]]:
     """Environment variables for a private stack: its own YAML config (free ports) and state folder."""
-    base = Path(tempfile.mkdtemp(prefix="shop-ops-test-stack-"))
-    base.chmod(0o755)  # as root, PostgreSQL runs as the postgres OS user and must traverse it
+    base = root_only_checkout
     p = iter(_free_ports(17))
     config = {
         "profile": "local",
@@ -82,12 +87,15 @@ def local_env(docker_api: DockerApi) -> Iterator[dict[str, str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHOP_")}
     env.update(
         SHOP_OPS_CONFIG=str(base / "local.yaml"),
-        SHOP_OPS_STATE=str(base / "state"),
+        SHOP_OPS_STATE=str(base / ".state"),
         SHOP_OPS_DOCKER_STATE=str(docker_api.state_dir),
     )
     yield env
-    shop_ops(env, "down", timeout=120)  # whatever a failed assertion left running
-    shutil.rmtree(base, ignore_errors=True)
+    if base.exists():  # a test that got to its end deleted it
+        shop_ops(env, "down", timeout=120)  # whatever a failed assertion left running
+    # As root, `up` places PostgreSQL's folders outside a checkout the postgres user cannot enter.
+    for placed in PG_HOME.glob(f"{stack_id(Path(env['SHOP_OPS_STATE']))}-*"):
+        shutil.rmtree(placed, ignore_errors=True)
 
 
 def shop_ops(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -99,12 +107,45 @@ def status(env: dict[str, str]) -> dict:
     return json.loads(result.stdout)
 
 
+def postgres_home(env: dict[str, str]) -> Path:
+    """Where the stack's PostgreSQL folders really are (`<state>/postgres` may link outside the checkout)."""
+    return (Path(env["SHOP_OPS_STATE"]) / "postgres").resolve()
+
+
 def stack_leftovers(env: dict[str, str], engine: DockerEngine) -> tuple[list[int], list[str]]:
-    """Processes holding files in the temp state, and containers (running or not) of this stack."""
+    """Processes holding files (or their working folder) in the temp state or the stack's PostgreSQL
+    folders, and containers (running or not) of this stack."""
     state = Path(env["SHOP_OPS_STATE"])
-    pids = pids_using(state, "") if state.exists() else []
+    pids = sorted({pid for folder in (state, postgres_home(env)) for pid in processes_in(folder)})
     containers = engine.list_services(labels={"io.shop-ops.stack": stack_id(state)}, include_stopped=True)
     return pids, [c.name for c in containers]
+
+
+def processes_in(folder: Path) -> list[int]:
+    """Processes with an open file or their working folder under `folder` (what would keep it busy)."""
+    if not folder.exists():
+        return []
+    prefix = str(folder.resolve()) + os.sep
+    found = set(pids_using(folder, ""))
+    for cwd in Path("/proc").glob("[0-9]*/cwd"):
+        try:
+            if (os.readlink(cwd) + os.sep).startswith(prefix):
+                found.add(int(cwd.parent.name))
+        except OSError:
+            continue
+    found.discard(os.getpid())
+    return sorted(found)
+
+
+def mounts_under(folder: Path) -> list[str]:
+    """Mount points at or under `folder` (/proc/self/mountinfo, octal escapes such as \\040 decoded)."""
+    real = str(folder.resolve())
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
+        if point == real or point.startswith(real + os.sep):
+            points.append(point)
+    return points
 
 
 def served_version(url: str) -> str:
@@ -272,6 +313,31 @@ def test_up_status_down_up(local_env: dict[str, str], docker_api: DockerApi) -> 
     doc = status(env)
     assert all(doc[service]["up"] for service in SERVICES), doc
 
+    # The checkout can be deleted right after `down`: nothing mounted or running in it.
+    checkout, pg_home = Path(env["SHOP_OPS_CONFIG"]).parent, postgres_home(env)
+    down = shop_ops(env, "down")
+    assert down.returncode == 0, down.stdout + down.stderr
+    assert (mounts_under(checkout), processes_in(checkout), processes_in(pg_home)) == ([], [], [])
+    removed = subprocess.run(["rm", "-rf", str(checkout)], capture_output=True, text=True)
+    assert removed.returncode == 0 and not checkout.exists(), removed.stderr
+
+
+def test_docker_api_leaves_its_storage_unmounted(root_only_checkout: Path) -> None:
+    """podman's API started on a state folder in the checkout (as `up` does without a Docker engine):
+    once stopped, nothing of its storage stays mounted, and the checkout can be deleted."""
+    api = DockerApi(root_only_checkout / ".state")
+    if api.existing_docker():
+        pytest.skip("a Docker engine answers here: `up` would use it, not podman")
+    api.start()
+    try:
+        assert api.answers()
+        assert mounts_under(api.podman_state)  # podman's overlay storage mounts itself
+    finally:
+        api.stop()
+    assert (mounts_under(root_only_checkout), processes_in(root_only_checkout)) == ([], [])
+    removed = subprocess.run(["rm", "-rf", str(root_only_checkout)], capture_output=True, text=True)
+    assert removed.returncode == 0, removed.stderr
+
 
 def test_port_held_by_another_process(local_env: dict[str, str], docker_api: DockerApi) -> None:
     config = yaml.safe_load(Path(local_env["SHOP_OPS_CONFIG"]).read_text())
@@ -284,3 +350,22 @@ def test_port_held_by_another_process(local_env: dict[str, str], docker_api: Doc
     assert result.returncode != 0
     assert f"port {port} (router (production))" in result.stderr, result.stderr
     assert stack_leftovers(local_env, DockerEngine(docker_api.docker_host)) == ([], [])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only as root does PostgreSQL run as another OS user")
+def test_postgres_folders_left_in_a_closed_checkout_move_out(local_env: dict[str, str], monkeypatch) -> None:
+    """What an `up` from before the placement left in a checkout the postgres user cannot enter (initdb
+    failed there) moves to a folder under PG_HOME, linked from `.state/postgres`; once, then it stays."""
+    for name in ("SHOP_OPS_CONFIG", "SHOP_OPS_STATE"):
+        monkeypatch.setenv(name, local_env[name])
+    link = Path(local_env["SHOP_OPS_STATE"]) / "postgres"
+    (link / "staging" / "wal-archive").mkdir(parents=True)
+    (link / "staging" / "wal-archive" / "kept").write_text("kept")
+    stack = LocalStack(load_settings(), Progress(io.StringIO()))
+    stack.place_postgres()
+    home = link.resolve()
+    assert link.is_symlink() and home.parent.parent == PG_HOME, home
+    assert (home / "staging" / "wal-archive" / "kept").read_text() == "kept"
+    assert stack.postgres["staging"].datadir == home / "staging" / "data"
+    LocalStack(load_settings(), Progress(io.StringIO())).place_postgres()
+    assert link.resolve() == home
