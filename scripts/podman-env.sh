@@ -12,7 +12,7 @@
 #
 # Layout (SHOP_OPS_STATE defaults to <repo>/.state, which git ignores):
 #   $SHOP_OPS_STATE/podman/containers.conf  runc, cgroupfs, fixed ulimits, file events logger
-#   $SHOP_OPS_STATE/podman/storage.conf     overlay; graphroot storage/, runroot run/
+#   $SHOP_OPS_STATE/podman/storage.conf     overlay; graphroot storage/, runroot /run/shop-ops/<id> (short)
 #   $SHOP_OPS_STATE/podman/registries.conf  no short-name resolution, insecure 127.0.0.1 registries
 #   $SHOP_OPS_STATE/podman/podman.sock      Docker-compatible API (podman system service)
 #
@@ -48,18 +48,36 @@ _podman_env_write() {
     fi
 }
 
-podman_env_init() {
-    mkdir -p "$PODMAN_STATE"/{storage,run,tmp} "$SHOP_OPS_CACHE" || return 1
+# podman's runroot for $PODMAN_STATE: a short path of its own under /run, because with a runroot
+# of about 50 characters or more (a checkout a few folders deep) podman waits out conmon's 20 s
+# timeout after every attached container (`docker run`, compose, the one-off migrations) instead
+# of seeing it exit (measured with podman 4.3 here: 49 characters fine, 52 slow). Where /run is not
+# ours to write, the runroot stays beside the storage. podman records the runroot in its database
+# when the storage is first used: a storage made before keeps the one it has.
+_podman_runroot() {
+    local real
+    real=$(cd "$PODMAN_STATE" && pwd -P) || return 1
+    if [ -w /run ]; then
+        printf '/run/shop-ops/%s\n' "$(printf '%s' "$real" | sha1sum | cut -c1-12)"
+    else
+        printf '%s/run\n' "$PODMAN_STATE"
+    fi
+}
 
-    # runroot and tmp_dir hold per-boot state (mounts, locks, "alive" marker). They live
-    # on disk here (no tmpfs /run on these machines), so clear them after a reboot to let
-    # podman refresh its state instead of trusting stale mounts.
+podman_env_init() {
+    mkdir -p "$PODMAN_STATE"/{storage,tmp} "$SHOP_OPS_CACHE" || return 1
+    PODMAN_RUNROOT=$(_podman_runroot) || return 1
+    mkdir -p "$PODMAN_RUNROOT" || return 1
+
+    # runroot and tmp_dir hold per-boot state (mounts, locks, "alive" marker). /run is not a
+    # tmpfs on these machines, so clear them after a reboot to let podman refresh its state
+    # instead of trusting stale mounts.
     local boot_id=""
     [ -r /proc/sys/kernel/random/boot_id ] && boot_id=$(cat /proc/sys/kernel/random/boot_id)
     if [ -n "$boot_id" ] && [ -f "$PODMAN_STATE/boot_id" ] &&
         [ "$(cat "$PODMAN_STATE/boot_id")" != "$boot_id" ]; then
-        rm -rf "${PODMAN_STATE:?}/run" "${PODMAN_STATE:?}/tmp" "$PODMAN_SERVICE_PID"
-        mkdir -p "$PODMAN_STATE"/{run,tmp}
+        rm -rf "${PODMAN_RUNROOT:?}" "${PODMAN_STATE:?}/run" "${PODMAN_STATE:?}/tmp" "$PODMAN_SERVICE_PID"
+        mkdir -p "$PODMAN_RUNROOT" "$PODMAN_STATE/tmp"
     fi
     [ -n "$boot_id" ] && printf '%s\n' "$boot_id" | _podman_env_write "$PODMAN_STATE/boot_id"
 
@@ -81,7 +99,7 @@ EOF
 [storage]
 driver = "overlay"
 graphroot = "$PODMAN_STATE/storage"
-runroot = "$PODMAN_STATE/run"
+runroot = "$PODMAN_RUNROOT"
 EOF
 
     # registries.conf keeps the [[registry]] entries added by podman_registry_add_insecure:
