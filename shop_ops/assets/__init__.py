@@ -1,1 +1,1 @@
-"""Asset groups, one module each: images, database (later: deployments, backups, performance, costs, security, docs)."""
+"""Asset groups, one module each: images, database, deployments (later: backups, performance, costs, security, docs)."""

@@ -1,1 +1,1 @@
-"""Starts and stops the local environment's real services (PostgreSQL, Redis, ...)."""
+"""The local environment's bootstrapper (`shop-ops local up | down | status`): a leaf only the CLI imports."""

@@ -1,1 +1,1 @@
-"""Release domain logic: images (build, policy, release tag) and migrations, as plain functions without Dagster."""
+"""Release domain logic without Dagster: images, migrations and schema rules, the one release flow and its strategies."""
