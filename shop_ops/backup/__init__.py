@@ -1,0 +1,1 @@
+"""Backup domain logic without Dagster: logical dumps with their fingerprints, restore checks."""

@@ -1,0 +1,305 @@
+"""Logical backups: `pg_dump -Fc` and the fingerprint at one exported snapshot, and restoring one to check it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+from urllib.parse import unquote, urlsplit
+
+import psycopg2
+import psycopg2.extensions
+
+from shop_ops.backup.fingerprint import Fingerprint, compute_fingerprint
+from shop_ops.services.processes import PostgresCluster, pg_bin
+
+CHUNK = 1 << 20
+STDERR_TAIL = 800
+
+
+class BackupError(RuntimeError):
+    """A backup or its restore check failed; the message names the cause (never a password)."""
+
+
+@dataclass(frozen=True)
+class PgParams:
+    """Where a database is and who logs in; the password only travels in a subprocess's environment."""
+
+    host: str
+    port: int
+    database: str
+    user: str
+    password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_url(cls, url: str, password: str | None = None) -> PgParams:
+        """From `postgresql://user[:password]@host:port/database` (any `+driver` suffix is ignored)."""
+        parts = urlsplit(url)
+        return cls(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 5432,
+            database=unquote(parts.path.lstrip("/")) or "postgres",
+            user=unquote(parts.username or "postgres"),
+            password=password if password is not None else (unquote(parts.password) if parts.password else None),
+        )
+
+    def describe(self) -> str:
+        return f"{self.user}@{self.host}:{self.port}/{self.database}"
+
+    def connect(self) -> psycopg2.extensions.connection:
+        try:
+            return psycopg2.connect(
+                host=self.host, port=self.port, dbname=self.database, user=self.user,
+                password=self.password, connect_timeout=10,
+            )  # fmt: skip
+        except psycopg2.OperationalError as exc:
+            raise BackupError(self.scrub(f"database {self.describe()} does not answer: {str(exc).strip()}")) from None
+
+    def client_args(self) -> list[str]:
+        """Connection options for pg_dump/pg_restore/psql: no password here (see `client_env`)."""
+        return ["-h", self.host, "-p", str(self.port), "-U", self.user]
+
+    def client_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        if self.password:
+            env["PGPASSWORD"] = self.password
+        env["PGCONNECT_TIMEOUT"] = "10"
+        return env
+
+    def scrub(self, message: str) -> str:
+        return message.replace(self.password, "***") if self.password else message
+
+
+@dataclass(frozen=True)
+class LogicalBackup:
+    """A complete dump file and the fingerprint of the snapshot it holds."""
+
+    path: Path
+    bytes: int
+    seconds: float
+    sha256: str
+    snapshot: str
+    fingerprint: Fingerprint
+
+    @property
+    def mb_per_s(self) -> float:
+        return self.bytes / 1e6 / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    """A dump restored into a scratch database whose fingerprint matched the expected one."""
+
+    database: str
+    seconds: float
+    restored_bytes: int
+    fingerprint: Fingerprint
+    kept: bool
+
+
+ProgressHook = Callable[[int, "subprocess.Popen[bytes]"], None]
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _exit_cause(program: str, returncode: int, stderr: str) -> str:
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = str(-returncode)
+        head = f"{program} was killed by signal {name}"
+    else:
+        head = f"{program} exited {returncode}"
+    tail = stderr.strip()[-STDERR_TAIL:]
+    return f"{head}: {tail}" if tail else head
+
+
+class _Streamer(threading.Thread):
+    """Copies pg_dump's stdout into the file, hashing as it goes (the place encryption will go too)."""
+
+    def __init__(
+        self, source: IO[bytes], target: IO[bytes], proc: subprocess.Popen[bytes], hook: ProgressHook | None
+    ) -> None:
+        super().__init__(name="pg_dump-stream", daemon=True)
+        self.source, self.target, self.proc, self.hook = source, target, proc, hook
+        self.digest = hashlib.sha256()
+        self.bytes = 0
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            while chunk := self.source.read1(CHUNK):  # type: ignore[attr-defined]
+                self.target.write(chunk)
+                self.digest.update(chunk)
+                self.bytes += len(chunk)
+                if self.hook is not None:
+                    self.hook(self.bytes, self.proc)
+        except Exception as exc:  # noqa: BLE001 - handed to the caller's thread, which raises it
+            self.error = exc
+            self.proc.kill()  # pg_dump would otherwise block on a full pipe nobody reads
+
+
+def dump_with_fingerprint(params: PgParams, out_path: Path, on_progress: ProgressHook | None = None) -> LogicalBackup:
+    """`pg_dump -Fc` of `params`' database into `out_path`, with the fingerprint of the same snapshot.
+
+    One REPEATABLE READ transaction exports its snapshot; pg_dump dumps that snapshot
+    (`--snapshot`) while this transaction computes the fingerprint, and the transaction stays
+    open until pg_dump has finished. The file is written as `.<name>.partial-*` beside
+    `out_path` and renamed into place only after pg_dump exited 0 and the data is on disk; on
+    any failure the partial file is removed and BackupError names the cause. `on_progress`
+    (bytes so far, the pg_dump process) is called from the streaming thread after each chunk.
+    """
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = out_path.parent / f".{out_path.name}.partial-{uuid.uuid4().hex[:8]}"
+    started = time.monotonic()
+    conn = params.connect()
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        conn.set_session(isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ, readonly=True)
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_export_snapshot()")
+            snapshot = str(cur.fetchone()[0])
+        with open(partial, "wb") as target, tempfile.TemporaryFile() as stderr:
+            cmd = [pg_bin("pg_dump"), "-Fc", f"--snapshot={snapshot}", *params.client_args(), "-d", params.database]
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, env=params.client_env())
+            assert proc.stdout is not None
+            streamer = _Streamer(proc.stdout, target, proc, on_progress)
+            streamer.start()
+            try:
+                try:
+                    fingerprint = compute_fingerprint(conn)
+                except psycopg2.Error as exc:
+                    raise BackupError(
+                        params.scrub(f"fingerprint of {params.describe()} failed: {str(exc).strip()}")
+                    ) from None
+                returncode = proc.wait()
+                streamer.join()
+                proc.stdout.close()
+                stderr.seek(0)
+                err = stderr.read().decode(errors="replace")
+                if streamer.error is not None:
+                    raise BackupError(f"writing {partial} failed: {streamer.error}")
+                if returncode != 0:
+                    raise BackupError(
+                        params.scrub(
+                            f"pg_dump of {params.describe()} failed: {_exit_cause('pg_dump', returncode, err)}"
+                        )
+                    )
+                target.flush()
+                os.fsync(target.fileno())
+            except BaseException:
+                # Stop pg_dump and the copy before the file closes under them; the caller removes it.
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                streamer.join(timeout=10)
+                raise
+        conn.commit()
+        size = partial.stat().st_size
+        if size != streamer.bytes:
+            raise BackupError(f"{partial} holds {size} bytes, pg_dump wrote {streamer.bytes}")
+        os.replace(partial, out_path)
+        _fsync_dir(out_path.parent)
+        return LogicalBackup(
+            path=out_path, bytes=size, seconds=time.monotonic() - started, sha256=streamer.digest.hexdigest(),
+            snapshot=snapshot, fingerprint=fingerprint,
+        )  # fmt: skip
+    except BaseException:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        partial.unlink(missing_ok=True)
+        raise
+    finally:
+        conn.close()
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def restore_and_verify(
+    dump_path: Path,
+    expected: Fingerprint,
+    scratch: PostgresCluster,
+    *,
+    sha256: str | None = None,
+    database: str | None = None,
+    keep: bool = False,
+) -> RestoreResult:
+    """`pg_restore` the dump into a new database of `scratch`, fingerprint it, compare with `expected`.
+
+    `sha256` (of the stored file) is checked first when given. A mismatch, an unreadable or
+    truncated dump, or a failed restore raises BackupError naming the cause; the scratch
+    database is dropped then, and also on success unless `keep` (a caller that starts the shop
+    against it drops it itself).
+    """
+    dump_path = Path(dump_path)
+    started = time.monotonic()
+    if not dump_path.is_file():
+        raise BackupError(f"dump {dump_path} does not exist")
+    if sha256 is not None:
+        actual = sha256_of(dump_path)
+        if actual != sha256:
+            raise BackupError(f"dump {dump_path} is corrupted: sha256 {actual} differs from the recorded {sha256}")
+    name = database or f"restore_{uuid.uuid4().hex[:12]}"
+    target = PgParams("127.0.0.1", scratch.port, name, scratch.user)
+    listed = subprocess.run([pg_bin("pg_restore"), "--list", str(dump_path)], capture_output=True, text=True)
+    if listed.returncode != 0:
+        cause = _exit_cause("pg_restore --list", listed.returncode, listed.stderr)
+        raise BackupError(f"dump {dump_path} is not a readable archive (truncated or corrupted?): {cause}")
+    scratch.psql(f'CREATE DATABASE "{name}"')
+    try:
+        restored = subprocess.run(
+            [pg_bin("pg_restore"), "--exit-on-error", "--no-owner", "--no-privileges", *target.client_args(),
+             "-d", name, str(dump_path)],
+            capture_output=True, text=True, env=target.client_env(),
+        )  # fmt: skip
+        if restored.returncode != 0:
+            cause = _exit_cause("pg_restore", restored.returncode, restored.stderr)
+            raise BackupError(f"restoring {dump_path} failed (truncated or corrupted dump?): {cause}")
+        conn = target.connect()
+        try:
+            conn.set_session(isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ, readonly=True)
+            actual_fp = compute_fingerprint(conn)
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_database_size(current_database())")
+                size = int(cur.fetchone()[0])
+            conn.rollback()
+        finally:
+            conn.close()
+        problems = expected.diff(actual_fp)
+        if problems:
+            raise BackupError(f"restored {dump_path} does not match its fingerprint: " + "; ".join(problems))
+        result = RestoreResult(name, time.monotonic() - started, size, actual_fp, keep)
+    except BaseException:
+        drop_database(scratch, name)
+        raise
+    if not keep:
+        drop_database(scratch, name)
+    return result
+
+
+def drop_database(scratch: PostgresCluster, name: str) -> None:
+    scratch.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
