@@ -11,15 +11,15 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
-from urllib.parse import unquote, urlsplit
 
 import psycopg2
 import psycopg2.extensions
 
 from shop_ops.backup.fingerprint import Fingerprint, compute_fingerprint
+from shop_ops.resources.postgres import DatabaseError, DatabaseTarget
 from shop_ops.services.processes import PostgresCluster, pg_bin
 
 CHUNK = 1 << 20
@@ -30,53 +30,31 @@ class BackupError(RuntimeError):
     """A backup or its restore check failed; the message names the cause (never a password)."""
 
 
-@dataclass(frozen=True)
-class PgParams:
-    """Where a database is and who logs in; the password only travels in a subprocess's environment."""
+def _client_args(db: DatabaseTarget) -> list[str]:
+    """Connection options for pg_dump/pg_restore: no password here (see `_client_env`)."""
+    return ["-h", db.host, "-p", str(db.port), "-U", db.user]
 
-    host: str
-    port: int
-    database: str
-    user: str
-    password: str | None = field(default=None, repr=False)
 
-    @classmethod
-    def from_url(cls, url: str, password: str | None = None) -> PgParams:
-        """From `postgresql://user[:password]@host:port/database` (any `+driver` suffix is ignored)."""
-        parts = urlsplit(url)
-        return cls(
-            host=parts.hostname or "127.0.0.1",
-            port=parts.port or 5432,
-            database=unquote(parts.path.lstrip("/")) or "postgres",
-            user=unquote(parts.username or "postgres"),
-            password=password if password is not None else (unquote(parts.password) if parts.password else None),
-        )
+def _client_env(db: DatabaseTarget) -> dict[str, str]:
+    """The environment of a PostgreSQL client program: the password (from its file) only here."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    password = db.password()
+    if password:
+        env["PGPASSWORD"] = password
+    env["PGCONNECT_TIMEOUT"] = "10"
+    return env
 
-    def describe(self) -> str:
-        return f"{self.user}@{self.host}:{self.port}/{self.database}"
 
-    def connect(self) -> psycopg2.extensions.connection:
-        try:
-            return psycopg2.connect(
-                host=self.host, port=self.port, dbname=self.database, user=self.user,
-                password=self.password, connect_timeout=10,
-            )  # fmt: skip
-        except psycopg2.OperationalError as exc:
-            raise BackupError(self.scrub(f"database {self.describe()} does not answer: {str(exc).strip()}")) from None
+def _scrub(db: DatabaseTarget, message: str) -> str:
+    password = db.password()
+    return message.replace(password, "***") if password else message
 
-    def client_args(self) -> list[str]:
-        """Connection options for pg_dump/pg_restore/psql: no password here (see `client_env`)."""
-        return ["-h", self.host, "-p", str(self.port), "-U", self.user]
 
-    def client_env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        if self.password:
-            env["PGPASSWORD"] = self.password
-        env["PGCONNECT_TIMEOUT"] = "10"
-        return env
-
-    def scrub(self, message: str) -> str:
-        return message.replace(self.password, "***") if self.password else message
+def _connect(db: DatabaseTarget) -> psycopg2.extensions.connection:
+    try:
+        return db.connect()
+    except DatabaseError as exc:
+        raise BackupError(_scrub(db, str(exc))) from None
 
 
 @dataclass(frozen=True)
@@ -155,8 +133,8 @@ class _Streamer(threading.Thread):
             self.proc.kill()  # pg_dump would otherwise block on a full pipe nobody reads
 
 
-def dump_with_fingerprint(params: PgParams, out_path: Path, on_progress: ProgressHook | None = None) -> LogicalBackup:
-    """`pg_dump -Fc` of `params`' database into `out_path`, with the fingerprint of the same snapshot.
+def dump_with_fingerprint(db: DatabaseTarget, out_path: Path, on_progress: ProgressHook | None = None) -> LogicalBackup:
+    """`pg_dump -Fc` of `db`'s database into `out_path`, with the fingerprint of the same snapshot.
 
     One REPEATABLE READ transaction exports its snapshot; pg_dump dumps that snapshot
     (`--snapshot`) while this transaction computes the fingerprint, and the transaction stays
@@ -169,7 +147,7 @@ def dump_with_fingerprint(params: PgParams, out_path: Path, on_progress: Progres
     out_path.parent.mkdir(parents=True, exist_ok=True)
     partial = out_path.parent / f".{out_path.name}.partial-{uuid.uuid4().hex[:8]}"
     started = time.monotonic()
-    conn = params.connect()
+    conn = _connect(db)
     proc: subprocess.Popen[bytes] | None = None
     try:
         conn.set_session(isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ, readonly=True)
@@ -177,8 +155,8 @@ def dump_with_fingerprint(params: PgParams, out_path: Path, on_progress: Progres
             cur.execute("SELECT pg_export_snapshot()")
             snapshot = str(cur.fetchone()[0])
         with open(partial, "wb") as target, tempfile.TemporaryFile() as stderr:
-            cmd = [pg_bin("pg_dump"), "-Fc", f"--snapshot={snapshot}", *params.client_args(), "-d", params.database]
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, env=params.client_env())
+            cmd = [pg_bin("pg_dump"), "-Fc", f"--snapshot={snapshot}", *_client_args(db), "-d", db.database]
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, env=_client_env(db))
             assert proc.stdout is not None
             streamer = _Streamer(proc.stdout, target, proc, on_progress)
             streamer.start()
@@ -187,7 +165,7 @@ def dump_with_fingerprint(params: PgParams, out_path: Path, on_progress: Progres
                     fingerprint = compute_fingerprint(conn)
                 except psycopg2.Error as exc:
                     raise BackupError(
-                        params.scrub(f"fingerprint of {params.describe()} failed: {str(exc).strip()}")
+                        _scrub(db, f"fingerprint of {db.describe()} failed: {str(exc).strip()}")
                     ) from None
                 returncode = proc.wait()
                 streamer.join()
@@ -198,9 +176,7 @@ def dump_with_fingerprint(params: PgParams, out_path: Path, on_progress: Progres
                     raise BackupError(f"writing {partial} failed: {streamer.error}")
                 if returncode != 0:
                     raise BackupError(
-                        params.scrub(
-                            f"pg_dump of {params.describe()} failed: {_exit_cause('pg_dump', returncode, err)}"
-                        )
+                        _scrub(db, f"pg_dump of {db.describe()} failed: {_exit_cause('pg_dump', returncode, err)}")
                     )
                 target.flush()
                 os.fsync(target.fileno())
@@ -264,7 +240,7 @@ def restore_and_verify(
         if actual != sha256:
             raise BackupError(f"dump {dump_path} is corrupted: sha256 {actual} differs from the recorded {sha256}")
     name = database or f"restore_{uuid.uuid4().hex[:12]}"
-    target = PgParams("127.0.0.1", scratch.port, name, scratch.user)
+    target = DatabaseTarget(port=scratch.port, database=name, user=scratch.user)
     listed = subprocess.run([pg_bin("pg_restore"), "--list", str(dump_path)], capture_output=True, text=True)
     if listed.returncode != 0:
         cause = _exit_cause("pg_restore --list", listed.returncode, listed.stderr)
@@ -272,14 +248,14 @@ def restore_and_verify(
     scratch.psql(f'CREATE DATABASE "{name}"')
     try:
         restored = subprocess.run(
-            [pg_bin("pg_restore"), "--exit-on-error", "--no-owner", "--no-privileges", *target.client_args(),
+            [pg_bin("pg_restore"), "--exit-on-error", "--no-owner", "--no-privileges", *_client_args(target),
              "-d", name, str(dump_path)],
-            capture_output=True, text=True, env=target.client_env(),
+            capture_output=True, text=True, env=_client_env(target),
         )  # fmt: skip
         if restored.returncode != 0:
             cause = _exit_cause("pg_restore", restored.returncode, restored.stderr)
             raise BackupError(f"restoring {dump_path} failed (truncated or corrupted dump?): {cause}")
-        conn = target.connect()
+        conn = _connect(target)
         try:
             conn.set_session(isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ, readonly=True)
             actual_fp = compute_fingerprint(conn)

@@ -16,7 +16,15 @@ from pathlib import Path
 import pytest
 
 from shop_ops.backup.fingerprint import Fingerprint, compute_fingerprint
-from shop_ops.backup.logical import BackupError, PgParams, dump_with_fingerprint, restore_and_verify, sha256_of
+from shop_ops.backup.logical import (
+    BackupError,
+    _client_args,
+    _client_env,
+    dump_with_fingerprint,
+    restore_and_verify,
+    sha256_of,
+)
+from shop_ops.resources.postgres import DatabaseTarget
 from shop_ops.services.processes import PostgresCluster, free_port
 
 pytestmark = pytest.mark.services
@@ -47,15 +55,22 @@ def small_sql(order: slice = slice(None)) -> str:
     )
 
 
-def new_db(postgres: PostgresCluster, sql: str) -> PgParams:
+def target(postgres: PostgresCluster, database: str, password_file: Path | None = None) -> DatabaseTarget:
+    return DatabaseTarget(
+        port=postgres.port, database=database, user=postgres.user,
+        password_file=str(password_file) if password_file else None,
+    )  # fmt: skip
+
+
+def new_db(postgres: PostgresCluster, sql: str) -> DatabaseTarget:
     name = f"bk_{next(_names)}_{os.getpid()}"
     postgres.create_database(name)
     postgres.psql(sql, database=name)
-    return PgParams.from_url(postgres.dsn(name))
+    return target(postgres, name)
 
 
-def live_fingerprint(params: PgParams) -> Fingerprint:
-    conn = params.connect()
+def live_fingerprint(db: DatabaseTarget) -> Fingerprint:
+    conn = db.connect()
     try:
         return compute_fingerprint(conn)
     finally:
@@ -78,17 +93,17 @@ def scratch() -> Iterator[PostgresCluster]:
 
 
 @pytest.fixture(scope="module")
-def small(postgres: PostgresCluster) -> PgParams:
+def small(postgres: PostgresCluster) -> DatabaseTarget:
     return new_db(postgres, small_sql())
 
 
 @pytest.fixture(scope="module")
-def small_backup(small: PgParams, tmp_path_factory: pytest.TempPathFactory):
+def small_backup(small: DatabaseTarget, tmp_path_factory: pytest.TempPathFactory):
     return dump_with_fingerprint(small, tmp_path_factory.mktemp("small") / "small.dump")
 
 
 @pytest.fixture(scope="module")
-def big(postgres: PostgresCluster) -> PgParams:
+def big(postgres: PostgresCluster) -> DatabaseTarget:
     """Enough rows that pg_dump's output spans many chunks, so a kill lands halfway.
 
     `zz_tail` is dumped after `lines`: pg_dump still has a query to send after the first
@@ -123,7 +138,7 @@ def test_dump_restores_to_the_same_fingerprint(small_backup, scratch: PostgresCl
     assert result.database not in restore_databases(scratch)  # dropped after the check
 
 
-def test_fingerprint_follows_content_not_order(postgres: PostgresCluster, small: PgParams) -> None:
+def test_fingerprint_follows_content_not_order(postgres: PostgresCluster, small: DatabaseTarget) -> None:
     original = live_fingerprint(small)
     # The same rows inserted in the opposite order (and so laid out differently on disk).
     copy = new_db(postgres, small_sql(slice(None, None, -1)))
@@ -140,7 +155,7 @@ def test_fingerprint_follows_content_not_order(postgres: PostgresCluster, small:
 
 
 def test_dump_and_fingerprint_agree_while_writes_continue(
-    big: PgParams, scratch: PostgresCluster, tmp_path: Path
+    big: DatabaseTarget, scratch: PostgresCluster, tmp_path: Path
 ) -> None:
     inserted = 0
     stop = threading.Event()
@@ -182,7 +197,7 @@ def test_dump_and_fingerprint_agree_while_writes_continue(
 
 @pytest.mark.parametrize("how", ["killed", "connection terminated"])
 def test_a_failed_dump_leaves_nothing_and_names_the_cause(
-    how: str, big: PgParams, postgres: PostgresCluster, tmp_path: Path
+    how: str, big: DatabaseTarget, postgres: PostgresCluster, tmp_path: Path
 ) -> None:
     halfway: list[int] = []
 
@@ -211,7 +226,7 @@ def test_a_failed_dump_leaves_nothing_and_names_the_cause(
 
 
 def test_a_dump_of_a_missing_database_fails_with_the_reason(postgres: PostgresCluster, tmp_path: Path) -> None:
-    missing = PgParams.from_url(postgres.dsn("no_such_database"))
+    missing = target(postgres, "no_such_database")
     with pytest.raises(BackupError, match='database "no_such_database" does not exist'):
         dump_with_fingerprint(missing, tmp_path / "x.dump")
     assert os.listdir(tmp_path) == []
@@ -251,9 +266,11 @@ def test_a_wrong_fingerprint_is_reported_table_by_table(small_backup, scratch: P
 
 
 def test_passwords_stay_off_command_lines_and_messages(postgres: PostgresCluster, tmp_path: Path) -> None:
-    params = PgParams.from_url(postgres.dsn("no_such_database"), password="s3cret-pw")
-    assert "s3cret-pw" not in repr(params) and "s3cret-pw" not in " ".join(params.client_args())
-    assert params.client_env()["PGPASSWORD"] == "s3cret-pw"
+    secret = tmp_path / "db-password"
+    secret.write_text("s3cret-pw\n")
+    db = target(postgres, "no_such_database", secret)
+    assert "s3cret-pw" not in repr(db) and "s3cret-pw" not in " ".join(_client_args(db))
+    assert _client_env(db)["PGPASSWORD"] == "s3cret-pw"
     with pytest.raises(BackupError) as failed:
-        dump_with_fingerprint(params, tmp_path / "x.dump")
+        dump_with_fingerprint(db, tmp_path / "dumps" / "x.dump")
     assert "s3cret-pw" not in str(failed.value)
