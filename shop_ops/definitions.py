@@ -53,6 +53,11 @@ def registry_resource(settings: Settings) -> RegistryResource:
     )
 
 
+def containers_resource(settings: Settings) -> ContainersResource:
+    """The Docker API: a Docker engine that answers, else podman's service over the state's storage."""
+    return ContainersResource(docker_host=docker_host_for(settings.docker_state_path))
+
+
 def postgres_resource(settings: Settings) -> PostgresResource:
     """Each local environment's database (the aws profile has none reachable from here)."""
     if settings.profile != "local":
@@ -70,7 +75,13 @@ def postgres_resource(settings: Settings) -> PostgresResource:
     )
 
 
-def release_target(settings: Settings, registry: RegistryResource, ledger: LedgerResource) -> ReleaseTarget:
+def release_target(
+    settings: Settings,
+    registry: RegistryResource,
+    ledger: LedgerResource,
+    containers: ContainersResource | None = None,
+    postgres: PostgresResource | None = None,
+) -> ReleaseTarget:
     """Blue/green slots behind each environment's router (local), or each environment's ECS service (aws)."""
     if settings.profile == "aws":
         assert settings.aws is not None
@@ -98,8 +109,8 @@ def release_target(settings: Settings, registry: RegistryResource, ledger: Ledge
     )
     return BlueGreenTarget(
         registry=registry, ledger=ledger, k6=K6Resource(),
-        containers=ContainersResource(docker_host=docker_host_for(settings.docker_state_path)),
-        router=router, postgres=postgres_resource(settings), stack=stack_id(settings.state_path),
+        containers=containers or containers_resource(settings),
+        router=router, postgres=postgres or postgres_resource(settings), stack=stack_id(settings.state_path),
         redis_urls={name: settings.redis_url(name) for name in environments},
     )  # fmt: skip
 
@@ -108,13 +119,14 @@ def resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     """Every resource, configured from the settings; the release strategy picked by profile."""
     registry = registry_resource(settings)
     ledger = LedgerResource(location=settings.ledger, state_dir=str(settings.state_path))
+    containers, postgres = containers_resource(settings), postgres_resource(settings)
     return {
-        "containers": ContainersResource(docker_host=docker_host_for(settings.docker_state_path)),
+        "containers": containers,
         "registry": registry,
-        "postgres": postgres_resource(settings),
+        "postgres": postgres,
         "ledger": ledger,
         "notifier": notifier_from_env(),
-        "release_target": release_target(settings, registry, ledger),
+        "release_target": release_target(settings, registry, ledger, containers, postgres),
     }
 
 

@@ -18,7 +18,7 @@ from shop.seed import seed_catalog
 from shop_ops.localenv.docker_api import DockerApi
 from shop_ops.localenv.registry import RegistryServer
 from shop_ops.services.processes import PostgresCluster, RedisServer, free_port
-from tests.support import SEED_PRODUCTS, ShopServer, new_database, shop_env
+from tests.support import SEED_PRODUCTS, ShopServer, new_database, running_cluster, shop_env
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,17 +37,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[PostgresCluster]:
-    # Not under pytest's 0700 temp folder: as root, PostgreSQL runs as the postgres OS user.
-    base = Path(tempfile.mkdtemp(prefix="shop-ops-test-pg-"))
-    base.chmod(0o755)
-    cluster = PostgresCluster(datadir=base / "data", port=free_port())
-    try:
-        cluster.init()
-        cluster.start()
+    with running_cluster("shop-ops-test-pg-") as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

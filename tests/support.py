@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from shop_ops.resources.ledger import PG_ENV
@@ -13,6 +17,22 @@ from shop_ops.services.processes import PostgresCluster, free_port, wait_for_htt
 
 _db_names = itertools.count(1)
 SEED_PRODUCTS = 300
+
+
+@contextmanager
+def running_cluster(prefix: str) -> Iterator[PostgresCluster]:
+    """A PostgreSQL cluster on a free port, in a temp folder the postgres OS user may enter; removed after."""
+    # Not under pytest's 0700 temp folder: as root, PostgreSQL runs as the postgres OS user.
+    base = Path(tempfile.mkdtemp(prefix=prefix))
+    base.chmod(0o755)
+    cluster = PostgresCluster(datadir=base / "data", port=free_port())
+    try:
+        cluster.init()
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def new_database(postgres: PostgresCluster, prefix: str = "shop") -> str:

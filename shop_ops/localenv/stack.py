@@ -325,11 +325,7 @@ class LocalStack:
             return False
         self.dagster.env = {
             "DOCKER_HOST": self.docker.docker_host,
-            "SHOP_OPS_STATE": str(self.state),
-            **{
-                f"SHOP_OPS_{name.upper()}_DATABASE_PASSWORD_FILE": str(self.password_file(name))
-                for name in self.environments
-            },
+            "SHOP_OPS_STATE": str(self.state),  # definitions.py finds the password files under it
             **{k: v for k, v in self.docker.podman_env().items() if k.startswith("CONTAINERS_")},
         }
         with self._step(f"launching dagster dev on {self.dagster.url} (DAGSTER_HOME {self.dagster.home})"):

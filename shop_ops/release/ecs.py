@@ -23,7 +23,6 @@ revision before the service moves to it (the aws release runs its migration task
 from __future__ import annotations
 
 import copy
-import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -67,7 +66,7 @@ class EcsDeployResult:
     new_task_definition: str
     outcome: Outcome
     reason: str
-    seconds: float  # the whole deploy, rollback included
+    seconds: float  # from update_service to the end, rollback included
     wait_seconds: float  # from update_service to the new revision judged steady, failed or timed out
     rollback: EcsRollbackResult | None = None
 
@@ -285,21 +284,3 @@ def update_to_revision(
         cluster, service, previous, new, "rolled_back", reason, round(time.monotonic() - started, 3), wait_seconds,
         rollback,
     )  # fmt: skip
-
-
-def deploy_to_ecs(
-    ecs: Any,
-    cluster: str,
-    service: str,
-    images: Mapping[str, str],
-    timeout_s: float = 600,
-    poll_s: float = 10,
-) -> EcsDeployResult:
-    """Deploy `images` ({container name: image@sha256:digest}) to the service; roll back if it does not become steady.
-
-    `register_revision` (raises EcsDeployError before changing anything), then `update_to_revision`.
-    """
-    started = time.monotonic()
-    svc, previous, new = register_revision(ecs, cluster, service, images)
-    result = update_to_revision(ecs, cluster, service, svc, previous, new, timeout_s=timeout_s, poll_s=poll_s)
-    return dataclasses.replace(result, seconds=round(time.monotonic() - started, 3))

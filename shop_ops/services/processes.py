@@ -83,10 +83,7 @@ def as_pg_user(cmd: list[str]) -> list[str]:
 
 def pg_user_can_enter(path: Path) -> bool:
     """The OS user PostgreSQL runs as can reach `path` (every folder above it lets that user through)."""
-    user = pg_os_user()
-    if not user:
-        return True
-    return subprocess.run(["runuser", "-u", user, "--", "test", "-x", str(path)], capture_output=True).returncode == 0
+    return subprocess.run(as_pg_user(["test", "-x", str(path)]), capture_output=True).returncode == 0
 
 
 def hand_to_pg_user(path: Path) -> None:

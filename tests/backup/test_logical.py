@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import itertools
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -25,7 +23,8 @@ from shop_ops.backup.logical import (
     sha256_of,
 )
 from shop_ops.resources.postgres import DatabaseTarget
-from shop_ops.services.processes import PostgresCluster, free_port
+from shop_ops.services.processes import PostgresCluster
+from tests.support import running_cluster
 
 pytestmark = pytest.mark.services
 
@@ -80,16 +79,8 @@ def live_fingerprint(db: DatabaseTarget) -> Fingerprint:
 @pytest.fixture(scope="module")
 def scratch() -> Iterator[PostgresCluster]:
     """A second cluster to restore into, as the restore test's temporary one."""
-    base = Path(tempfile.mkdtemp(prefix="shop-ops-test-scratch-"))
-    base.chmod(0o755)  # PostgreSQL runs as the postgres OS user when we are root
-    cluster = PostgresCluster(datadir=base / "data", port=free_port())
-    try:
-        cluster.init()
-        cluster.start()
+    with running_cluster("shop-ops-test-scratch-") as cluster:
         yield cluster
-    finally:
-        cluster.stop()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

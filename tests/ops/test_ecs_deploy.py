@@ -25,12 +25,25 @@ import uuid
 import pytest
 
 from shop_ops.definitions import release_target
-from shop_ops.release.ecs import EcsDeployError, deploy_to_ecs, rollback_ecs, service_state
+from shop_ops.release.ecs import (
+    EcsDeployError,
+    register_revision,
+    rollback_ecs,
+    service_state,
+    update_to_revision,
+)
 from shop_ops.resources.aws import AwsResource
 from shop_ops.resources.ledger import LedgerResource
 from shop_ops.resources.registry import RegistryResource
 from shop_ops.settings import ROOT, load_settings
 from tests.ops.conftest import MOTO_ECS_RUNNING, REGION
+
+
+def deploy_to_ecs(ecs, cluster: str, service: str, images: dict, timeout_s: float, poll_s: float):
+    """The two halves the ECS release runs as its migrate and roll-out steps, back to back."""
+    svc, previous, new = register_revision(ecs, cluster, service, images)
+    return update_to_revision(ecs, cluster, service, svc, previous, new, timeout_s=timeout_s, poll_s=poll_s)
+
 
 OLD = {
     "backend": "127.0.0.1:5055/shop/backend@sha256:" + "a" * 64,
