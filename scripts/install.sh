@@ -8,7 +8,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
 APT_PACKAGES=(
-  postgresql-15 redis-server nginx-light                        # the shop's services and the router
+  postgresql-15 pgbackrest redis-server nginx-light             # the shop's services, physical backups, the router
   podman buildah skopeo runc uidmap fuse-overlayfs slirp4netns  # Docker API and image builds
   golang-github-containernetworking-plugin-dnsname              # compose service names resolve on podman networks
   debootstrap docker-compose docker-registry apache2-utils      # base images, compose, registry
