@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from shop_ops.backup.crypto import CHUNK_PLAIN, MAGIC, CryptoError, generate_key_file, key_id, load_key
 from shop_ops.backup.fingerprint import Fingerprint, compute_fingerprint
 from shop_ops.backup.logical import (
     BackupError,
@@ -145,8 +146,9 @@ def test_fingerprint_follows_content_not_order(postgres: PostgresCluster, small:
     assert original.diff(live_fingerprint(copy)) == ["table events: rows 4 -> 3"]
 
 
+@pytest.mark.parametrize("encrypted", [False, True], ids=["plain", "encrypted"])
 def test_dump_and_fingerprint_agree_while_writes_continue(
-    big: DatabaseTarget, scratch: PostgresCluster, tmp_path: Path
+    encrypted: bool, big: DatabaseTarget, scratch: PostgresCluster, tmp_path: Path
 ) -> None:
     inserted = 0
     stop = threading.Event()
@@ -174,7 +176,8 @@ def test_dump_and_fingerprint_agree_while_writes_continue(
     thread = threading.Thread(target=writer)
     thread.start()
     try:
-        backup = dump_with_fingerprint(big, tmp_path / "big.dump", on_progress=during_dump)
+        key = bytes(range(32)) if encrypted else None
+        backup = dump_with_fingerprint(big, tmp_path / "big.dump", on_progress=during_dump, key=key)
     finally:
         stop.set()
         thread.join()
@@ -182,11 +185,13 @@ def test_dump_and_fingerprint_agree_while_writes_continue(
     assert inserted >= seen_at_start[0] + 50
     assert live.tables["lines"][0] > backup.fingerprint.tables["lines"][0] >= 60000
 
-    result = restore_and_verify(backup.path, backup.fingerprint, scratch)
+    if encrypted:
+        assert backup.plain_bytes > 2 * CHUNK_PLAIN  # several chunks, streamed while pg_dump wrote
+    result = restore_and_verify(backup.path, backup.fingerprint, scratch, sha256=backup.sha256, key=key)
     assert result.fingerprint == backup.fingerprint != live
 
 
-@pytest.mark.parametrize("how", ["killed", "connection terminated"])
+@pytest.mark.parametrize("how", ["killed", "connection terminated", "killed, encrypted"])
 def test_a_failed_dump_leaves_nothing_and_names_the_cause(
     how: str, big: DatabaseTarget, postgres: PostgresCluster, tmp_path: Path
 ) -> None:
@@ -196,7 +201,7 @@ def test_a_failed_dump_leaves_nothing_and_names_the_cause(
         if halfway:
             return
         halfway.append(written)
-        if how == "killed":
+        if how.startswith("killed"):
             proc.send_signal(signal.SIGKILL)
         else:
             postgres.psql(
@@ -204,13 +209,14 @@ def test_a_failed_dump_leaves_nothing_and_names_the_cause(
                 f"WHERE application_name = 'pg_dump' AND datname = '{big.database}'"
             )
 
+    key = bytes(32) if how.endswith("encrypted") else None
     with pytest.raises(BackupError) as failed:
-        dump_with_fingerprint(big, tmp_path / "big.dump", on_progress=fail)
+        dump_with_fingerprint(big, tmp_path / "big.dump", on_progress=fail, key=key)
     assert halfway and halfway[0] < 1_000_000  # it failed after a first chunk, far from the end
     assert os.listdir(tmp_path) == []
     message = str(failed.value)
     assert f"pg_dump of postgres@127.0.0.1:{big.port}/{big.database} failed" in message
-    if how == "killed":
+    if how.startswith("killed"):
         assert "killed by signal SIGKILL" in message
     else:
         assert "exited 1" in message and "terminat" in message
@@ -265,3 +271,75 @@ def test_passwords_stay_off_command_lines_and_messages(postgres: PostgresCluster
     with pytest.raises(BackupError) as failed:
         dump_with_fingerprint(db, tmp_path / "dumps" / "x.dump")
     assert "s3cret-pw" not in str(failed.value)
+
+
+# --- encrypted dumps ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("keys") / "backup.key"
+    generate_key_file(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def encrypted_backup(small: DatabaseTarget, key_file: Path, tmp_path_factory: pytest.TempPathFactory):
+    return dump_with_fingerprint(small, tmp_path_factory.mktemp("encrypted") / "small.dump.enc", key=load_key(key_file))
+
+
+def test_an_encrypted_dump_restores_to_the_same_fingerprint(
+    encrypted_backup, small_backup, key_file: Path, scratch: PostgresCluster, tmp_path: Path
+) -> None:
+    backup, key = encrypted_backup, load_key(key_file)
+    data = backup.path.read_bytes()
+    assert os.listdir(backup.path.parent) == ["small.dump.enc"]
+    assert data.startswith(MAGIC) and b"PGDMP" not in data  # pg_dump's archive is not in clear
+    assert backup.bytes == len(data) > backup.plain_bytes > 0  # header and tags on top of pg_dump's output
+    assert backup.sha256 == sha256_of(backup.path)  # over what was written: checks the stored object
+    assert backup.key_id == key_id(key) and backup.encrypted and not small_backup.encrypted
+    assert small_backup.plain_bytes == small_backup.bytes
+    assert backup.fingerprint == small_backup.fingerprint
+
+    workdir = tmp_path / "restore scratch"
+    result = restore_and_verify(
+        backup.path, backup.fingerprint, scratch, sha256=backup.sha256, key=key, workdir=workdir
+    )
+    assert result.fingerprint == backup.fingerprint
+    assert os.listdir(workdir) == []  # the decrypted copy is gone
+    assert restore_databases(scratch) == []
+
+
+def test_an_encrypted_dump_needs_its_key_and_all_its_chunks(
+    encrypted_backup, small_backup, key_file: Path, scratch: PostgresCluster, tmp_path: Path
+) -> None:
+    backup, key, workdir = encrypted_backup, load_key(key_file), tmp_path / "work"
+    with pytest.raises(BackupError, match=rf"is encrypted \(key id {backup.key_id}\): restore it with its key"):
+        restore_and_verify(backup.path, backup.fingerprint, scratch)
+    with pytest.raises(CryptoError, match=rf"encrypted with another key \(key id {backup.key_id}, this key is"):
+        restore_and_verify(backup.path, backup.fingerprint, scratch, key=bytes(32), workdir=workdir)
+    with pytest.raises(BackupError, match="is not encrypted, but a key was given"):
+        restore_and_verify(small_backup.path, small_backup.fingerprint, scratch, key=bytes(32), workdir=workdir)
+
+    data = backup.path.read_bytes()
+    truncated = tmp_path / "truncated.enc"
+    truncated.write_bytes(data[: len(data) - 100])
+    with pytest.raises(CryptoError, match="is truncated: no final chunk"):
+        restore_and_verify(truncated, backup.fingerprint, scratch, key=key, workdir=workdir)
+    flipped = tmp_path / "flipped.enc"
+    flipped.write_bytes(data[:200] + bytes([data[200] ^ 0x04]) + data[201:])
+    with pytest.raises(CryptoError, match=r"chunk 0 fails authentication \(corrupted\)"):
+        restore_and_verify(flipped, backup.fingerprint, scratch, key=key, workdir=workdir)
+    assert os.listdir(workdir) == []  # no decrypted leftovers after any failure
+    assert restore_databases(scratch) == []  # and nothing restored from a file that did not authenticate
+
+
+def test_the_key_goes_nowhere_near_the_output(encrypted_backup, key_file: Path) -> None:
+    key = load_key(key_file)
+    needles = [key, key.hex().encode(), key.hex().upper().encode()]
+    for path in encrypted_backup.path.parent.iterdir():
+        content = path.read_bytes()
+        assert not any(needle in content for needle in needles), path
+    shown = repr(encrypted_backup).encode()
+    assert not any(needle in shown for needle in needles)
+    assert key_file.parent != encrypted_backup.path.parent
