@@ -115,7 +115,7 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _exit_cause(program: str, returncode: int, stderr: str) -> str:
+def exit_cause(program: str, returncode: int, stderr: str) -> str:
     if returncode < 0:
         try:
             name = signal.Signals(-returncode).name
@@ -227,7 +227,7 @@ def dump_with_fingerprint(
                     raise BackupError(f"writing {partial} failed: {streamer.error}")
                 if returncode != 0:
                     raise BackupError(
-                        _scrub(db, f"pg_dump of {db.describe()} failed: {_exit_cause('pg_dump', returncode, err)}")
+                        _scrub(db, f"pg_dump of {db.describe()} failed: {exit_cause('pg_dump', returncode, err)}")
                     )
                 streamer.finish()
                 target.flush()
@@ -329,7 +329,7 @@ def _restore_plain(
     target = DatabaseTarget(port=scratch.port, database=name, user=scratch.user)
     listed = subprocess.run([pg_bin("pg_restore"), "--list", str(dump_path)], capture_output=True, text=True)
     if listed.returncode != 0:
-        cause = _exit_cause("pg_restore --list", listed.returncode, listed.stderr)
+        cause = exit_cause("pg_restore --list", listed.returncode, listed.stderr)
         raise BackupError(f"dump {shown} is not a readable archive (truncated or corrupted?): {cause}")
     scratch.psql(f'CREATE DATABASE "{name}"')
     try:
@@ -339,7 +339,7 @@ def _restore_plain(
             capture_output=True, text=True, env=_client_env(target),
         )  # fmt: skip
         if restored.returncode != 0:
-            cause = _exit_cause("pg_restore", restored.returncode, restored.stderr)
+            cause = exit_cause("pg_restore", restored.returncode, restored.stderr)
             raise BackupError(f"restoring {shown} failed (truncated or corrupted dump?): {cause}")
         conn = _connect(target)
         try:
