@@ -8,11 +8,21 @@
 # and localhost/shop-ops-runner:local.
 #
 # Idempotent: the source hash (deploy/Dockerfile, this script, pyproject.toml, shop_ops/,
-# config/ and the base image's id) is stored in the label io.shop-ops.runner.source; when an
-# image with that label exists, nothing is built. Otherwise the wheels of the repository's
-# shop-ops distribution and all its dependencies are built on the host with the image's
-# Python release (scripts/host-wheels.sh), from a copy of the sources (no build/ or egg-info
-# left in the repository), and installed inside the image with `pip install --no-index`.
+# config/, the base image's id and the Debian packages' names and versions) is stored in the
+# label io.shop-ops.runner.source; when an image with that label exists, nothing is built.
+# Otherwise the wheels of the repository's shop-ops distribution and all its dependencies are
+# built on the host with the image's Python release (scripts/host-wheels.sh), from a copy of
+# the sources (no build/ or egg-info left in the repository), and installed inside the image
+# with `pip install --no-index`.
+#
+# Debian packages (RUNNER_DEBS: PostgreSQL 15 client and server programs, pgBackRest): nothing
+# is downloaded inside a build (podman_build_replace: --network none), so the .deb files come
+# from the host's apt, which must be Debian of the base image's release (bookworm). The
+# packages get the versions installed on the host (else apt's candidate); `apt-get -s` against
+# the base image's dpkg status adds the dependencies the base lacks (no recommends). The files
+# are fetched with `apt-get download` (verified against the host's signed apt lists), kept in
+# $SHOP_OPS_CACHE/runner-debs, and installed with dpkg in the image. When the host's lists
+# do not have a version any more: apt-get update.
 #
 # Environment: RUNNER_BASE_IMAGE (default localhost/shop-base-python:bookworm, built by
 # scripts/build-base-images.sh), WHEEL_PYTHON (default: the host python matching the image's).
@@ -28,6 +38,8 @@ source "$ROOT/scripts/host-wheels.sh"
 BASE_IMAGE=${RUNNER_BASE_IMAGE:-localhost/shop-base-python:bookworm}
 REPO=localhost/shop-ops-runner
 WORK=$ROOT/.build/runner
+RUNNER_DEBS=(postgresql-client-15 postgresql-15 pgbackrest)
+DEB_CACHE=$SHOP_OPS_CACHE/runner-debs
 
 die() { echo "build-runner-image: error: $*" >&2; exit 1; }
 log() { echo "build-runner-image: $*" >&2; }
@@ -42,12 +54,92 @@ for arg in "$@"; do
 done
 
 command -v podman >/dev/null || die "podman is not installed"
+command -v apt-get >/dev/null || die "apt-get is not installed: the image's Debian packages come from the host's apt"
 BASE_ID=$(podman image inspect --format '{{.Id}}' "$BASE_IMAGE" 2>/dev/null) ||
     die "base image $BASE_IMAGE is missing: run scripts/build-base-images.sh python (or set RUNNER_BASE_IMAGE)"
 
 mkdir -p "$WORK"
 exec 9>"$WORK/.lock"
 flock 9
+
+# base_dpkg_status: the path of a copy of the base image's /var/lib/dpkg/status (cached per base
+# image id), after checking that the host runs the base image's Debian release.
+base_dpkg_status() {
+    local dir=$WORK/base-dpkg/$BASE_ID base_codename host_codename
+    if [ ! -s "$dir/status" ]; then
+        rm -rf "$WORK/base-dpkg"
+        mkdir -p "$dir"
+        podman run --rm --network none --entrypoint sh "$BASE_IMAGE" \
+            -c '. /etc/os-release && echo "$VERSION_CODENAME" && cat /var/lib/dpkg/status' >"$dir/out" ||
+            { echo "cannot read the dpkg status of $BASE_IMAGE" >&2; return 1; }
+        head -n 1 "$dir/out" >"$dir/codename"
+        tail -n +2 "$dir/out" >"$dir/status"
+        rm -f "$dir/out"
+    fi
+    base_codename=$(cat "$dir/codename")
+    # shellcheck disable=SC1091
+    host_codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+    if [ "$host_codename" != "$base_codename" ]; then
+        echo "the host runs Debian '${host_codename:-?}', $BASE_IMAGE '$base_codename': the image's packages come from the host's apt" >&2
+        return 1
+    fi
+    echo "$dir/status"
+}
+
+# resolve_debs STATUS: "name=version" lines, sorted, of everything to install: RUNNER_DEBS at the
+# host's installed versions (else apt's candidate) and the dependencies STATUS lacks.
+resolve_debs() {
+    local status=$1 pkg installed wanted=() out
+    for pkg in "${RUNNER_DEBS[@]}"; do
+        installed=$(dpkg-query -W -f '${db:Status-Status} ${Version}' "$pkg" 2>/dev/null || true)
+        case $installed in
+            "installed "*) wanted+=("$pkg=${installed#installed }") ;;
+            *) wanted+=("$pkg") ;;
+        esac
+    done
+    out=$(apt-get -s -q -o Dir::State::status="$status" -o APT::Install-Recommends=false \
+        -o APT::Install-Suggests=false install "${wanted[@]}" 2>&1) ||
+        { printf '%s\n' "$out" | tail -n 20 >&2; echo "apt-get cannot resolve ${wanted[*]} (apt-get update?)" >&2; return 1; }
+    # "Inst NAME (VERSION ...)", or "Inst NAME [OLD] (VERSION ...)" for an upgrade of the base's.
+    printf '%s\n' "$out" | awk '$1 == "Inst" { v = ($3 ~ /^\[/) ? $4 : $3; sub(/^\(/, "", v); print $2 "=" v }' |
+        LC_ALL=C sort
+}
+
+# fetch_debs DIR NAME=VERSION...: the .deb files into DIR through $DEB_CACHE (files whose sha256
+# matches the host's apt lists are reused; the rest is downloaded); the cache keeps only these.
+fetch_debs() {
+    local dir=$1 uris file sum missing=() keep=() name version
+    shift
+    uris=$(apt-get download --print-uris "$@" 2>&1) ||
+        { printf '%s\n' "$uris" | tail -n 20 >&2; echo "apt-get download --print-uris failed (apt-get update?)" >&2; return 1; }
+    mkdir -p "$DEB_CACHE" "$dir"
+    while read -r _ file _ sum; do
+        keep+=("$file")
+        [ -f "$DEB_CACHE/$file" ] && [ "$(sha256sum <"$DEB_CACHE/$file" | cut -d' ' -f1)" = "${sum#SHA256:}" ] && continue
+        # name_version_arch.deb, the version's epoch colon written %3a
+        name=${file%%_*}
+        version=${file#*_}
+        version=${version%_*}
+        missing+=("$name=${version//%3a/:}")
+    done < <(printf '%s\n' "$uris" | grep "^'")
+    if [ ${#missing[@]} -gt 0 ]; then
+        log "apt-get download: ${#missing[@]} of $# packages"
+        (cd "$DEB_CACHE" && apt-get download -q "${missing[@]}") >>"$WORK/debs.log" 2>&1 ||
+            { tail -n 20 "$WORK/debs.log" >&2; echo "apt-get download failed (log: $WORK/debs.log)" >&2; return 1; }
+    fi
+    for file in "${keep[@]}"; do
+        [ -f "$DEB_CACHE/$file" ] || { echo "apt-get download left no $file" >&2; return 1; }
+        cp -l "$DEB_CACHE/$file" "$dir/" 2>/dev/null || cp "$DEB_CACHE/$file" "$dir/"
+    done
+    # Older versions go (only this script writes here).
+    find "$DEB_CACHE" -maxdepth 1 -name '*.deb' -type f | while read -r file; do
+        case " ${keep[*]} " in *" ${file##*/} "*) ;; *) rm -f "$file" ;; esac
+    done
+}
+
+BASE_STATUS=$(base_dpkg_status) || die "cannot resolve the image's Debian packages (see above)"
+mapfile -t DEBS < <(resolve_debs "$BASE_STATUS")
+[ ${#DEBS[@]} -gt 0 ] || die "cannot resolve the image's Debian packages ${RUNNER_DEBS[*]} (see above)"
 
 VERSION=$(tr -d '[:space:]' <"$ROOT/VERSION")
 GIT_COMMIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -59,6 +151,7 @@ SOURCE_HASH=$(
     cd "$ROOT"
     {
         printf 'base %s\n' "$BASE_ID"
+        printf 'deb %s\n' "${DEBS[@]}"
         find deploy/Dockerfile deploy/build-runner-image.sh scripts/host-wheels.sh pyproject.toml VERSION config shop_ops \
             -type f ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 |
             LC_ALL=C sort -z | xargs -0 sha256sum
@@ -90,6 +183,10 @@ mkdir -p "$CONTEXT" "$SRC"
 cp "$ROOT/pyproject.toml" "$SRC/"
 tar -C "$ROOT" --exclude=__pycache__ --exclude='*.pyc' -cf - shop_ops | tar -C "$SRC" -xf -
 cp -r "$ROOT/config" "$CONTEXT/config"
+: >"$WORK/debs.log"
+debs_t0=$SECONDS
+fetch_debs "$CONTEXT/debs" "${DEBS[@]}" || die "the image's Debian packages could not be fetched (see above)"
+log "${#DEBS[@]} Debian packages, $(du -sm "$CONTEXT/debs" | cut -f1) MB ($((SECONDS - debs_t0)) s)"
 
 py=$(wheel_python_for "$BASE_IMAGE") || die "no interpreter for the runner's wheels (see above)"
 log "pip wheel: shop-ops and its dependencies ($py)"

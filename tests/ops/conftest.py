@@ -1,4 +1,4 @@
-"""Fixtures for the shop_ops code location: engines and clients over the real Docker API and registry, one images run."""
+"""Fixtures for the shop_ops code location: engines and clients over the real Docker API and registry, one images run, the run image."""
 
 from __future__ import annotations
 
@@ -27,6 +27,22 @@ from shop_ops.resources.ledger import ReleaseLedger, dagster_postgres_url
 from shop_ops.resources.registry import RegistryClient, RegistryResource
 from shop_ops.services.processes import free_port, wait_for_http
 from tests.support import dagster_pg_env
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def runner_image(docker_api: DockerApi) -> str:
+    """The run image, built once per source hash by deploy/build-runner-image.sh (cached across sessions).
+
+    A cold build takes one to two minutes (wheels, the PostgreSQL .debs, podman build); up to date, about two seconds.
+    """
+    env = {**os.environ, **docker_api.podman_env()}
+    result = subprocess.run(
+        [str(ROOT / "deploy" / "build-runner-image.sh")], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout.strip().splitlines()[-1]
 
 
 @pytest.fixture(scope="session")

@@ -151,17 +151,6 @@ def test_run_workers_get_every_variable_the_instance_reads(kind):
 # ---------------------------------------------------------------- Postgres storage + DockerRunLauncher
 
 
-@pytest.fixture(scope="module")
-def runner_image(docker_api: DockerApi) -> str:
-    """The run image, built once per source hash by deploy/build-runner-image.sh (cached across sessions)."""
-    env = {**os.environ, **docker_api.podman_env()}
-    result = subprocess.run(
-        [str(ROOT / "deploy" / "build-runner-image.sh")], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout.strip().splitlines()[-1]
-
-
 @pytest.fixture
 def postgres_instance_env(
     postgres: PostgresCluster, docker_api: DockerApi, runner_image: str, tmp_path: Path, monkeypatch

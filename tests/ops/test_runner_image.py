@@ -1,0 +1,118 @@
+"""The run image carries what the backup jobs run: PostgreSQL 15's programs, pgBackRest, and the backup code working.
+
+One container of the image (its default user 10010, host network, over the Docker API) dumps a database of the
+session's test cluster with `dump_with_fingerprint` and restores it with `restore_and_verify` into a scratch cluster
+it starts itself, in a temp folder of the container.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+
+import docker
+import psycopg2
+import pytest
+
+from shop_ops.backup.fingerprint import Fingerprint, compute_fingerprint
+from shop_ops.localenv.docker_api import DockerApi
+from shop_ops.services.processes import PostgresCluster
+
+RUN_TIMEOUT_S = 120
+PG_PROGRAMS = ("pg_dump", "pg_restore", "psql", "initdb", "pg_ctl", "postgres")
+
+# Runs in the container: python -c PROBE PORT DATABASE PROGRAM...; prints one line "REPORT {json}".
+PROBE = r"""
+import json, os, subprocess, sys, tempfile
+from pathlib import Path
+
+from shop_ops.backup.logical import dump_with_fingerprint, restore_and_verify
+from shop_ops.resources.postgres import DatabaseTarget
+from shop_ops.services.processes import PostgresCluster, free_port, pg_bin
+
+port, database, programs = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
+
+
+def output(*cmd):
+    return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip()
+
+
+report = {"uid": os.geteuid(), "pgbackrest": output("pgbackrest", "version")}
+report["programs"] = {name: [pg_bin(name), output(pg_bin(name), "--version")] for name in programs}
+with tempfile.TemporaryDirectory(prefix="backup-") as tmp:
+    source = DatabaseTarget(port=port, database=database, user="postgres")
+    backup = dump_with_fingerprint(source, Path(tmp) / "shop.dump")
+    scratch = PostgresCluster(datadir=Path(tmp) / "scratch", port=free_port())
+    scratch.init()
+    scratch.start()
+    try:
+        restored = restore_and_verify(backup.path, backup.fingerprint, scratch, sha256=backup.sha256)
+    finally:
+        scratch.stop()
+report.update(bytes=backup.bytes, dumped=backup.fingerprint.to_json(), restored=restored.fingerprint.to_json())
+print("REPORT " + json.dumps(report))
+"""
+
+
+@pytest.fixture
+def source_database(postgres: PostgresCluster) -> Iterator[str]:
+    """A small database of the test cluster: a keyed table and one without a key (duplicate rows, a NULL)."""
+    name = f"runner_backup_{uuid.uuid4().hex[:8]}"
+    postgres.create_database(name)
+    postgres.psql(
+        "CREATE TABLE orders (id bigint PRIMARY KEY, sku text NOT NULL, total numeric(10, 2), placed_at timestamptz);"
+        "INSERT INTO orders SELECT g, 'sku-' || g % 17, g * 1.25, timestamptz '2026-01-01 00:00+00' + g * interval '1 minute'"
+        " FROM generate_series(1, 500) AS g;"
+        "CREATE TABLE notes (body text); INSERT INTO notes VALUES ('no key'), ('no key'), (NULL);",
+        database=name,
+    )
+    yield name
+    postgres.psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _fingerprint(postgres: PostgresCluster, database: str) -> Fingerprint:
+    conn = psycopg2.connect(host="127.0.0.1", port=postgres.port, user=postgres.user, dbname=database)
+    try:
+        conn.set_session(isolation_level=psycopg2.extensions.ISOLATION_LEVEL_REPEATABLE_READ, readonly=True)
+        return compute_fingerprint(conn)
+    finally:
+        conn.close()
+
+
+def test_runner_image_dumps_and_restores_with_its_own_postgres_programs(
+    runner_image: str, docker_api: DockerApi, postgres: PostgresCluster, source_database: str
+):
+    client = docker.DockerClient(base_url=docker_api.docker_host, timeout=RUN_TIMEOUT_S + 30)
+    container = None
+    try:
+        container = client.containers.run(
+            runner_image,
+            ["python", "-c", PROBE, str(postgres.port), source_database, *PG_PROGRAMS],
+            network_mode="host",
+            labels={"io.shop-ops.test": "runner-image"},
+            detach=True,
+        )
+        status = container.wait(timeout=RUN_TIMEOUT_S)
+        logs = container.logs().decode(errors="replace")
+        assert status["StatusCode"] == 0, logs[-3000:]
+        assert container.attrs["Config"]["User"].startswith("10010")
+    finally:
+        if container is not None:
+            container.remove(force=True)
+        client.close()
+
+    report = json.loads(next(line for line in logs.splitlines() if line.startswith("REPORT "))[len("REPORT ") :])
+    assert report["uid"] == 10010
+    assert report["pgbackrest"] == "pgBackRest 2.45"
+    for name, (path, version) in report["programs"].items():
+        assert path == f"/usr/lib/postgresql/15/bin/{name}", name
+        assert "(PostgreSQL) 15." in version, (name, version)
+
+    # The dump's fingerprint (taken in the container) is the database's, and the restore inside the container matches it.
+    dumped, restored = Fingerprint.from_json(report["dumped"]), Fingerprint.from_json(report["restored"])
+    assert dumped == _fingerprint(postgres, source_database)
+    assert restored == dumped
+    assert dumped.tables["orders"][0] == 500
+    assert dumped.tables["notes"][0] == 3
+    assert report["bytes"] > 0
