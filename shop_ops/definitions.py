@@ -12,18 +12,30 @@ SHOP_OPS_AWS_ENDPOINT_URL (another AWS endpoint, e.g. moto in tests).
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 import dagster as dg
 
+from shop_ops.assets.backups import (
+    database_backup,
+    dr_drill,
+    freshness_checks,
+    pipeline_state_backup,
+    restore_test,
+    wal_archive_check,
+)
 from shop_ops.assets.database import database_schema
 from shop_ops.assets.deployments import deployment_history, deployments
 from shop_ops.assets.environment_health import environment_health
 from shop_ops.assets.images import image_assets
+from shop_ops.backup.rds_target import RdsBackupTarget
+from shop_ops.backup.targets import BackupTarget, LocalBackupTarget, LocalCluster
 from shop_ops.jobs import JOBS
 from shop_ops.release.apps import stack_id
 from shop_ops.release.images import shop_image_specs
 from shop_ops.release.targets import BlueGreenTarget, EcsTarget, ReleaseTarget
 from shop_ops.resources.aws import AwsResource
+from shop_ops.resources.backup_store import BackupStoreResource
 from shop_ops.resources.containers import ContainersResource, docker_host_for
 from shop_ops.resources.k6 import K6Resource
 from shop_ops.resources.ledger import LedgerResource
@@ -32,8 +44,10 @@ from shop_ops.resources.postgres import DatabaseTarget, PostgresResource
 from shop_ops.resources.registry import RegistryResource
 from shop_ops.resources.router import EnvironmentRouter, RouterResource, SlotPortsConfig
 from shop_ops.schedules import SCHEDULES
+from shop_ops.sensors.backup_freshness import build_backup_freshness_sensor
 from shop_ops.sensors.registry_push import build_registry_push_sensor
 from shop_ops.sensors.run_failure_alerts import build_run_failure_alert_sensor
+from shop_ops.services.processes import PostgresCluster
 from shop_ops.settings import ENVIRONMENTS, Settings, get_settings
 
 
@@ -115,6 +129,44 @@ def release_target(
     )  # fmt: skip
 
 
+def backup_target(settings: Settings, postgres: PostgresResource, containers: ContainersResource) -> BackupTarget:
+    """pgBackRest + encrypted dumps in a local folder (local), RDS snapshots copied to the DR region (aws)."""
+    backups = settings.backups
+    if settings.profile == "aws":
+        aws = settings.aws
+        assert aws is not None
+        endpoint = os.environ.get("SHOP_OPS_AWS_ENDPOINT_URL") or None
+        return RdsBackupTarget(
+            backup_store=BackupStoreResource(
+                bucket=aws.backups_bucket, region=aws.region, endpoint_url=endpoint, copy_bucket=aws.backups_copy_bucket,
+                copy_region=aws.dr_region,
+            ),
+            key_file=os.environ.get("SHOP_OPS_BACKUP_KEY_FILE") or str(settings.backup_key_file()),
+            retention_daily=backups.retention_daily, retention_monthly=backups.retention_monthly,
+            aws=AwsResource(region=aws.region, endpoint_url=endpoint), dr_region=aws.dr_region or aws.region,
+            instances={name: env.db_instance for name, env in settings.aws_environments().items() if env.db_instance},
+            restore_instance_class=aws.restore_instance_class, restore_subnet_group=aws.restore_subnet_group,
+            restore_security_groups=list(aws.restore_security_groups), dr_kms_key_id=aws.dr_kms_key_id,
+            poll_seconds=aws.poll_seconds,
+        )  # fmt: skip
+    clusters = {}
+    for name, env in settings.local_environments().items():
+        folder = settings.postgres_folder(name)
+        cluster = PostgresCluster(datadir=folder / "data", port=env.postgres_port)
+        clusters[name] = LocalCluster(
+            datadir=str(cluster.datadir), port=cluster.port, socket_dir=str(cluster.socket_dir),
+            pgbackrest_dir=str(folder / "pgbackrest"),
+        )  # fmt: skip
+    return LocalBackupTarget(
+        backup_store=BackupStoreResource(folder=str(settings.backup_folder())),
+        key_file=os.environ.get("SHOP_OPS_BACKUP_KEY_FILE") or str(settings.backup_key_file()),
+        retention_daily=backups.retention_daily, retention_monthly=backups.retention_monthly,
+        postgres=postgres, containers=containers, clusters=clusters,
+        scratch_dir=str((settings.state_path / "postgres").resolve() / "scratch"),
+        process_max=backups.process_max, archive_timeout_seconds=backups.archive_timeout_seconds,
+    )  # fmt: skip
+
+
 def resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     """Every resource, configured from the settings; the release strategy picked by profile."""
     registry = registry_resource(settings)
@@ -127,6 +179,7 @@ def resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "ledger": ledger,
         "notifier": notifier_from_env(),
         "release_target": release_target(settings, registry, ledger, containers, postgres),
+        "backup_target": backup_target(settings, postgres, containers),
     }
 
 
@@ -144,6 +197,16 @@ images = [
     for definition in image_assets(spec)
 ]
 
+backup_assets = [
+    *(database_backup(environment) for environment in ENVIRONMENTS),
+    *(restore_test(environment) for environment in ENVIRONMENTS),
+    pipeline_state_backup,
+]
+backup_checks = [
+    *freshness_checks(backup_assets, timedelta(hours=settings.backups.max_age_hours)),
+    *(wal_archive_check(environment) for environment in ENVIRONMENTS),
+]
+
 defs = dg.Definitions(
     assets=[
         *images,
@@ -151,9 +214,16 @@ defs = dg.Definitions(
         *deployments,
         deployment_history,
         environment_health,
+        *backup_assets,
+        *(dr_drill(environment) for environment in ENVIRONMENTS),
     ],
+    asset_checks=backup_checks,
     jobs=JOBS,
     schedules=SCHEDULES,
-    sensors=[build_registry_push_sensor(sensor_status), build_run_failure_alert_sensor(sensor_status)],
+    sensors=[
+        build_registry_push_sensor(sensor_status),
+        build_run_failure_alert_sensor(sensor_status),
+        build_backup_freshness_sensor([key for c in backup_checks for key in c.check_keys], sensor_status),
+    ],
     resources=resources(settings),
 )

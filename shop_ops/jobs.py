@@ -2,6 +2,8 @@
 
 import dagster as dg
 
+from shop_ops.assets.backups import BACKUP_PARTITIONS
+from shop_ops.assets.backups import GROUP as BACKUPS
 from shop_ops.assets.deployments import rollback_environment, rollback_run_config
 
 build_images = dg.define_asset_job(
@@ -40,4 +42,22 @@ check_environment_health = dg.define_asset_job(
     description="Probe every environment's readiness endpoint and record up/down.",
 )
 
-JOBS = [build_images, release_staging, promote_production, rollback, check_environment_health]
+DR_DRILLS = dg.AssetSelection.groups(BACKUPS) & dg.AssetSelection.key_substring("dr_drill")
+
+nightly_backup = dg.define_asset_job(
+    "nightly_backup",
+    selection=dg.AssetSelection.groups(BACKUPS) - DR_DRILLS,
+    partitions_def=BACKUP_PARTITIONS,
+    description=(
+        "Back up every environment's database (pgBackRest + encrypted pg_dump with fingerprints) and the "
+        "pipeline's own state for the day (the partition: yesterday), then restore-test each backup."
+    ),
+)
+
+dr_drill = dg.define_asset_job(
+    "dr_drill",
+    selection=DR_DRILLS,
+    description="Point-in-time recovery of each environment into a scratch cluster, proven and timed (RTO, RPO).",
+)
+
+JOBS = [build_images, release_staging, promote_production, rollback, check_environment_health, nightly_backup, dr_drill]

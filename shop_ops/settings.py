@@ -52,6 +52,8 @@ class AwsEnvironment(_Strict):
     ecs_service: str
     database_secret_arn: str
     url: str
+    # The environment's RDS instance (nightly snapshots, restore tests on a temporary copy).
+    db_instance: str | None = None
 
 
 class ImageSettings(_Strict):
@@ -73,11 +75,41 @@ class RedisSettings(_Strict):
     port: Port = 6390
 
 
+class BackupSettings(_Strict):
+    """Nightly backups, restore tests and DR drills (issue 9; docs/runbooks/restore.md)."""
+
+    # The logical dumps' store: this folder (local profile; relative to the state folder), or
+    # S3 (aws profile: aws.backups_bucket, copied to aws.backups_copy_bucket in aws.dr_region).
+    folder: Path = Path("backups")
+    # The backup key (64 hex characters: the dumps' AES-256-GCM key and pgBackRest's cipher
+    # pass). Default: secrets/backup.key beside the PostgreSQL folders (see Settings.backup_key_file),
+    # never inside a repository or store. SHOP_OPS_BACKUP_KEY_FILE overrides it.
+    key_file: Path | None = None
+    retention_daily: int = Field(default=30, ge=1)
+    retention_monthly: int = Field(default=12, ge=0)
+    # PostgreSQL switches WAL segments at least this often, so the archive (and RPO) lags by at most this.
+    archive_timeout_seconds: int = Field(default=20, ge=1, le=300)
+    # Alert when the newest verified backup is older than this (backup_freshness_sensor).
+    max_age_hours: float = Field(default=26, gt=0)
+    # The local environment's heartbeat (ops.heartbeat, one row per interval) that DR drills check.
+    heartbeat_seconds: float = Field(default=2, gt=0)
+    # pgBackRest: parallel processes for backup and restore.
+    process_max: int = Field(default=2, ge=1, le=16)
+
+
 class AwsSettings(_Strict):
     region: str
     ecs_cluster: str
     ecr_registry: str
     backups_bucket: str
+    # A second copy of every backup: this bucket, in the disaster-recovery region (RDS snapshots are copied there too).
+    backups_copy_bucket: str | None = None
+    dr_region: str | None = None
+    # Restore tests of RDS snapshots: a temporary instance of this class, in this subnet group / security groups.
+    restore_instance_class: str = "db.t4g.micro"
+    restore_subnet_group: str | None = None
+    restore_security_groups: list[str] = []
+    dr_kms_key_id: str | None = None
     # ECS releases: wait for a service to be steady (deploy and rollback), for the migration task to stop.
     deploy_timeout_seconds: float = Field(default=600, gt=0)
     migrate_timeout_seconds: float = Field(default=900, gt=0)
@@ -97,6 +129,7 @@ class Settings(_Strict):
     registry: RegistrySettings = RegistrySettings()
     redis: RedisSettings = RedisSettings()
     aws: AwsSettings | None = None
+    backups: BackupSettings = BackupSettings()
     environments: dict[str, LocalEnvironment | AwsEnvironment]
 
     @model_validator(mode="after")
@@ -150,6 +183,33 @@ class Settings(_Strict):
     def database_password_file(self, environment: str) -> Path:
         """Where `shop-ops local up` keeps the password of the `shop` role of an environment's database."""
         return self.state_path / "secrets" / f"{environment}-db-password"
+
+    def backup_key_file(self) -> Path:
+        """The backup key: SHOP_OPS_BACKUP_KEY_FILE, `backups.key_file`, else `secrets/backup.key` beside
+        the PostgreSQL folders (where PostgreSQL's OS user can read it: its WAL archiving encrypts too)."""
+        override = os.environ.get("SHOP_OPS_BACKUP_KEY_FILE")
+        if override:
+            return Path(override)
+        if self.backups.key_file is not None:
+            return (
+                self.backups.key_file
+                if self.backups.key_file.is_absolute()
+                else self.state_path / self.backups.key_file
+            )
+        return (self.state_path / "postgres").resolve().parent / "secrets" / "backup.key"
+
+    def postgres_folder(self, environment: str) -> Path:
+        """A local environment's PostgreSQL folders: `data/` (the cluster) and `pgbackrest/` (its backup repository).
+
+        Under `<state>/postgres`, resolved: that may link elsewhere, where PostgreSQL's OS user can
+        reach it (`shop-ops local up` places it; see localenv/stack.py).
+        """
+        return (self.state_path / "postgres").resolve() / environment
+
+    def backup_folder(self) -> Path:
+        """The local backup store's folder."""
+        folder = self.backups.folder
+        return folder if folder.is_absolute() else self.state_path / folder
 
     def redis_url(self, environment: str) -> str:
         """The Redis URL (no password) of a local environment: the shared server, the environment's database."""

@@ -2,9 +2,13 @@
 
 Everything lives under `Settings.state_path`:
 
-    postgres/<env>/data, postgres/<env>/wal-archive   one PostgreSQL 15 cluster per environment
+    postgres/<env>/data, postgres/<env>/pgbackrest    one PostgreSQL 15 cluster per environment, archiving
+                                                       its WAL into its encrypted pgBackRest repository
                                                        (`postgres` may link elsewhere: see `place_postgres`)
+    <postgres>/../secrets/backup.key                   the backup key (0600, PostgreSQL's OS user): beside the
+                                                       PostgreSQL folders, never inside a repository or store
     secrets/<env>-db-password                          the `shop` role's password (0640, group 10001)
+    stack/heartbeat-<env>.pid, logs/heartbeat-<env>.log   the heartbeat writer DR drills check (ops.heartbeat)
     redis/  registry/  routers/<env>/  dagster/        the other services (pid files, logs)
     apps/<env>.json                                    the images each environment's slot runs
     stack/docker-api.json                              present when `up` started the Docker API
@@ -36,6 +40,7 @@ import httpx
 
 from shop_ops.localenv.dagster_dev import DagsterDev
 from shop_ops.localenv.docker_api import DockerApi
+from shop_ops.localenv.heartbeat import Heartbeat
 from shop_ops.localenv.registry import RegistryServer
 from shop_ops.release import apps
 from shop_ops.resources.ledger import LedgerEntry, ReleaseLedger, open_ledger
@@ -44,6 +49,7 @@ from shop_ops.services.processes import (
     PostgresCluster,
     RedisServer,
     ServiceError,
+    hand_to_pg_user,
     pg_user_can_enter,
     pid_alive,
     port_holder,
@@ -53,6 +59,7 @@ from shop_ops.services.processes import (
 from shop_ops.settings import ROOT, LocalEnvironment, Settings
 
 if TYPE_CHECKING:  # imports dagster: only when containers are touched, so `status` stays quick
+    from shop_ops.backup.physical import PgBackRest
     from shop_ops.resources.containers import DockerEngine
 
 CONTAINER_UID = 10001  # the shop images run as this UID/GID
@@ -135,6 +142,17 @@ class LocalStack:
         self.stack_id = apps.stack_id(self.state)
         self.docker = DockerApi(self.docker_state)
         self.postgres = self._clusters()
+        self.heartbeats = {
+            name: Heartbeat(
+                name,
+                self.state / "stack" / f"heartbeat-{name}.pid",
+                self.state / "logs" / f"heartbeat-{name}.log",
+                env.postgres_port,
+                self.password_file(name),
+                settings.backups.heartbeat_seconds,
+            )
+            for name, env in self.environments.items()
+        }
         self.redis = RedisServer(self.state / "redis", settings.redis.port)
         self.registry = RegistryServer(self.state / "registry", settings.registry.port)
         self.routers = {
@@ -146,12 +164,10 @@ class LocalStack:
     # ------------------------------------------------------------------ paths and names
     def _clusters(self) -> dict[str, PostgresCluster]:
         # The real folder, not the link: PostgreSQL's own user may not be able to pass the state folder.
-        home = (self.state / "postgres").resolve()
         return {
             name: PostgresCluster(
-                datadir=home / name / "data",
+                datadir=self.settings.postgres_folder(name) / "data",
                 port=env.postgres_port,
-                wal_archive=home / name / "wal-archive",
                 tcp_auth="scram-sha-256",
             )
             for name, env in self.environments.items()
@@ -201,6 +217,7 @@ class LocalStack:
             self._check_ports()
             for name in self.environments:
                 self._up_postgres(name, rollback)
+                self._up_heartbeat(name, rollback)
             self._up_redis(rollback)
             self._up_registry(rollback)
             images = self._ensure_images()
@@ -227,6 +244,7 @@ class LocalStack:
             (self.state / name).mkdir(exist_ok=True)
         (self.state / "secrets").chmod(0o711)
         self.place_postgres()
+        self._ensure_backup_key()
 
     def place_postgres(self) -> None:
         """Make `<state>/postgres` a folder that PostgreSQL's OS user can reach, or a link to one.
@@ -336,15 +354,50 @@ class LocalStack:
 
     def _up_postgres(self, name: str, rollback: _Rollback) -> None:
         cluster = self.postgres[name]
+        pgbackrest = self.pgbackrest(name)
         if cluster.running():
             self.say(f"postgres ({name}) on 127.0.0.1:{cluster.port} ... already running")
         else:
             with self._step(f"starting postgres ({name}) on 127.0.0.1:{cluster.port}"):
                 (cluster.datadir / "postmaster.pid").unlink(missing_ok=True)  # not running: stale
+                cluster.extra_conf = pgbackrest.postgres_settings(self.settings.backups.archive_timeout_seconds)
                 cluster.init()
                 cluster.start()
             rollback.add(f"postgres ({name})", cluster.stop)
+        self._ensure_archiving(name, pgbackrest)
         self._ensure_shop_role(name)
+
+    def pgbackrest(self, name: str) -> PgBackRest:
+        """The pgBackRest stanza of an environment's cluster: repository in `postgres/<env>/pgbackrest`."""
+        from shop_ops.backup.physical import PgBackRest  # imports dagster: not for `status`
+
+        return PgBackRest.for_cluster(
+            self.postgres[name], stanza=name, base=self.settings.postgres_folder(name) / "pgbackrest",
+            key_file=self.settings.backup_key_file(), process_max=self.settings.backups.process_max,
+        )  # fmt: skip
+
+    def _ensure_backup_key(self) -> None:
+        """The backup key (dumps' AES-256-GCM key, pgBackRest's cipher pass): made once, readable by PostgreSQL's user."""
+        from shop_ops.backup.crypto import generate_key_file
+
+        path = self.settings.backup_key_file()
+        if path.exists():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.chmod(0o711)
+        key_id = generate_key_file(path)
+        hand_to_pg_user(path)  # archive_command (run by PostgreSQL's OS user) reads it
+        self.say(f"backup key {key_id} written to {path}: keep a copy elsewhere, backups cannot be read without it")
+
+    def _ensure_archiving(self, name: str, pgbackrest: PgBackRest) -> None:
+        """WAL goes to the environment's pgBackRest repository (the stanza made once; older clusters switched over)."""
+        cluster = self.postgres[name]
+        pgbackrest.write_config()
+        if pgbackrest.apply_settings(cluster, self.settings.backups.archive_timeout_seconds):
+            self.say(f"postgres ({name}) restarted to archive WAL through pgBackRest")
+        if not (pgbackrest.repo / "backup" / name / "backup.info").exists():
+            with self._step(f"creating the pgBackRest stanza {name} (encrypted repository {pgbackrest.repo})"):
+                pgbackrest.stanza_create()
 
     def _ensure_shop_role(self, name: str) -> None:
         """The `shop` role (password from its file, made once) owning the environment's database."""
@@ -363,6 +416,15 @@ class LocalStack:
         else:
             cluster.psql(f"CREATE ROLE shop WITH LOGIN PASSWORD '{password}'")
         cluster.create_database(env.database, owner="shop")
+
+    def _up_heartbeat(self, name: str, rollback: _Rollback) -> None:
+        """The writer of `ops.heartbeat` (one row every few seconds), which DR drills check their recovery point on."""
+        heartbeat = self.heartbeats[name]
+        if heartbeat.running():
+            return
+        with self._step(f"starting the {name} heartbeat (every {heartbeat.interval:g}s into ops.heartbeat)"):
+            heartbeat.start()
+        rollback.add(f"{name} heartbeat", heartbeat.stop)
 
     def _up_redis(self, rollback: _Rollback) -> None:
         if self.redis.running():
@@ -517,6 +579,8 @@ class LocalStack:
         self._down_containers()
         self._stop("registry", self.registry_running, self.registry.stop, cleanup=self.registry.pidfile)
         self._stop("redis", self.redis.running, self.redis.stop, cleanup=self.redis.pidfile)
+        for name, heartbeat in self.heartbeats.items():
+            self._stop(f"{name} heartbeat", heartbeat.running, heartbeat.stop, cleanup=heartbeat.pidfile)
         for name, cluster in self.postgres.items():
             self._stop(f"postgres ({name})", cluster.running, cluster.stop)
         if self.docker_marker.exists():
@@ -566,8 +630,9 @@ class LocalStack:
                 "dsn": self.dsn(name),
                 "up": cluster.ready(),
                 "password_file": str(self.password_file(name)),
-                "wal_archive": str(cluster.wal_archive),
+                "pgbackrest": str(self.settings.postgres_folder(name) / "pgbackrest"),
                 "data": str(cluster.datadir),
+                "heartbeat": self.heartbeats[name].running(),
             }
         result: dict[str, Any] = {
             "postgres": {"up": all(p["up"] for p in postgres.values()), **postgres},
@@ -583,6 +648,10 @@ class LocalStack:
                 "engine": "docker" if self.docker.existing_docker() else "podman",
                 "started_by_up": self.docker_marker.exists(),
             },
+        }
+        result["backups"] = {
+            "key_file": str(self.settings.backup_key_file()),
+            "folder": str(self.settings.backup_folder()),
         }
         for name in self.environments:
             result[name] = self._environment_status(name)

@@ -43,6 +43,15 @@ class ReleaseTarget(dg.ConfigurableResource):
     def url(self, environment: str) -> str:
         """The base URL the environment's users reach (its router locally, its public URL on aws)."""
 
+    def serving_backend_image(self, environment: str) -> str | None:
+        """The backend image that serves `environment` now (a backup's restore test starts it); None if unknown."""
+        return None
+
+    def serving_release(self, environment: str) -> str:
+        """The ledger's release serving `environment`, as `version (release id)`, or why there is none."""
+        entry = self.ledger.open().serving(environment)
+        return f"{entry.version} ({entry.release_id})" if entry else "none yet (the build `shop-ops local up` started)"
+
     def deploy(self, environment: str, release: Release, approved_by: str | None, log: Log) -> ReleaseResult:
         """`flow.deploy` with this target's steps and the smoke + k6 verifier."""
         verify = partial(verify_environment, k6=self.k6)
@@ -65,6 +74,16 @@ class BlueGreenTarget(ReleaseTarget):
 
     def url(self, environment: str) -> str:
         return self.router.router(environment).url
+
+    def serving_backend_image(self, environment: str) -> str | None:
+        """The image of the backend container in the slot the router serves (a release's pinned ref, or `up`'s build)."""
+        serving = self.router.router(environment).serving()
+        if serving is None:
+            return None
+        labels = {apps.LABEL_STACK: self.stack, apps.LABEL_ENVIRONMENT: environment, apps.LABEL_SLOT: serving.slot,
+                  apps.LABEL_ROLE: "backend"}  # fmt: skip
+        running = [c for c in self.containers.engine().list_services(labels=labels) if c.status == "running"]
+        return running[0].image if running else None
 
     def strategy(self, environment: str, log: Log) -> BlueGreen:
         if environment not in self.redis_urls:

@@ -432,3 +432,7 @@ class LedgerResource(dg.ConfigurableResource):
 
     def open(self) -> ReleaseLedger:
         return open_ledger(self.location, Path(self.state_dir))
+
+    def sqlite_path(self) -> Path | None:
+        """The SQLite file of a `state_dir` ledger (None when the ledger is in PostgreSQL)."""
+        return Path(self.state_dir) / FILENAME if self.location == "state_dir" else None

@@ -19,6 +19,8 @@ def test_definitions_names_and_blocking_checks():
         "backend_image", "backend_release_tag", "frontend_image", "frontend_release_tag",
         "staging/database_schema", "production/database_schema", "environment_health",
         "staging/deployment", "production/deployment", "deployment_history",
+        "staging/database_backup", "production/database_backup", "staging/restore_test", "production/restore_test",
+        "pipeline_state_backup", "staging/dr_drill", "production/dr_drill",
     }  # fmt: skip
     checks = graph.asset_check_keys
     assert {(c.asset_key.to_user_string(), c.name) for c in checks} >= {
@@ -26,9 +28,30 @@ def test_definitions_names_and_blocking_checks():
         ("backend_image", "healthcheck"), ("backend_image", "no_hadolint_errors"),
         ("frontend_image", "size_budget"),
     }  # fmt: skip
-    assert all(graph.get_check_spec(c).blocking for c in checks)
+    blocking = {(c.asset_key.to_user_string(), c.name) for c in checks if graph.get_check_spec(c).blocking}
+    assert {
+        (c.asset_key.to_user_string(), c.name) for c in checks if c.asset_key.to_user_string().endswith("_image")
+    } <= blocking
+    assert {
+        ("staging/restore_test", "restored_matches_backup"),
+        ("pipeline_state_backup", "restored_state_matches"),
+    } <= blocking
+    # Backups: Dagster's freshness checks on each backup asset and the WAL archive check; the alerting sensor.
+    names = {(c.asset_key.to_user_string(), c.name) for c in checks}
+    for key in ("staging/database_backup", "production/restore_test", "pipeline_state_backup"):
+        assert (key, "freshness_check") in names, sorted(names)
+    assert ("production/database_backup", "wal_archive_continuous") in names
+    assert defs.resolve_sensor_def("backup_freshness_sensor").minimum_interval_seconds == 3600
+    assert {s.name for s in defs.schedules} >= {"nightly_backup_schedule", "weekly_dr_drill_schedule"}
+    assert graph.get(dg.AssetKey(["staging", "database_backup"])).parent_keys == {
+        dg.AssetKey(["staging", "deployment"])
+    }
+    assert graph.get(dg.AssetKey(["staging", "restore_test"])).group_name == "backups"
     assert defs.resolve_job_def("build_images").name == "build_images"
-    assert {"containers", "registry", "postgres", "ledger", "notifier", "release_target"} <= set(defs.resources or {})
+    assert {"containers", "registry", "postgres", "ledger", "notifier", "release_target", "backup_target"} <= set(
+        defs.resources or {}
+    )
+    assert type(defs.resources["backup_target"]).__name__ == "LocalBackupTarget"
     assert type(defs.resources["release_target"]).__name__ == "BlueGreenTarget"  # the local profile's strategy
     # The lineage reads images -> migrations -> deployments (dependencies, not loaded values).
     assert graph.get(dg.AssetKey(["staging", "deployment"])).parent_keys == {

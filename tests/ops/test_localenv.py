@@ -28,6 +28,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -70,6 +71,8 @@ def local_env(docker_api: DockerApi, root_only_checkout: Path) -> Iterator[dict[
         "dagster": {"port": next(p)},
         "registry": {"port": next(p)},
         "redis": {"port": next(p)},
+        # Short intervals so the drill finds archived WAL after the backup within seconds.
+        "backups": {"archive_timeout_seconds": 1, "heartbeat_seconds": 0.5},
         "environments": {
             name: {
                 "postgres_port": next(p),
@@ -110,6 +113,13 @@ def status(env: dict[str, str]) -> dict:
 def postgres_home(env: dict[str, str]) -> Path:
     """Where the stack's PostgreSQL folders really are (`<state>/postgres` may link outside the checkout)."""
     return (Path(env["SHOP_OPS_STATE"]) / "postgres").resolve()
+
+
+def _latest_metadata(instance: dg.DagsterInstance, key: list[str]) -> dict:
+    """The newest materialization's metadata of `key`, as plain values."""
+    records = instance.fetch_materializations(dg.AssetKey(key), limit=1).records
+    assert records, f"{'/'.join(key)} was never materialized"
+    return {name: value.value for name, value in records[0].asset_materialization.metadata.items()}
 
 
 def stack_leftovers(env: dict[str, str], engine: DockerEngine) -> tuple[list[int], list[str]]:
@@ -242,7 +252,11 @@ def test_up_status_down_up(local_env: dict[str, str], docker_api: DockerApi) -> 
             text=True,
         )
         assert no_password.returncode != 0 and "password" in no_password.stderr
-        assert Path(doc["postgres"][name]["wal_archive"]).is_dir()
+        assert (Path(doc["postgres"][name]["pgbackrest"]) / "repo" / "backup" / name / "backup.info").is_file()
+        assert doc["postgres"][name]["heartbeat"] is True
+    key_file = Path(doc["backups"]["key_file"])
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600 and not key_file.is_relative_to(Path(env["SHOP_OPS_STATE"]))
+    secrets.append(key_file.read_text().strip())
 
     again = shop_ops(env, "up")
     assert again.returncode == 0, again.stdout + again.stderr
@@ -279,6 +293,27 @@ def test_up_status_down_up(local_env: dict[str, str], docker_api: DockerApi) -> 
     assert served_version(urls["staging"]) == "9.9.9"
     staging = ledger.serving("staging")
     assert (staging.version, staging.kind, staging.backend_digest) == ("9.9.9", "rollback", digests["backend"])
+
+    # Backups through the UI: the newest day's nightly_backup (both databases, restore tests that start
+    # the backend each environment serves, the pipeline's state); an older day refused; a DR drill.
+    day = (datetime.now(UTC) - timedelta(days=1)).date()
+    nightly = ui.run("nightly_backup", {}, tags={"dagster/partition": day.isoformat()}, timeout=300)
+    assert nightly.status == "SUCCESS", nightly
+    old = (day - timedelta(days=3)).isoformat()
+    stale = ui.run("nightly_backup", {}, tags={"dagster/partition": old})
+    assert stale.status == "FAILURE" and f"partition {old} refused" in stale.error, stale
+    drill = ui.run("dr_drill", {}, timeout=300)
+    assert drill.status == "SUCCESS", drill
+    with dg.DagsterInstance.from_config(str(ui.home)) as instance:
+        restore = _latest_metadata(instance, ["staging", "restore_test"])
+        assert restore["rto_seconds"] > 0 and restore["catalog_products"] > 0
+        assert restore["backend_image"] == registry.pinned_ref("shop/backend", digests["backend"])
+        backup = _latest_metadata(instance, ["production", "database_backup"])
+        assert backup["release"].startswith("9.9.9") and backup["physical_kind"] == "full"
+        assert Path(backup["location"]).is_relative_to(Path(env["SHOP_OPS_STATE"]) / "backups")
+        drilled = _latest_metadata(instance, ["staging", "dr_drill"])
+        assert 0 < drilled["rpo_seconds"] < 30 and drilled["rto_seconds"] > 0 and drilled["heartbeat_rows"] > 0
+        assert _latest_metadata(instance, ["pipeline_state_backup"])["databases"] >= 2
 
     # What dagster dev stored of these runs, the refused one included (event logs, run storage,
     # captured stdout/stderr): none of the stack's secrets (database passwords, the registry's).
