@@ -309,16 +309,32 @@ def decrypt_file(src: Path | str, dst: Path | str, key: bytes) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    """`python -m shop_ops.backup.crypto new-key PATH`: write a new key file, print its key id (never the key)."""
-    if len(argv) != 2 or argv[0] != "new-key":
-        print("usage: python -m shop_ops.backup.crypto new-key PATH", file=sys.stderr)
-        return 2
+    """`python -m shop_ops.backup.crypto new-key PATH | decrypt SRC DST --key-file KEY` (the runbook's commands)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m shop_ops.backup.crypto", description="shop-ops backup key and files"
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    new = sub.add_parser("new-key", help="write a new key file (mode 600) and print its key id, never the key")
+    new.add_argument("path")
+    dec = sub.add_parser("decrypt", help="decrypt a stored dump (written to DST only when every chunk authenticated)")
+    dec.add_argument("src")
+    dec.add_argument("dst")
+    dec.add_argument("--key-file", required=True)
+    args = parser.parse_args(argv)
     try:
-        ident = generate_key_file(argv[1])
-    except CryptoError as exc:
-        print(exc, file=sys.stderr)
+        if args.command == "new-key":
+            ident = generate_key_file(args.path)
+            print(
+                f"wrote a new backup key to {args.path} (mode 600), key id {ident}; keep a copy apart from the backups"
+            )
+        else:
+            written = decrypt_file(args.src, args.dst, load_key(args.key_file))
+            print(f"decrypted {args.src} -> {args.dst} ({written} bytes)")
+    except BackupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"wrote a new backup key to {argv[1]} (mode 600), key id {ident}; keep a copy apart from the backups")
     return 0
 
 

@@ -223,7 +223,13 @@ def test_the_key_stays_out_of_files_messages_and_reprs(tmp_path: Path, capsys: p
     enc = Encryptor(key)
     assert key.hex() not in repr(enc) and key.hex() not in repr(vars(enc))
     src = write(work / "dump.enc", enc.update(b"rows " * 100_000) + enc.finalize())
-    decrypt_file(src, work / "dump", key)
+    # The runbook's command line decrypts with the key file; with another key it names the cause, writes nothing.
+    assert crypto._main(["decrypt", str(src), str(work / "dump"), "--key-file", str(key_path)]) == 0
+    assert (work / "dump").read_bytes() == b"rows " * 100_000
+    other_path = tmp_path / "keys" / "other.key"
+    crypto._main(["new-key", str(other_path)])
+    assert crypto._main(["decrypt", str(src), str(work / "x"), "--key-file", str(other_path)]) == 1
+    assert "encrypted with another key" in capsys.readouterr().err and not (work / "x").exists()
     with pytest.raises(CryptoError) as failed:
         decrypt_file(src, work / "other", OTHER_KEY)
     texts = [str(failed.value)] + [p.read_bytes() for p in work.iterdir()]
