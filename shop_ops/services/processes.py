@@ -215,6 +215,12 @@ class PostgresCluster:
             )
         self.socket_dir.mkdir(parents=True, exist_ok=True)
         hand_to_pg_user(self.socket_dir)
+        if not self.running():
+            # A socket lock file without its postmaster: left by a crash, or restored with the data
+            # folder from a physical backup (the socket folder lives inside it). PostgreSQL refuses
+            # to start over it.
+            for stale in self.socket_dir.glob(".s.PGSQL.*.lock"):
+                stale.unlink(missing_ok=True)
         _run(
             [pg_bin("pg_ctl"), "-D", str(self.datadir), "-o", f"-p {self.port}", "-l",
              str(self.datadir / "server.log"), "-w", "-t", str(int(timeout)), "start"],
