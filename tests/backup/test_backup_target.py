@@ -181,3 +181,21 @@ def test_a_corrupted_or_foreign_backup_fails_its_restore_test(source: Source) ->
     entry = target.store().entry("staging", day)
     assert entry is not None and not entry.verified  # still listed, never marked good
     assert not list((source.base / "scratch").iterdir())
+
+
+def test_a_missing_wal_segment_fails_the_drill_naming_it(source: Source) -> None:
+    """Last in this module: it damages the shared repository (a segment after the newest backup's start goes)."""
+    target, pg = source.target, source.pgbackrest
+    report = target.back_up("staging", date(2026, 11, 27), None, "none", lambda _line: None)
+    wal_start = report.metadata()["physical_wal_start"]
+    [_order(source.cluster) for _ in range(2)]
+    time.sleep(2.5)  # archive_timeout 1 s: later segments reach the repository
+    archive = pg.repo / "archive" / "staging"
+    later = sorted(p for p in archive.rglob("*") if p.is_file() and p.name[:24] > wal_start and "-" in p.name)
+    assert len(later) >= 2, later
+    victim = later[0]
+    victim.unlink()
+    with pytest.raises(BackupError, match=rf"WAL segment {victim.name[:24]} is missing"):
+        target.drill("staging", None, lambda _line: None)
+    assert target.archive_status("staging").ok is False
+    assert victim.name[:24] in target.archive_status("staging").describe()

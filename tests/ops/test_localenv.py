@@ -314,6 +314,9 @@ def test_up_status_down_up(local_env: dict[str, str], docker_api: DockerApi) -> 
         drilled = _latest_metadata(instance, ["staging", "dr_drill"])
         assert 0 < drilled["rpo_seconds"] < 30 and drilled["rto_seconds"] > 0 and drilled["heartbeat_rows"] > 0
         assert _latest_metadata(instance, ["pipeline_state_backup"])["databases"] >= 2
+        # backup_freshness_sensor (on from the start) requested a run of the backup checks, which ran.
+        checks = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/sensor_name": "backup_freshness_sensor"}))
+        assert checks and all(run.status == dg.DagsterRunStatus.SUCCESS for run in checks), checks
 
     # What dagster dev stored of these runs, the refused one included (event logs, run storage,
     # captured stdout/stderr): none of the stack's secrets (database passwords, the registry's).
