@@ -25,6 +25,7 @@ import psycopg2.extensions
 
 from shop_ops.backup.fingerprint import Fingerprint, compute_fingerprint
 from shop_ops.resources.postgres import DatabaseError, DatabaseTarget
+from shop_ops.services.files import fsync_dir
 from shop_ops.services.processes import PostgresCluster, pg_bin
 
 if TYPE_CHECKING:
@@ -244,7 +245,7 @@ def dump_with_fingerprint(
         if size != streamer.bytes:
             raise BackupError(f"{partial} holds {size} bytes, pg_dump wrote {streamer.bytes}")
         os.replace(partial, out_path)
-        _fsync_dir(out_path.parent)
+        fsync_dir(out_path.parent)
         return LogicalBackup(
             path=out_path, bytes=size, seconds=time.monotonic() - started, sha256=streamer.digest.hexdigest(),
             snapshot=snapshot, fingerprint=fingerprint, plain_bytes=streamer.plain_bytes,
@@ -258,14 +259,6 @@ def dump_with_fingerprint(
         raise
     finally:
         conn.close()
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def restore_and_verify(

@@ -43,6 +43,8 @@ from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoC
 from botocore.exceptions import ConnectionError as BotoCoreConnectionError
 from pydantic import Field
 
+from shop_ops.services.files import fsync_dir
+
 CATALOG = "catalog"
 CATALOG_VERSION = 1
 CHUNK = 1 << 20
@@ -500,14 +502,6 @@ def _suffixes(path: Path) -> str:
     return "".join(s for s in path.suffixes if re.fullmatch(r"\.[A-Za-z0-9]{1,8}", s))
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _copy_hashing(source: Path, target: Path) -> tuple[int, str]:
     """Copy `source` into a new file `target` (mode 600), fsynced; its size and sha256."""
     digest, size = hashlib.sha256(), 0
@@ -568,7 +562,7 @@ class FolderStore(_CataloguedStore):
             except BaseException:
                 partial.unlink(missing_ok=True)
                 raise
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
         except OSError as exc:
             raise StoreError(
                 f"storing {local_path} as {target} failed: {exc.strerror or exc}; nothing was changed"
@@ -646,7 +640,7 @@ class FolderStore(_CataloguedStore):
             except BaseException:
                 partial.unlink(missing_ok=True)
                 raise
-            _fsync_dir(target.parent)
+            fsync_dir(target.parent)
         except OSError as exc:
             raise StoreError(f"writing {target} failed: {exc.strerror or exc}; the previous one is unchanged") from None
 
