@@ -428,7 +428,8 @@ t = defs.resources["backup_target"]
 print(json.dumps({
     "type": type(t).__name__, "region": t.aws.region, "endpoint": t.aws.endpoint_url, "dr_region": t.dr_region,
     "instances": t.instances, "store": t.backup_store.model_dump(), "retention": [t.retention_daily, t.retention_monthly],
-    "pipeline_state_backup": sorted(defs.resolve_assets_def("pipeline_state_backup").required_resource_keys),
+    "assets": sorted(k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()),
+    "database_backup": sorted(defs.resolve_assets_def(dg.AssetKey(["staging", "database_backup"])).required_resource_keys),
 }))
 """
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHOP_OPS_")} | {"SHOP_OPS_PROFILE": "aws"}
@@ -449,7 +450,10 @@ print(json.dumps({
         None,
     )
     assert loaded["retention"] == [30, 12]
-    assert "backup_target" in loaded["pipeline_state_backup"]
+    assert "backup_target" in loaded["database_backup"]
+    assert {"staging/database_backup", "production/restore_test", "production/dr_drill"} <= set(loaded["assets"])
+    # Dagster's own state is PostgreSQL on aws (backed up by its RDS instance): no pipeline_state_backup asset there
+    assert "pipeline_state_backup" not in loaded["assets"]
 
 
 def test_a_dr_region_without_a_copy_bucket_still_builds_a_usable_store(tmp_path):
@@ -467,7 +471,11 @@ def test_a_dr_region_without_a_copy_bucket_still_builds_a_usable_store(tmp_path)
 
 
 def test_pipeline_state_goes_to_s3_through_backup_store(aws, moto_server, monkeypatch, tmp_path):
-    """The aws profile's backup_target (built by definitions.resources) backs the pipeline state up to S3 and back."""
+    """The aws profile's backup_target (built by definitions.resources) backs SQLite pipeline state up to S3 and back.
+
+    (The pipeline_state_backup asset is local-only since Dagster's state is PostgreSQL on aws; the
+    target's state methods still go through the aws profile's S3 store when called.)
+    """
     buckets = unique("shop-ops-backups"), unique("shop-ops-backups-dr")
     session = boto3.session.Session()
     for bucket, region in zip(buckets, (REGION, DR_REGION), strict=True):
