@@ -43,7 +43,7 @@ from shop_ops.resources.notifier import notifier_from_env
 from shop_ops.resources.postgres import DatabaseTarget, PostgresResource
 from shop_ops.resources.registry import RegistryResource
 from shop_ops.resources.router import EnvironmentRouter, RouterResource, SlotPortsConfig
-from shop_ops.schedules import SCHEDULES
+from shop_ops.schedules import build_schedules
 from shop_ops.sensors.backup_freshness import build_backup_freshness_sensor
 from shop_ops.sensors.registry_push import build_registry_push_sensor
 from shop_ops.sensors.run_failure_alerts import build_run_failure_alert_sensor
@@ -185,8 +185,9 @@ def resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
 
 
 settings = get_settings()
-# Sensors run from the start on one machine (local profile); elsewhere someone turns them on.
+# Sensors and schedules run from the start on one machine (local profile); elsewhere someone turns them on.
 sensor_status = dg.DefaultSensorStatus.RUNNING if settings.profile == "local" else dg.DefaultSensorStatus.STOPPED
+schedule_status = dg.DefaultScheduleStatus.RUNNING if settings.profile == "local" else dg.DefaultScheduleStatus.STOPPED
 images = [
     definition
     for spec in shop_image_specs(
@@ -222,7 +223,7 @@ defs = dg.Definitions(
     ],
     asset_checks=backup_checks,
     jobs=JOBS,
-    schedules=SCHEDULES,
+    schedules=build_schedules(schedule_status),
     sensors=[
         build_registry_push_sensor(sensor_status),
         build_run_failure_alert_sensor(sensor_status),

@@ -72,3 +72,18 @@ def test_workspace_validates_with_the_dagster_cli():
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Validation successful for code location shop_ops" in result.stderr + result.stdout
+
+
+def test_nightly_backup_schedule_takes_the_newest_complete_day():
+    from datetime import UTC, datetime
+
+    from shop_ops.definitions import defs
+
+    schedule = defs.resolve_schedule_def("nightly_backup_schedule")
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING  # local profile: on from the start
+    context = dg.build_schedule_context(
+        scheduled_execution_time=datetime(2026, 12, 1, 2, 0, tzinfo=UTC), repository_def=defs.get_repository_def()
+    )
+    [request] = schedule.evaluate_tick(context).run_requests
+    assert request.partition_key == "2026-11-30" and request.run_key == "nightly-backup-2026-11-30"
+    assert defs.resolve_schedule_def("weekly_dr_drill_schedule").cron_schedule == "0 4 * * 0"
