@@ -46,9 +46,8 @@ import psycopg2.extensions
 from shop.migrate import upgrade
 from shop.seed import seed_catalog
 from shop_ops.backup import crypto, logical, targets
-from shop_ops.backup.crypto import generate_key_file
 from shop_ops.backup.fingerprint import compute_fingerprint
-from shop_ops.backup.physical import PgBackRest
+from shop_ops.backup.physical import PgBackRest, new_key_file
 from shop_ops.backup.targets import LocalBackupTarget, LocalCluster
 from shop_ops.resources.backup_store import BackupStoreResource, FolderStore
 from shop_ops.resources.containers import ContainersResource
@@ -154,15 +153,10 @@ def fingerprint_alone(db: DatabaseTarget) -> int:
 def build_source(base: Path, scale: int) -> tuple[PostgresCluster, PgBackRest, subprocess.Popen[bytes]]:
     key_file = base / "secrets" / "backup.key"
     key_file.parent.mkdir(mode=0o711)
-    generate_key_file(key_file)
-    hand_to_pg_user(key_file)
+    new_key_file(key_file)
     cluster = PostgresCluster(datadir=base / "source" / "data", port=free_port())
     pg = PgBackRest.for_cluster(cluster, ENV, base / "source" / "pgbackrest", key_file, process_max=PROCESS_MAX)
-    pg.write_config()
-    cluster.extra_conf = pg.postgres_settings(archive_timeout=ARCHIVE_TIMEOUT)
-    cluster.init()
-    cluster.start()
-    pg.stanza_create()
+    pg.start_new_cluster(cluster, archive_timeout=ARCHIVE_TIMEOUT)
     cluster.create_database("shop", owner="shop")
     url = cluster.dsn("shop", user="shop", driver="postgresql+asyncpg")
     upgrade(url)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import time
@@ -30,14 +29,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from shop_ops.backup.crypto import generate_key_file
 from shop_ops.backup.logical import BackupError, exit_cause
 from shop_ops.services.processes import (
     PostgresCluster,
     ServiceError,
     as_pg_user,
+    conf_string,
     free_port,
     hand_to_pg_user,
     pg_os_user,
+    pg_shell_word,
     pg_user_can_enter,
 )
 
@@ -182,6 +184,16 @@ def pgbackrest_bin() -> str:
     return found
 
 
+def new_key_file(path: Path) -> str:
+    """A new backup key (`crypto.generate_key_file`) that PostgreSQL's OS user can read: its archive_command
+    decrypts with it. The key id (never the key)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key_id = generate_key_file(path)
+    hand_to_pg_user(path)
+    return key_id
+
+
 def segment_position(name: str, wal_segment_bytes: int = WAL_SEGMENT_BYTES) -> int:
     """The position of WAL segment `name` (timeline ignored): log * segments-per-log + segment."""
     if not _SEGMENT.match(name):
@@ -194,16 +206,6 @@ def segment_name(timeline: int, position: int, wal_segment_bytes: int = WAL_SEGM
     """The WAL segment at `position` on `timeline` (the inverse of `segment_position`)."""
     per_log = 0x100000000 // wal_segment_bytes
     return f"{timeline:08X}{position // per_log:08X}{position % per_log:08X}"
-
-
-def _pg_shell_arg(value: str) -> str:
-    """One shell word inside a PostgreSQL %-command: shell-quoted, a literal % doubled."""
-    return shlex.quote(value).replace("%", "%%")
-
-
-def _conf_literal(value: str) -> str:
-    """A postgresql.conf string literal."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 def _sql_literal(value: str) -> str:
@@ -372,8 +374,8 @@ class PgBackRest:
     def _shell_command(self, *args: str) -> str:
         """A shell command (archive_command/restore_command) running pgbackrest with the pass from the key file."""
         words = [pgbackrest_bin(), f"--config={self.config}", f"--stanza={self.stanza}"]
-        quoted = " ".join(_pg_shell_arg(word) for word in words)
-        return f'{CIPHER_PASS_ENV}="$(cat {_pg_shell_arg(str(self.key_file))})" exec {quoted} {" ".join(args)}'
+        quoted = " ".join(pg_shell_word(word) for word in words)
+        return f'{CIPHER_PASS_ENV}="$(cat {pg_shell_word(str(self.key_file))})" exec {quoted} {" ".join(args)}'
 
     def _settings(self, archive_timeout: int) -> dict[str, str]:
         if not 1 <= archive_timeout <= 3600:
@@ -394,7 +396,15 @@ class PgBackRest:
         archive_command reads the pass from the key file in its own shell; `archive_timeout`
         (15-30 s in production) bounds how old the newest archived commit can be on a quiet day.
         """
-        return {name: _conf_literal(value) for name, value in self._settings(archive_timeout).items()}
+        return {name: conf_string(value) for name, value in self._settings(archive_timeout).items()}
+
+    def start_new_cluster(self, cluster: PostgresCluster, archive_timeout: int = DEFAULT_ARCHIVE_TIMEOUT) -> None:
+        """initdb `cluster` with this stanza's archive settings, start it and create the stanza."""
+        self.write_config()
+        cluster.extra_conf = {**cluster.extra_conf, **self.postgres_settings(archive_timeout)}
+        cluster.init()
+        cluster.start()
+        self.stanza_create()
 
     def apply_settings(
         self, cluster: PostgresCluster, archive_timeout: int = DEFAULT_ARCHIVE_TIMEOUT, timeout: float = 30
@@ -785,7 +795,7 @@ class PgBackRest:
                 entry.unlink()
         auto = target / "postgresql.auto.conf"
         lines = [line for line in auto.read_text().splitlines() if not re.match(r"\s*restore_command\s*=", line)]
-        restore_command = self._shell_command(_pg_shell_arg(f"--pg1-path={target}"), "archive-get", "%f", '"%p"')
+        restore_command = self._shell_command(pg_shell_word(f"--pg1-path={target}"), "archive-get", "%f", '"%p"')
         overrides = {
             # pgBackRest's own restore_command would lack the cipher pass (it is never on a command line).
             "restore_command": restore_command,
@@ -796,7 +806,7 @@ class PgBackRest:
             "hot_standby": "on",
         }
         lines += ["# shop-ops scratch restore: own socket, no archiving"]
-        lines += [f"{name} = {_conf_literal(value)}" for name, value in overrides.items()]
+        lines += [f"{name} = {conf_string(value)}" for name, value in overrides.items()]
         _write_pg_file(auto, "\n".join(lines) + "\n")
 
     def _recover(

@@ -39,7 +39,7 @@ from shop_ops.backup.logical import BackupError, dump_with_fingerprint, restore_
 from shop_ops.backup.physical import WAL_SEGMENT_BYTES, ArchiveContinuity, PgBackRest, PhysicalRestore
 from shop_ops.backup.pipeline_state import check_state_snapshot, snapshot_state
 from shop_ops.resources.backup_store import BackupStore, BackupStoreResource, CatalogEntry, StoreError
-from shop_ops.resources.containers import ContainerError, ContainersResource, DockerEngine
+from shop_ops.resources.containers import ContainerError, ContainersResource
 from shop_ops.resources.postgres import PostgresResource
 from shop_ops.services.processes import PostgresCluster, RedisServer, ServiceError, free_port, hand_to_pg_user
 
@@ -391,8 +391,7 @@ class LocalBackupTarget(BackupTarget):
             log(f"{environment}: restoring {entry.objects[DUMP].location} into a scratch cluster")
             with self._scratch_cluster(tmp) as scratch:
                 restored = restore_and_verify(
-                    dump, expected, scratch, sha256=entry.objects[DUMP].sha256, database="shop", keep=True,
-                    key=key, workdir=tmp,
+                    dump, expected, scratch, database="shop", keep=True, key=key, workdir=tmp,
                 )  # fmt: skip
                 log(f"{environment}: fingerprints of {len(expected.tables)} tables equal ({expected.rows} rows) "
                     f"after {restored.seconds:.1f}s")  # fmt: skip
@@ -430,7 +429,7 @@ class LocalBackupTarget(BackupTarget):
             log(f"{environment}: starting {image} against the restored database")
             engine.start_service(name, image, env=env, labels={LABEL_ROLE: "restore-test"}, stop_timeout=5)
             try:
-                _wait_ready(engine, name, f"http://127.0.0.1:{port}/readyz", self.ready_timeout_seconds)
+                engine.wait_answering([name], [f"http://127.0.0.1:{port}/readyz"], self.ready_timeout_seconds)
                 page = httpx.get(f"http://127.0.0.1:{port}/api/products", params={"limit": 1}, timeout=10)
                 if page.status_code != 200:
                     raise BackupError(f"the backend on the restored database answered /api/products {page.status_code}")
@@ -578,24 +577,6 @@ def _database_bytes(db: Any) -> int:
         conn.close()
 
 
-def _wait_ready(engine: DockerEngine, name: str, url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
-        try:
-            answer = httpx.get(url, timeout=2)
-            if answer.status_code == 200:
-                return
-            last = f"{answer.status_code} {answer.text[:300]}"
-        except httpx.TransportError as exc:
-            last = type(exc).__name__
-        running = {c.name for c in engine.list_services(labels={LABEL_ROLE: "restore-test"}) if c.status == "running"}
-        if name not in running:
-            raise BackupError(f"the backend container stopped before it was ready:\n{engine.logs(name, tail=30)}")
-        time.sleep(0.25)
-    raise BackupError(f"{url} did not answer 200 within {timeout:.0f}s (last: {last})")
-
-
 def _random_target(oldest_backup_end: datetime, archived_to: datetime, log: Log) -> datetime:
     """A random time in the last 24 h that the archive covers: after the oldest base backup, before its newest commit."""
     start = max(archived_to - DRILL_WINDOW, oldest_backup_end + timedelta(seconds=2))
@@ -651,8 +632,9 @@ def _committed_until(conn: Any, target: datetime) -> _Committed:
 
 
 def _connect(cluster: PostgresCluster, database: str = "shop") -> Any:
-    host = "127.0.0.1" if cluster.tcp_auth == "trust" else str(cluster.socket_dir)
-    return psycopg2.connect(host=host, port=cluster.port, user=cluster.user, dbname=database, connect_timeout=10)
+    return psycopg2.connect(
+        host=cluster.admin_host, port=cluster.port, user=cluster.user, dbname=database, connect_timeout=10
+    )
 
 
 def _prove_recovery_point(restored: PhysicalRestore, expected: _Committed, target: datetime) -> tuple[int, int]:

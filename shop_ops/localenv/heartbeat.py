@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from shop_ops.services.processes import read_pid, wait_gone
+from shop_ops.services.processes import pid_alive, read_pid, wait_gone
 
 MODULE = "shop_ops.backup.heartbeat"
 
@@ -27,7 +27,7 @@ class Heartbeat:
 
     def running(self) -> bool:
         pid = read_pid(self.pidfile)
-        return pid is not None and _is_heartbeat(pid)
+        return pid is not None and pid_alive(pid, MODULE)
 
     def start(self) -> None:
         self.log.parent.mkdir(parents=True, exist_ok=True)
@@ -41,7 +41,7 @@ class Heartbeat:
 
     def stop(self, timeout: float = 10) -> None:
         pid = read_pid(self.pidfile)
-        if pid is not None and _is_heartbeat(pid):
+        if pid is not None and pid_alive(pid, MODULE):
             try:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
@@ -49,11 +49,3 @@ class Heartbeat:
             else:
                 wait_gone(pid, timeout)
         self.pidfile.unlink(missing_ok=True)
-
-
-def _is_heartbeat(pid: int) -> bool:
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return MODULE.encode() in cmdline

@@ -49,7 +49,6 @@ from shop_ops.services.processes import (
     PostgresCluster,
     RedisServer,
     ServiceError,
-    hand_to_pg_user,
     pg_user_can_enter,
     pid_alive,
     port_holder,
@@ -378,15 +377,14 @@ class LocalStack:
 
     def _ensure_backup_key(self) -> None:
         """The backup key (dumps' AES-256-GCM key, pgBackRest's cipher pass): made once, readable by PostgreSQL's user."""
-        from shop_ops.backup.crypto import generate_key_file
+        from shop_ops.backup.physical import new_key_file
 
         path = self.settings.backup_key_file()
         if path.exists():
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         path.parent.chmod(0o711)
-        key_id = generate_key_file(path)
-        hand_to_pg_user(path)  # archive_command (run by PostgreSQL's OS user) reads it
+        key_id = new_key_file(path)
         self.say(f"backup key {key_id} written to {path}: keep a copy elsewhere, backups cannot be read without it")
 
     def _ensure_archiving(self, name: str, pgbackrest: PgBackRest) -> None:

@@ -8,12 +8,9 @@ read-only file mount (never an environment value).
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-
-import httpx
 
 from shop_ops.resources.containers import ContainerError, DockerEngine, ServiceContainer
 
@@ -105,25 +102,8 @@ def start_slot(
 
 
 def wait_ready(engine: DockerEngine, names: Iterable[str], urls: Iterable[str], timeout: float = 90) -> None:
-    """Poll each URL until it answers 200 (readiness over HTTP: podman 4.3 runs no healthchecks)."""
-    pending = list(urls)
-    watched = list(names)
-    deadline = time.monotonic() + timeout
-    while pending:
-        try:
-            if httpx.get(pending[0], timeout=2).status_code == 200:
-                pending.pop(0)
-                continue
-        except httpx.TransportError:
-            pass
-        running = {c.name for c in engine.list_services(labels={LABEL_ROLE: "backend"}) if c.status == "running"}
-        running |= {c.name for c in engine.list_services(labels={LABEL_ROLE: "frontend"}) if c.status == "running"}
-        for name in watched:
-            if name not in running:
-                raise ContainerError(f"{name} stopped before it was ready:\n{engine.logs(name, tail=40)}")
-        if time.monotonic() > deadline:
-            raise ContainerError(f"{pending[0]} did not answer 200 within {timeout:.0f}s")
-        time.sleep(0.25)
+    """Poll each URL until it answers 200 while the containers keep running (`DockerEngine.wait_answering`)."""
+    engine.wait_answering(list(names), list(urls), timeout)
 
 
 def stack_containers(engine: DockerEngine, stack: str) -> list[ServiceContainer]:

@@ -382,6 +382,32 @@ class DockerEngine:
         found = self.client.api.containers(all=include_stopped, filters=filters)
         return [self._service(c["Id"]) for c in found]
 
+    def running(self, name: str) -> bool:
+        """The container `name` exists and runs."""
+        try:
+            return self._service(name).status == "running"
+        except NotFound:
+            return False
+
+    def wait_answering(self, names: Sequence[str], urls: Sequence[str], timeout: float = 90) -> None:
+        """Poll each URL until it answers 200 while the containers `names` keep running (podman 4.3 runs no
+        healthchecks); ContainerError with the log's end if one stops, or naming the URL when time runs out."""
+        pending = list(urls)
+        deadline = time.monotonic() + timeout
+        while pending:
+            try:
+                if httpx.get(pending[0], timeout=2).status_code == 200:
+                    pending.pop(0)
+                    continue
+            except httpx.TransportError:
+                pass
+            for name in names:
+                if not self.running(name):
+                    raise ContainerError(f"{name} stopped before it was ready:\n{self.logs(name, tail=40)}")
+            if time.monotonic() > deadline:
+                raise ContainerError(f"{pending[0]} did not answer 200 within {timeout:.0f}s")
+            time.sleep(0.25)
+
     def logs(self, name: str, tail: int = 100) -> str:
         return self.client.api.logs(name, stdout=True, stderr=True, tail=tail).decode(errors="replace")
 

@@ -96,9 +96,14 @@ def hand_to_pg_user(path: Path) -> None:
                 shutil.chown(os.path.join(root, name), user, user)
 
 
-def _conf_string(value: str) -> str:
+def conf_string(value: str) -> str:
     """A postgresql.conf string literal."""
     return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def pg_shell_word(value: str) -> str:
+    """One shell word inside a PostgreSQL %-command (archive_command, restore_command): quoted, a literal % doubled."""
+    return shlex.quote(value).replace("%", "%%")
 
 
 # A unix socket's path (folder + "/.s.PGSQL.<port>") must fit sockaddr_un.sun_path: 107 bytes.
@@ -151,7 +156,7 @@ class PostgresCluster:
         conf = {
             "listen_addresses": "'127.0.0.1'",
             # Double quotes inside the list keep a folder with spaces or commas one entry.
-            "unix_socket_directories": _conf_string(f'"{self.socket_dir}"'),
+            "unix_socket_directories": conf_string(f'"{self.socket_dir}"'),
             "max_connections": "200",
             "shared_buffers": "128MB",
             "fsync": "on",
@@ -160,13 +165,12 @@ class PostgresCluster:
         if self.wal_archive is not None:
             self.wal_archive.mkdir(parents=True, exist_ok=True)
             hand_to_pg_user(self.wal_archive)
-            # A shell command: the folder shell-quoted (spaces), a literal % doubled for PostgreSQL.
-            archive = shlex.quote(str(self.wal_archive)).replace("%", "%%")
+            archive = pg_shell_word(str(self.wal_archive))
             conf.update(
                 {
                     "wal_level": "replica",
                     "archive_mode": "on",
-                    "archive_command": _conf_string(f"test ! -f {archive}/%f && cp %p {archive}/%f"),
+                    "archive_command": conf_string(f"test ! -f {archive}/%f && cp %p {archive}/%f"),
                     "archive_timeout": "60",
                 }
             )
@@ -234,9 +238,14 @@ class PostgresCluster:
                 capture_output=True,
             )
 
+    @property
+    def admin_host(self) -> str:
+        """Where the superuser connects: TCP when it trusts loopback, else the unix socket (inside the data folder)."""
+        return "127.0.0.1" if self.tcp_auth == "trust" else str(self.socket_dir)
+
     def psql(self, sql: str, database: str = "postgres") -> str:
         """Run SQL as the superuser (given on stdin, so it never shows in a process list)."""
-        host = "127.0.0.1" if self.tcp_auth == "trust" else str(self.socket_dir)
+        host = self.admin_host
         result = subprocess.run(
             [pg_bin("psql"), "-h", host, "-p", str(self.port), "-U", self.user, "-d", database,
              "-v", "ON_ERROR_STOP=1", "-At", "-f", "-"],

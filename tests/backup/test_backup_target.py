@@ -25,12 +25,12 @@ from shop.migrate import upgrade
 from shop.seed import seed_catalog
 from shop_ops.backup.crypto import generate_key_file
 from shop_ops.backup.logical import BackupError
-from shop_ops.backup.physical import PgBackRest
+from shop_ops.backup.physical import PgBackRest, new_key_file
 from shop_ops.backup.targets import LocalBackupTarget, LocalCluster
 from shop_ops.resources.backup_store import BackupStoreResource
 from shop_ops.resources.containers import ContainersResource
 from shop_ops.resources.postgres import DatabaseTarget, PostgresResource
-from shop_ops.services.processes import PostgresCluster, free_port, hand_to_pg_user
+from shop_ops.services.processes import PostgresCluster, free_port
 
 pytestmark = pytest.mark.services
 
@@ -71,17 +71,12 @@ def source(docker_api) -> Iterator[Source]:
     base.chmod(0o755)
     key_file = base / "secrets" / "backup.key"
     key_file.parent.mkdir(mode=0o711)
-    generate_key_file(key_file)
-    hand_to_pg_user(key_file)
+    new_key_file(key_file)
     cluster = PostgresCluster(datadir=base / "staging" / "data", port=free_port())
     pg = PgBackRest.for_cluster(cluster, "staging", base / "staging" / "pgbackrest", key_file, process_max=1)
     heartbeat = None
     try:
-        pg.write_config()
-        cluster.extra_conf = pg.postgres_settings(archive_timeout=1)
-        cluster.init()
-        cluster.start()
-        pg.stanza_create()
+        pg.start_new_cluster(cluster, archive_timeout=1)
         cluster.create_database("shop", owner="shop")
         url = cluster.dsn("shop", user="shop", driver="postgresql+asyncpg")
         upgrade(url)

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from shop_ops.backup.crypto import generate_key_file
 from shop_ops.backup.logical import BackupError
 from shop_ops.backup.physical import (
     PgBackRest,
     PhysicalBackup,
+    new_key_file,
     segment_name,
     segment_position,
 )
@@ -31,10 +31,7 @@ from shop_ops.services.processes import PostgresCluster, free_port, hand_to_pg_u
 
 
 def _new_key(path: Path) -> Path:
-    """A backup key (64 hex characters, mode 600) that PostgreSQL's OS user can read, as `shop-ops local up` makes it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    generate_key_file(path)
-    hand_to_pg_user(path)
+    new_key_file(path)
     return path
 
 
