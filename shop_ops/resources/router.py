@@ -1,20 +1,55 @@
-"""Each local environment's nginx router, and the resource that switches it: `/` to the serving slot's storefront, the API to its backend.
+"""Each local environment's nginx router, with a short edge cache of catalog reads, and the resource that switches it.
 
-The upstreams live in an include file (`upstreams.conf`) that `switch` rewrites before
-`nginx -s reload`; nginx's graceful reload keeps in-flight requests, so a switch drops none.
-The serving slot is read back from that file, and every response carries `X-Shop-Slot`, so a
-switch is confirmed by asking the router, not assumed. pid, temp files and logs stay in `folder`.
-`Router` is the plain class (the local environment starts and stops it); `RouterResource` names
-each environment's router folder, port and slot ports as fields.
+Routes: `/` to the serving slot's storefront, the API to its backend. The upstreams live in an
+include file (`upstreams.conf`) that `switch` rewrites before `nginx -s reload`; nginx's graceful
+reload keeps in-flight requests, so a switch drops none. The serving slot is read back from that
+file, and every response carries `X-Shop-Slot`, so a switch is confirmed by asking the router, not
+assumed. pid, temp files and logs stay in `folder`. `Router` is the plain class (the local
+environment starts and stops it); `RouterResource` names each environment's router folder, port and
+slot ports as fields.
+
+The edge cache (the CDN's job, done locally): anonymous `GET`/`HEAD` of `/api/products` (search
+and list pages; the query string is part of the key), `/api/products/{id}` and `/api/categories`
+are kept for `Router.cache_lifetime` seconds (default 1; nginx counts whole seconds, so an entry
+lives 1-2 s; 0 turns the cache off). Nothing else is ever cached: carts, checkout, orders, admin,
+`/healthz`, `/readyz`, `/version`, the storefront. A request with an `Authorization` or `Cookie`
+header neither reads nor fills the cache, and nginx never stores a response carrying `Set-Cookie`
+(that default is left alone). Concurrent misses of one key are collapsed into one upstream request
+(`proxy_cache_lock`); an expired entry is answered stale while one background request refreshes it,
+and while the backend fails (502/503/504/500, error, timeout).
+
+- Lifetime: the router owns it. The backend sends no `Cache-Control` on the catalog today
+  (app/shop/api/catalog.py, responses.py); `Cache-Control`, `Expires` and `X-Accel-Expires` are
+  ignored on these locations, so no backend header can stretch an entry past the router's bound
+  (which also bounds what a blue/green switch may leave behind). An explicit refusal is still
+  obeyed: a response with `Cache-Control: no-store`, `no-cache` or `private` is not stored.
+- Stale answers are bounded by `inactive` (CACHE_INACTIVE): an entry nobody asked for in that long
+  is dropped; only an entry still being asked for is served stale while the backend keeps failing.
+- Every answer of a cached location carries `X-Cache` (nginx's `$upstream_cache_status`: HIT, MISS,
+  EXPIRED, STALE, UPDATING, BYPASS, ...); other locations carry none.
+- The slot is part of the key: after a switch the new slot's answers fill their own entries, so a
+  cached body never contradicts the `X-Shop-Slot` header it is served with (a switch back may find the
+  old slot's entries, at most `inactive` old, answered STALE while they refresh).
+- The backend's `X-Request-Id` is echoed into a stored response, so on cached locations the router
+  sends nginx's own `$request_id` instead of the visitor's: a visitor cannot plant a header value that
+  others then receive.
+- Where the cache lives: see `Router.cache_folder` (outside `folder`, which nginx's workers may be
+  unable to enter).
 """
 
 from __future__ import annotations
 
+import grp
+import hashlib
+import math
 import os
+import pwd
 import re
 import shutil
 import signal
+import stat
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +62,16 @@ from shop_ops.services.processes import ServiceError, pid_alive, pids_using, por
 SLOTS = ("blue", "green")
 BACKEND_PATHS = ("/api/", "= /healthz", "= /readyz", "= /version")
 _SLOT_LINE = re.compile(r"^# slot: (\w+) backend (\d+) frontend (\d+)$", re.MULTILINE)
+# The anonymous catalog reads the edge cache keeps (nginx location arguments). A regex location wins
+# over the `/api/` prefix; product ids are integers, anything else under /api/products/ is not cached.
+CATALOG_PATHS = ("= /api/products", "~ ^/api/products/[0-9]+$", "= /api/categories")
+CACHE_ZONE = "shop_catalog"
+CACHE_MAX_SIZE = "64m"
+CACHE_INACTIVE = "10s"  # also the most a STALE answer can be behind (see the module docstring)
+CACHE_LOCK_TIMEOUT = "2s"  # a collapsed request waits at most this long, then asks the backend itself
+# nginx run by root starts its workers (and cache manager and loader) as this user: set explicitly, so
+# the cache folder can be handed to the same user.
+WORKER_USER = "nobody"
 
 
 @dataclass(frozen=True)
@@ -55,6 +100,15 @@ class Router:
     name: str
     folder: Path
     port: int
+    cache_lifetime: float = 1.0  # seconds the catalog reads are kept; 0: no edge cache
+
+    def __post_init__(self) -> None:
+        if not self.cache_lifetime >= 0:
+            raise ValueError(f"cache_lifetime must be 0 (off) or more seconds, not {self.cache_lifetime!r}")
+
+    @property
+    def caching(self) -> bool:
+        return self.cache_lifetime > 0
 
     @property
     def url(self) -> str:
@@ -75,6 +129,21 @@ class Router:
     @property
     def error_log(self) -> Path:
         return self.folder / "error.log"
+
+    @property
+    def cache_folder(self) -> Path:
+        """Where this router's edge cache lives: a folder of its own under the system temp folder.
+
+        Not in `folder`: nginx's workers, cache manager and cache loader write the cache, and run by
+        root they run as `nobody`, who cannot pass a mode-700 folder on the way to `folder` (a checkout
+        in root's home). The temp folder (mode 1777) lets every user through; the cache folder itself
+        is mode 700 and owned by the workers' user, so only they (and root) read it. The name holds a
+        hash of `folder`, so two routers or two stacks never share one. `start` creates it afresh and
+        `stop` removes it: the cache is disposable.
+        """
+        digest = hashlib.sha256(os.fsencode(os.path.abspath(self.folder))).hexdigest()[:16]
+        label = re.sub(r"[^A-Za-z0-9_.-]", "-", self.name)
+        return Path(tempfile.gettempdir()) / f"shop-ops-router-cache-{label}-{digest}"
 
     # ------------------------------------------------------------------ config
     def _write_conf(self) -> None:
@@ -101,8 +170,29 @@ class Router:
         backend = "".join(
             f"        location {path} {{\n{proxy.format(upstream='shop_backend')}        }}\n" for path in BACKEND_PATHS
         )
+        cache_http = ""
+        if self.caching:
+            backend += "".join(
+                f"        location {path} {{\n{proxy.format(upstream='shop_backend')}{self._cache_directives()}        }}\n"
+                for path in CATALOG_PATHS
+            )
+            cache_http = (
+                "\n    # The edge cache of anonymous catalog reads (module docstring of shop_ops/resources/router.py).\n"
+                # use_temp_path=off: a response being stored is written in the cache folder itself, not
+                # in proxy_temp_path (inside `folder`, which the workers may not enter).
+                f"    proxy_cache_path {_quoted(self.cache_folder)} levels=1:2 keys_zone={CACHE_ZONE}:4m"
+                f" max_size={CACHE_MAX_SIZE} inactive={CACHE_INACTIVE} use_temp_path=off;\n"
+                # Evaluated once the backend's headers are in (proxy_no_cache), never before: volatile.
+                "    map $upstream_http_cache_control $shop_cache_refused {\n"
+                "        volatile;\n"
+                "        default 0;\n"
+                '        "~*(no-store|no-cache|private)" 1;\n'
+                "    }\n"
+            )
+        # Run by root, name the workers' user: the cache folder is handed to that same user.
+        user = f"user {WORKER_USER} {_group_name(_worker_ids()[1])};\n" if os.geteuid() == 0 else ""
         text = f"""# The {self.name} router, written by shop-ops (shop_ops/resources/router.py); edits are overwritten.
-worker_processes 1;
+{user}worker_processes 1;
 pid {_quoted(self.pidfile)};
 error_log {_quoted(self.error_log)} warn;
 
@@ -119,7 +209,7 @@ http {{
     scgi_temp_path {_quoted(tmp / "scgi")};
     server_tokens off;
     keepalive_timeout 65s;
-
+{cache_http}
     # upstream shop_backend, upstream shop_frontend and $shop_slot: rewritten by a switch
     include {_quoted(self.upstreams_file)};
 
@@ -139,6 +229,61 @@ http {{
 }}
 """
         _write_if_changed(self.conf, text)
+
+    def _cache_directives(self) -> str:
+        """The cache part of a catalog location (added to its proxy directives)."""
+        lifetime = max(1, math.ceil(self.cache_lifetime))  # nginx keeps entries for whole seconds
+        return (
+            # The backend logs and echoes this id; a stored answer shows it to everyone: nginx's, not the visitor's.
+            "            proxy_set_header X-Request-Id $request_id;\n"
+            f"            proxy_cache {CACHE_ZONE};\n"
+            "            proxy_cache_methods GET HEAD;\n"
+            # The slot too, so a body always matches the X-Shop-Slot it is served with after a switch.
+            '            proxy_cache_key "$shop_slot $scheme://$http_host$request_uri";\n'
+            f"            proxy_cache_valid 200 {lifetime}s;\n"
+            # The router owns the lifetime; an explicit refusal (no-store, private) still counts, below.
+            "            proxy_ignore_headers Cache-Control Expires X-Accel-Expires;\n"
+            # A visitor who sends credentials or cookies gets the backend's own answer, never stored.
+            "            proxy_cache_bypass $http_authorization $http_cookie;\n"
+            "            proxy_no_cache $http_authorization $http_cookie $shop_cache_refused;\n"
+            "            proxy_cache_lock on;\n"
+            f"            proxy_cache_lock_timeout {CACHE_LOCK_TIMEOUT};\n"
+            f"            proxy_cache_lock_age {CACHE_LOCK_TIMEOUT};\n"
+            "            proxy_cache_use_stale updating error timeout http_500 http_502 http_503 http_504;\n"
+            "            proxy_cache_background_update on;\n"
+            # add_header here replaces the server's: X-Shop-Slot is repeated.
+            "            add_header X-Shop-Slot $shop_slot always;\n"
+            "            add_header X-Cache $upstream_cache_status always;\n"
+        )
+
+    def _prepare_cache_folder(self, fresh: bool) -> None:
+        """Create the cache folder (mode 700, owned by the workers' user); `fresh`: drop what was there.
+
+        The name is predictable and the temp folder open to all, so a folder found in its place is not
+        trusted: it is removed and made again with an exclusive mkdir, which fails rather than adopt
+        one someone else created in between. (nginx would otherwise create it itself, and chown
+        whatever it finds there to its workers.)
+        """
+        path = self.cache_folder
+        uid, gid = _worker_ids()
+        if os.geteuid() == 0:
+            _check_reachable(path, uid, gid)
+        if not fresh:
+            try:
+                info = path.lstat()
+            except FileNotFoundError:
+                pass
+            else:
+                if stat.S_ISDIR(info.st_mode) and info.st_uid == uid and stat.S_IMODE(info.st_mode) == 0o700:
+                    return
+        _remove_cache_folder(path)
+        try:
+            path.mkdir(mode=0o700)
+        except FileExistsError:
+            raise ServiceError(f"{path} appeared while the {self.name} router was making it: not used") from None
+        path.chmod(0o700)
+        if os.geteuid() == 0:
+            os.chown(path, uid, gid)
 
     @staticmethod
     def render_upstreams(target: Upstreams) -> str:
@@ -206,6 +351,8 @@ http {{
         if port_is_open(self.port):
             raise ServiceError(f"port {self.port} for the {self.name} router is already in use")
         _write_if_changed(self.upstreams_file, self.render_upstreams(target))
+        if self.caching:
+            self._prepare_cache_folder(fresh=True)
         self.test_config()
         # The daemonized master must not keep a pipe of ours open: its stderr goes to a file.
         startup_log = self.folder / "startup.log"
@@ -229,13 +376,20 @@ http {{
             raise ServiceError(f"unknown slot {target.slot!r}: use blue or green")
         previous = self.upstreams_file.read_text() if self.upstreams_file.exists() else None
         _write_if_changed(self.upstreams_file, self.render_upstreams(target))
+        running = self.running()
+        # What the written config names counts, not this object's lifetime (RouterResource builds a
+        # Router with the default one just to switch).
+        if running and self.conf.exists() and _quoted(self.cache_folder) in self.conf.read_text():
+            self._prepare_cache_folder(fresh=False)  # kept as is when it is there and right
         try:
             self.test_config()
         except ServiceError:
             if previous is not None:
                 _write_if_changed(self.upstreams_file, previous)
             raise
-        if not self.running():
+        if not running:
+            # `nginx -t` creates the paths it names, the cache folder too: nothing uses it yet.
+            _remove_cache_folder(self.cache_folder)
             return  # the next start reads the file
         result = self._nginx("-s", "reload")
         if result.returncode != 0:
@@ -270,21 +424,58 @@ http {{
         return pids
 
     def stop(self, timeout: float = 15) -> None:
-        """Stop this router (by its pid file only) and wait until it is gone."""
+        """Stop this router (by its pid file only), wait until it is gone, and remove its cache."""
         pid = read_pid(self.pidfile)
-        if pid is None or not pid_alive(pid, "nginx"):
-            self.pidfile.unlink(missing_ok=True)
-            return
-        os.kill(pid, signal.SIGTERM)
-        if not wait_gone(pid, timeout):
-            os.kill(pid, signal.SIGKILL)
-            wait_gone(pid, 5)
+        if pid is not None and pid_alive(pid, "nginx"):
+            os.kill(pid, signal.SIGTERM)  # the master exits after its workers, cache manager and loader
+            if not wait_gone(pid, timeout):
+                os.kill(pid, signal.SIGKILL)
+                wait_gone(pid, 5)
         self.pidfile.unlink(missing_ok=True)
+        _remove_cache_folder(self.cache_folder)
 
 
 def _quoted(path: Path) -> str:
     """A path as one nginx argument, whatever spaces or quotes it holds."""
     return '"' + str(path).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _worker_ids() -> tuple[int, int]:
+    """uid and gid nginx's workers run as: WORKER_USER when started by root, else the current user."""
+    if os.geteuid() != 0:
+        return os.geteuid(), os.getegid()
+    try:
+        entry = pwd.getpwnam(WORKER_USER)
+    except KeyError:
+        raise ServiceError(f"no user {WORKER_USER!r} for nginx's workers on this machine") from None
+    return entry.pw_uid, entry.pw_gid
+
+
+def _group_name(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        raise ServiceError(f"no group {gid} (of user {WORKER_USER!r}) for nginx's workers") from None
+
+
+def _check_reachable(path: Path, uid: int, gid: int) -> None:
+    """Fail with a clear message when the workers' user cannot pass some folder above `path`."""
+    for parent in path.parents:
+        info = parent.stat()
+        bit = stat.S_IXUSR if info.st_uid == uid else stat.S_IXGRP if info.st_gid == gid else stat.S_IXOTH
+        if not info.st_mode & bit:
+            raise ServiceError(
+                f"nginx's workers (user {WORKER_USER}) cannot enter {parent}, on the way to their cache "
+                f"folder {path}: set TMPDIR to a folder they can reach (e.g. /tmp)"
+            )
+
+
+def _remove_cache_folder(path: Path) -> None:
+    """Remove a cache folder, or whatever stands in its place (a symlink is removed, not followed)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink(missing_ok=True)
+    elif path.exists():
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _write_if_changed(path: Path, text: str) -> None:
