@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,25 @@ class ServiceContainer:
 
 
 @dataclass(frozen=True)
+class ContainerStats:
+    """One reading of a running container's cgroup counters, as the engine's stats endpoint answers.
+
+    CPU is a cumulative counter: utilization is the difference between two readings over the
+    difference of their `time`. podman 4.3's `system_cpu_usage` is not Docker's (host CPU time
+    of all cores: about 2 s per second on 2 cores): it grew ~0.05 s/s idle and ~0.5 s/s with
+    one container busy, as measured here; it is kept as reported but not for dividing by.
+    """
+
+    container_id: str
+    time: datetime  # UTC: when the engine read the counters (its `read`), else when the answer came
+    cpu_total_ns: int  # cumulative CPU time of all the container's processes
+    system_cpu_ns: int | None  # the engine's `system_cpu_usage`, as reported (see above)
+    online_cpus: int  # cores the container may run on (0 if not reported)
+    memory_bytes: int  # cgroup memory usage; podman 4.3 on cgroup v1 counts the page cache too
+    memory_limit_bytes: int | None  # None: no limit (the engine reports the host's memory then)
+
+
+@dataclass(frozen=True)
 class RegistryAuth:
     """Credentials for one push; never logged (no repr of the password)."""
 
@@ -91,6 +111,18 @@ def _auth_header(auth: RegistryAuth) -> str:
 
 def _tail(lines: Sequence[str], n: int = 20) -> str:
     return "\n".join(line.rstrip() for line in lines[-n:])
+
+
+def _engine_time(value: object) -> datetime | None:
+    """An engine timestamp (RFC 3339, nanoseconds) as UTC, truncated to microseconds; None if unset or Go's zero time."""
+    text = str(value or "")
+    if not text or text.startswith("0001-01-01"):
+        return None
+    try:
+        parsed = datetime.fromisoformat(text)  # 3.11+: `Z` and 9 fraction digits
+    except ValueError:
+        return None
+    return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 class DockerEngine:
@@ -380,7 +412,64 @@ class DockerEngine:
         """Containers carrying every label in `labels` (running ones unless `include_stopped`)."""
         filters = {"label": [f"{k}={v}" for k, v in (labels or {MANAGED_LABEL: "true"}).items()]}
         found = self.client.api.containers(all=include_stopped, filters=filters)
-        return [self._service(c["Id"]) for c in found]
+        services = []
+        for c in found:
+            try:
+                services.append(self._service(c["Id"]))
+            except NotFound:  # removed between the listing and its inspect
+                continue
+        return services
+
+    def stats(self, name_or_id: str, timeout: float = 10) -> ContainerStats | None:
+        """One stats reading of a running container; None if it is gone, not yet started or stopped.
+
+        `stream=false&one-shot=true`: a Docker engine otherwise waits a second to fill
+        `precpu_stats`; podman 4.3 answers at once either way (2-8 ms here, `precpu_stats` left
+        empty) and answers 200 with an empty body for a container that does not run.
+        ContainerError if the engine fails or does not answer within `timeout` seconds.
+        """
+        api = self.client.api
+        try:
+            response = api._get(
+                api._url("/containers/{0}/stats", name_or_id),
+                params={"stream": "false", "one-shot": "true"},
+                timeout=timeout,
+            )
+            if response.status_code == 404:
+                return None
+            api._raise_for_status(response)
+            data = response.json() if response.content.strip() else {}
+        except NotFound:
+            return None
+        except APIError as exc:
+            raise ContainerError(f"stats of {name_or_id}: {exc.explanation or exc}") from None
+        except (requests.exceptions.RequestException, ValueError) as exc:
+            raise ContainerError(f"stats of {name_or_id}: {exc}") from None
+        cpu = data.get("cpu_stats") or {}
+        usage = cpu.get("cpu_usage") or {}
+        read = _engine_time(data.get("read"))
+        if "total_usage" not in usage or (read is None and "read" in data):
+            return None  # empty answer (podman) or never read (a Docker engine's stopped container)
+        memory = data.get("memory_stats") or {}
+        limit = int(memory.get("limit") or 0)
+        system = cpu.get("system_cpu_usage")
+        return ContainerStats(
+            container_id=str(data.get("Id") or data.get("id") or ""),
+            time=read or datetime.now(UTC),
+            cpu_total_ns=int(usage["total_usage"]),
+            system_cpu_ns=int(system) if system is not None else None,
+            online_cpus=int(cpu.get("online_cpus") or len(usage.get("percpu_usage") or [])),
+            memory_bytes=int(memory.get("usage") or 0),
+            memory_limit_bytes=limit if 0 < limit < self._host_memory_bytes else None,
+        )
+
+    @cached_property
+    def _host_memory_bytes(self) -> int:
+        """The engine host's memory (/info MemTotal): the limit engines report for an unlimited container."""
+        try:
+            return int(self.client.info().get("MemTotal") or 0) or 2**63
+        except (APIError, requests.exceptions.RequestException):
+            return 2**63  # unknown: only a limit above any real memory counts as none
 
     def running(self, name: str) -> bool:
         """The container `name` exists and runs."""
