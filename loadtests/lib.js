@@ -33,7 +33,8 @@ export function postJson(path, body, params) {
 }
 
 // Ids of products with at least `minStock` in stock, from the first pages of the catalog (for setup()).
-export function inStockProducts(minStock) {
+// Fewer than `minCount` of them is an error that says to restock.
+export function inStockProducts(minStock, minCount = 1) {
   const ids = [];
   for (let page = 1; page <= 5; page++) {
     const res = http.get(`${BASE_URL}/api/products?page=${page}&limit=100`);
@@ -42,6 +43,29 @@ export function inStockProducts(minStock) {
       if (p.stock >= minStock) ids.push(p.id);
     }
   }
-  if (ids.length === 0) throw new Error(`no product with stock >= ${minStock}: seed the catalog first (shop-seed)`);
+  if (ids.length < minCount) {
+    throw new Error(
+      `${ids.length} of the first 500 products have stock >= ${minStock}, ${minCount} needed: restock them ` +
+        '(PATCH /api/admin/products/{id} {"stock": N}) or seed the catalog first (shop-seed)',
+    );
+  }
   return ids;
+}
+
+// Milliseconds of a k6-style duration ("90s", "1m30s", "500ms", "1.5h"); a bare number is seconds.
+export function parseDuration(text) {
+  const value = String(text).trim();
+  if (/^\d+(\.\d+)?$/.test(value)) return Math.round(parseFloat(value) * 1000);
+  const unitMs = { ms: 1, s: 1000, m: 60000, h: 3600000 };
+  const part = /(\d+(?:\.\d+)?)(ms|s|m|h)/g;
+  let total = 0;
+  let consumed = 0;
+  let match;
+  while ((match = part.exec(value)) !== null) {
+    if (match.index !== consumed) break;
+    total += parseFloat(match[1]) * unitMs[match[2]];
+    consumed += match[0].length;
+  }
+  if (consumed === 0 || consumed !== value.length) throw new Error(`not a duration: ${JSON.stringify(text)} (e.g. 90s, 5m, 500ms)`);
+  return Math.round(total);
 }
