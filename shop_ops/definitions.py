@@ -6,7 +6,8 @@ code get what they need from resources and arguments, never from the settings th
 Environment variables read here: the notifier's (SHOP_OPS_UI_URL, SHOP_OPS_SLACK_*, SHOP_OPS_SMTP_*:
 `resources/notifier.py`), SHOP_OPS_REGISTRY_URL / SHOP_OPS_REGISTRY_CREDENTIALS_FILE (the
 registry), SHOP_OPS_<ENV>_DATABASE_PASSWORD_FILE (each local database's password file),
-SHOP_OPS_AWS_ENDPOINT_URL (another AWS endpoint, e.g. moto in tests).
+SHOP_OPS_AWS_ENDPOINT_URL (another AWS endpoint, e.g. moto in tests), SHOP_OPS_<ENV>_ADMIN_TOKEN_FILE
+(each shop's admin token: load tests restock and purge synthetic orders).
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ from shop_ops.assets.database import database_schema
 from shop_ops.assets.deployments import deployment_history, deployments
 from shop_ops.assets.environment_health import environment_health
 from shop_ops.assets.images import image_assets
+from shop_ops.assets.performance import capacity_report, load_test_baseline, nightly_load_test
 from shop_ops.backup.rds_target import RdsBackupTarget
 from shop_ops.backup.targets import BackupTarget, LocalBackupTarget, LocalCluster
 from shop_ops.jobs import JOBS
+from shop_ops.perf.loadtest import LoadTester
 from shop_ops.release.apps import stack_id
 from shop_ops.release.images import shop_image_specs
 from shop_ops.release.targets import BlueGreenTarget, EcsTarget, ReleaseTarget
@@ -126,6 +129,7 @@ def release_target(
         containers=containers or containers_resource(settings),
         router=router, postgres=postgres or postgres_resource(settings), stack=stack_id(settings.state_path),
         redis_urls={name: settings.redis_url(name) for name in environments},
+        admin_token_files={name: str(settings.admin_token_file(name)) for name in environments},
     )  # fmt: skip
 
 
@@ -168,6 +172,26 @@ def backup_target(settings: Settings, postgres: PostgresResource, containers: Co
     )  # fmt: skip
 
 
+def load_tester(settings: Settings, containers: ContainersResource) -> LoadTester:
+    """k6 profiles and the load tests' housekeeping from `performance:`; only 127.0.0.1 in the local profile."""
+    perf = settings.performance
+    # Locally `shop-ops local up` writes them (Settings.admin_token_file); elsewhere only the variable names one.
+    token_files = {
+        name: str(settings.admin_token_file(name))
+        if settings.profile == "local"
+        else os.environ.get(f"SHOP_OPS_{name.upper()}_ADMIN_TOKEN_FILE", "")
+        for name in ENVIRONMENTS
+    }
+    return LoadTester(
+        k6=K6Resource(), containers=containers, admin_token_files=token_files,
+        loopback_only=settings.profile == "local", rate=perf.rate, duration_seconds=perf.duration_seconds,
+        stress_start_rate=perf.stress_start_rate, stress_max_rate=perf.stress_max_rate, stress_steps=perf.stress_steps,
+        stress_duration_seconds=perf.stress_duration_seconds, p95_ms=perf.p95_ms, min_stock=perf.min_stock,
+        synthetic_order_max_age_hours=perf.synthetic_order_max_age_hours,
+        usage_interval_seconds=perf.usage_interval_seconds,
+    )  # fmt: skip
+
+
 def resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     """Every resource, configured from the settings; the release strategy picked by profile."""
     registry = registry_resource(settings)
@@ -181,6 +205,7 @@ def resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "notifier": notifier_from_env(),
         "release_target": release_target(settings, registry, ledger, containers, postgres),
         "backup_target": backup_target(settings, postgres, containers),
+        "load_tester": load_tester(settings, containers),
     }
 
 
@@ -220,6 +245,9 @@ defs = dg.Definitions(
         environment_health,
         *backup_assets,
         *(dr_drill(environment) for environment in ENVIRONMENTS),
+        *(load_test_baseline(environment) for environment in ENVIRONMENTS),
+        *(nightly_load_test(environment) for environment in ENVIRONMENTS),
+        capacity_report,
     ],
     asset_checks=backup_checks,
     jobs=JOBS,

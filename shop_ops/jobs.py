@@ -2,9 +2,9 @@
 
 import dagster as dg
 
-from shop_ops.assets.backups import BACKUP_PARTITIONS
 from shop_ops.assets.backups import GROUP as BACKUPS
 from shop_ops.assets.deployments import rollback_environment, rollback_run_config
+from shop_ops.settings import ENVIRONMENTS
 
 build_images = dg.define_asset_job(
     "build_images",
@@ -14,16 +14,18 @@ build_images = dg.define_asset_job(
 
 release_staging = dg.define_asset_job(
     "release_staging",
-    selection=dg.AssetSelection.assets(["staging", "deployment"]),
+    selection=dg.AssetSelection.assets(["staging", "deployment"], ["staging", "load_test_baseline"]),
     tags={"environment": "staging"},
-    description="Deploy a release (version + image digests) to staging: migrate, roll out, verify.",
+    description="Deploy a release (version + image digests) to staging: migrate, roll out, verify; then its k6 baseline.",
 )
 
 promote_production = dg.define_asset_job(
     "promote_production",
-    selection=dg.AssetSelection.assets(["production", "deployment"]),
+    selection=dg.AssetSelection.assets(["production", "deployment"], ["production", "load_test_baseline"]),
     tags={"environment": "production"},
-    description="The same release to production; needs approved_by and digests verified on staging.",
+    description=(
+        "The same release to production; needs approved_by and digests verified on staging. Then its k6 baseline."
+    ),
 )
 
 
@@ -47,7 +49,6 @@ DR_DRILLS = dg.AssetSelection.groups(BACKUPS) & dg.AssetSelection.key_substring(
 nightly_backup = dg.define_asset_job(
     "nightly_backup",
     selection=dg.AssetSelection.groups(BACKUPS) - DR_DRILLS,
-    partitions_def=BACKUP_PARTITIONS,
     description=(
         "Back up every environment's database (pgBackRest + encrypted pg_dump with fingerprints) and the "
         "pipeline's own state for the day (the partition: yesterday), then restore-test each backup."
@@ -60,4 +61,25 @@ dr_drill = dg.define_asset_job(
     description="Point-in-time recovery of each environment into a scratch cluster, proven and timed (RTO, RPO).",
 )
 
-JOBS = [build_images, release_staging, promote_production, rollback, check_environment_health, nightly_backup, dr_drill]
+perf_regression = dg.define_asset_job(
+    "perf_regression",
+    selection=dg.AssetSelection.assets(*([environment, "nightly_load_test"] for environment in ENVIRONMENTS)),
+    # Daily partitions (PERF_PARTITIONS), inferred from the assets. One environment after the other:
+    # two load tests at once would measure each other.
+    executor_def=dg.in_process_executor,
+    description=(
+        "k6's realistic mix against each environment (today's partition), compared per endpoint with the "
+        "environment's release baseline; a regression fails the blocking check and alerts."
+    ),
+)
+
+JOBS = [
+    build_images,
+    release_staging,
+    promote_production,
+    rollback,
+    check_environment_health,
+    nightly_backup,
+    dr_drill,
+    perf_regression,
+]

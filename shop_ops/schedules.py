@@ -1,8 +1,10 @@
-"""The schedules of the code location: nightly backups and weekly DR drills (k6 runs and cost reports bring theirs).
+"""The schedules of the code location: nightly backups, weekly DR drills, nightly k6 regression runs.
 
 Jobs are named, not imported: schedules, sensors and jobs are sibling rooms (`make lint`).
 `definitions.py` builds them with the default status of its profile (running locally).
 """
+
+from datetime import UTC, datetime
 
 import dagster as dg
 
@@ -31,4 +33,17 @@ def build_schedules(default_status: dg.DefaultScheduleStatus) -> list[dg.Schedul
         default_status=default_status,
         description="Sundays 04:00 UTC: point-in-time recovery drill of each environment (RTO, RPO).",
     )
-    return [nightly_backup_schedule, weekly_dr_drill_schedule]
+
+    @dg.schedule(
+        name="nightly_perf_schedule",
+        job_name="perf_regression",
+        cron_schedule="0 3 * * *",
+        execution_timezone="UTC",
+        default_status=default_status,
+        description="03:00 UTC, after the backups: the night's k6 run per environment, checked against its baseline.",
+    )
+    def nightly_perf_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        day = (context.scheduled_execution_time or datetime.now(UTC)).astimezone(UTC).date().isoformat()
+        return dg.RunRequest(run_key=f"nightly-perf-{day}", partition_key=day)
+
+    return [nightly_backup_schedule, weekly_dr_drill_schedule, nightly_perf_schedule]

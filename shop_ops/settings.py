@@ -97,6 +97,42 @@ class BackupSettings(_Strict):
     process_max: int = Field(default=2, ge=1, le=16)
 
 
+class PerformanceSettings(_Strict):
+    """Load tests: release baselines, nightly regression checks, capacity (issue 10; docs/performance.md).
+
+    Rates are iterations per second of the realistic mix (loadtests/mix.js: 70% browse and search,
+    20% cart, 10% checkout); an iteration is one to five requests.
+    """
+
+    # Release baselines and nightly runs: the `load` profile at this rate for this long.
+    rate: float = Field(default=40, gt=0, le=5000)
+    duration_seconds: float = Field(default=60, ge=1, le=3600)
+    # capacity_report: the `stress` profile, from stress_start_rate up to stress_max_rate in steps.
+    stress_start_rate: float = Field(default=50, gt=0)
+    stress_max_rate: float = Field(default=1500, gt=0)
+    stress_steps: int = Field(default=10, ge=2, le=100)
+    stress_duration_seconds: float = Field(default=300, ge=2, le=7200)
+    # The thresholds every profile runs with, and the breaking point's definition.
+    p95_ms: float = Field(default=200, gt=0)
+    # Before and after every run each product is restocked to at least this (never during a run:
+    # a product change empties every cached search page).
+    min_stock: int = Field(default=1000, ge=1)
+    # Synthetic orders (load and smoke tests) older than this are deleted after each run.
+    synthetic_order_max_age_hours: float = Field(default=24, ge=0)
+    # The shop containers' CPU and memory are sampled this often while k6 runs.
+    usage_interval_seconds: float = Field(default=1.0, gt=0)
+    # The routers' shared cache of anonymous catalog reads (seconds; 0 turns it off).
+    edge_cache_seconds: float = Field(default=1.0, ge=0, le=60)
+
+    @model_validator(mode="after")
+    def _stress_range(self) -> PerformanceSettings:
+        if self.stress_max_rate <= self.stress_start_rate:
+            raise ValueError("stress_max_rate must be above stress_start_rate")
+        if self.stress_duration_seconds < self.stress_steps:
+            raise ValueError("stress_duration_seconds must give each of the stress_steps at least 1 s")
+        return self
+
+
 class AwsSettings(_Strict):
     region: str
     ecs_cluster: str
@@ -130,6 +166,7 @@ class Settings(_Strict):
     redis: RedisSettings = RedisSettings()
     aws: AwsSettings | None = None
     backups: BackupSettings = BackupSettings()
+    performance: PerformanceSettings = PerformanceSettings()
     environments: dict[str, LocalEnvironment | AwsEnvironment]
 
     @model_validator(mode="after")
@@ -183,6 +220,12 @@ class Settings(_Strict):
     def database_password_file(self, environment: str) -> Path:
         """Where `shop-ops local up` keeps the password of the `shop` role of an environment's database."""
         return self.state_path / "secrets" / f"{environment}-db-password"
+
+    def admin_token_file(self, environment: str) -> Path:
+        """The admin bearer token of an environment's shop: SHOP_OPS_<ENV>_ADMIN_TOKEN_FILE, else
+        `secrets/<env>-admin-token`, where `shop-ops local up` makes it (its backend containers mount it)."""
+        override = os.environ.get(f"SHOP_OPS_{environment.upper()}_ADMIN_TOKEN_FILE")
+        return Path(override) if override else self.state_path / "secrets" / f"{environment}-admin-token"
 
     def backup_key_file(self) -> Path:
         """The backup key: SHOP_OPS_BACKUP_KEY_FILE, `backups.key_file`, else `secrets/backup.key` beside

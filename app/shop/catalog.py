@@ -28,6 +28,20 @@ _SEARCH_SQL = text(
 )
 _PRODUCT_SQL = text(f"SELECT {PRODUCT_COLUMNS} FROM products WHERE id = :id")
 _CATEGORIES_SQL = text("SELECT DISTINCT category FROM products ORDER BY category")
+# The low rows are locked in id order, the order checkout hands its cart's products to its own
+# statement, so that a restock running beside checkouts (it should not: it runs between load tests)
+# makes them wait rather than deadlock.
+_RESTOCK_SQL = text(
+    """
+    UPDATE products p SET stock = :min_stock, updated_at = now()
+    FROM (SELECT id FROM products WHERE stock < :min_stock ORDER BY id FOR UPDATE) low
+    WHERE p.id = low.id
+    RETURNING p.id
+    """
+)
+# Cached product pages dropped per Redis DEL: one command per batch keeps a restock of the whole
+# catalog from blocking Redis with a single huge delete.
+INVALIDATE_BATCH = 1_000
 
 
 def escape_like(term: str) -> str:
@@ -148,7 +162,30 @@ class Catalog:
             row = (await conn.execute(sql, {**changes, "id": product_id})).first()
         if row is None:
             raise not_found("Product", product_id)
-        await self.cache.redis.incr(VERSION_KEY)
-        self.cache.local.drop(VERSION_KEY)
+        await self._bump_version()
         await self.cache.invalidate(f"product:{product_id}")
         return _row(row)
+
+    async def restock(self, min_stock: int) -> int:
+        """Raise every product's stock below `min_stock` to it, in one statement; how many changed.
+
+        Only when some did: the catalog version is bumped once (cached search pages show stock)
+        and the changed products' cached pages are dropped. A repeat changes nothing and empties
+        no cache.
+        """
+        async with self.engine.begin() as conn:
+            ids = list((await conn.execute(_RESTOCK_SQL, {"min_stock": min_stock})).scalars())
+        if ids:
+            await self._bump_version()
+            for start in range(0, len(ids), INVALIDATE_BATCH):
+                await self.stock_changed(ids[start : start + INVALIDATE_BATCH])
+        return len(ids)
+
+    async def _bump_version(self) -> None:
+        """A new catalog version: every cached search and category page is left behind (expires by TTL).
+
+        Here after the change committed, so a page loaded under the new version shows it; other
+        workers see the new version once their local copy expires (local_cache_ttl_seconds).
+        """
+        await self.cache.redis.incr(VERSION_KEY)
+        self.cache.local.drop(VERSION_KEY)

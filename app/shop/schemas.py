@@ -8,6 +8,8 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
+from shop.retention import MAX_AGE_SECONDS
+
 CART_ID_PATTERN = r"^[0-9a-f]{32}$"
 
 
@@ -177,3 +179,28 @@ class ProductUpdate(BaseModel):
     price_cents: int | None = Field(default=None, ge=0)
     stock: int | None = Field(default=None, ge=0)
     category: Annotated[str | None, Field(min_length=1, max_length=100), StorableText] = None
+
+
+class RestockRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"min_stock": 1000}]})
+    min_stock: int = Field(ge=1, le=1_000_000, description="every product with less stock gets exactly this")
+
+
+class RestockResult(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"restocked": 42, "min_stock": 1000}]})
+    restocked: int = Field(description="how many products were below min_stock and were raised to it")
+    min_stock: int
+
+
+class PurgeSyntheticOrders(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"older_than_seconds": 86400}]})
+    older_than_seconds: int = Field(
+        ge=0,
+        le=MAX_AGE_SECONDS,
+        description="delete synthetic orders created longer ago than this; 0 deletes every one placed so far",
+    )
+
+
+class PurgeResult(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"deleted": 5210}]})
+    deleted: int = Field(description="synthetic orders deleted, with their lines")

@@ -1,4 +1,4 @@
-"""The services the routes use (database, Redis, catalog, carts, checkout), opened once per worker process."""
+"""The services the routes use (database, Redis, catalog, carts, checkout, retention), opened once per worker."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from shop.catalog import Catalog
 from shop.checkout import Checkout
 from shop.db import create_engine
 from shop.migrate import contract_revisions, known_revisions
+from shop.retention import Retention
 from shop.settings import Settings
 
 
@@ -27,6 +28,7 @@ class Services:
     catalog: Catalog
     carts: Carts
     checkout: Checkout
+    retention: Retention
     known_revisions: list[str]
     contract_revisions: frozenset[str]
 
@@ -42,7 +44,14 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
     metrics.DB_POOL_SIZE.set(settings.database_pool_size)
     try:
         yield Services(
-            settings, engine, catalog, carts, Checkout(engine, carts, catalog), known_revisions(), contract_revisions()
+            settings=settings,
+            engine=engine,
+            catalog=catalog,
+            carts=carts,
+            checkout=Checkout(engine, carts, catalog),
+            retention=Retention(engine),
+            known_revisions=known_revisions(),
+            contract_revisions=contract_revisions(),
         )
     finally:
         await redis.aclose()

@@ -8,6 +8,7 @@ Everything lives under `Settings.state_path`:
     <postgres>/../secrets/backup.key                   the backup key (0600, PostgreSQL's OS user): beside the
                                                        PostgreSQL folders, never inside a repository or store
     secrets/<env>-db-password                          the `shop` role's password (0640, group 10001)
+    secrets/<env>-admin-token                          the shop's admin bearer token (0640, group 10001)
     stack/heartbeat-<env>.pid, logs/heartbeat-<env>.log   the heartbeat writer DR drills check (ops.heartbeat)
     redis/  registry/  routers/<env>/  dagster/        the other services (pid files, logs)
     apps/<env>.json                                    the images each environment's slot runs
@@ -155,7 +156,7 @@ class LocalStack:
         self.redis = RedisServer(self.state / "redis", settings.redis.port)
         self.registry = RegistryServer(self.state / "registry", settings.registry.port)
         self.routers = {
-            name: Router(name, self.state / "routers" / name, env.router_port)
+            name: Router(name, self.state / "routers" / name, env.router_port, settings.performance.edge_cache_seconds)
             for name, env in self.environments.items()
         }
         self.dagster = DagsterDev(self.state / "dagster", settings.dagster.port)
@@ -175,6 +176,9 @@ class LocalStack:
     def password_file(self, env: str) -> Path:
         return self.settings.database_password_file(env)
 
+    def admin_token_file(self, env: str) -> Path:
+        return self.settings.admin_token_file(env)
+
     @property
     def docker_marker(self) -> Path:
         return self.state / "stack" / "docker-api.json"
@@ -190,6 +194,7 @@ class LocalStack:
             database_url=f"postgresql+asyncpg://shop@127.0.0.1:{env.postgres_port}/{env.database}",
             password_file=self.password_file(name),
             redis_url=self.settings.redis_url(name),
+            admin_token_file=self.admin_token_file(name),
         )
 
     def dsn(self, name: str) -> str:
@@ -398,16 +403,13 @@ class LocalStack:
                 pgbackrest.stanza_create()
 
     def _ensure_shop_role(self, name: str) -> None:
-        """The `shop` role (password from its file, made once) owning the environment's database."""
+        """The `shop` role (password from its file, made once) owning the environment's database,
+        and the shop's admin token (made once too; its backend containers mount both files)."""
         cluster = self.postgres[name]
         env = self.environments[name]
         path = self.password_file(name)
-        if not path.exists():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_urlsafe(24))
-        if os.geteuid() == 0:
-            os.chown(path, 0, CONTAINER_UID)  # the containers' user reads it as its group
+        _ensure_secret_file(path)
+        _ensure_secret_file(self.admin_token_file(name))
         password = path.read_text().strip()
         if cluster.psql("SELECT 1 FROM pg_roles WHERE rolname = 'shop'"):
             cluster.psql(f"ALTER ROLE shop WITH LOGIN PASSWORD '{password}'")
@@ -668,6 +670,7 @@ class LocalStack:
             "up": False,
             "slot": serving.slot if serving else None,
             "api_url": f"{router.url}/api/",
+            "admin_token_file": str(self.admin_token_file(name)),
         }
         if serving:
             entry["backend_url"] = f"http://127.0.0.1:{serving.backend_port}"
@@ -695,6 +698,18 @@ class LocalStack:
         lines.append(("registry", f"{self.registry.url}  (credentials in {self.registry.credentials_file})"))
         lines.append(("docker api", self.docker.docker_host))
         return lines
+
+
+def _ensure_secret_file(path: Path) -> None:
+    """A random secret in `path` unless it has one: 0640, and as root group CONTAINER_UID, whose
+    containers read it as their group. Written straight into the file, never into a log."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(24))
+    if os.geteuid() == 0:
+        os.chown(path, 0, CONTAINER_UID)
 
 
 def _last_json(output: str) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """The shop's app containers in the local environment: one-off commands and the slot services.
 
 Built on `DockerEngine` (shop_ops/resources/containers.py): host networking, a stop timeout,
-labels that let `down` find exactly this stack's containers, and the database password as a
-read-only file mount (never an environment value).
+labels that let `down` find exactly this stack's containers, and the database password and the
+admin token as read-only file mounts (never environment values).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ LABEL_SLOT = "io.shop-ops.slot"
 LABEL_ROLE = "io.shop-ops.role"
 LABEL_PORT = "io.shop-ops.port"
 PASSWORD_MOUNT = "/run/secrets/shop-db-password"
+ADMIN_TOKEN_MOUNT = "/run/secrets/shop-admin-token"
 STOP_TIMEOUT = 10
 
 
@@ -37,12 +38,14 @@ class AppEnvironment:
     database_url: str  # postgresql+asyncpg://shop@127.0.0.1:PORT/shop, no password
     password_file: Path
     redis_url: str
+    admin_token_file: Path  # the bearer token of the admin API (load tests restock and purge through it)
     workers: int = 1
 
     def backend_env(self, port: int | None = None) -> dict[str, str]:
         env = {
             "SHOP_DATABASE_URL": self.database_url,
             "SHOP_DATABASE_PASSWORD_FILE": PASSWORD_MOUNT,
+            "SHOP_ADMIN_TOKEN_FILE": ADMIN_TOKEN_MOUNT,
             "SHOP_REDIS_URL": self.redis_url,
             "SHOP_HOST": "127.0.0.1",
             "SHOP_WORKERS": str(self.workers),
@@ -53,7 +56,7 @@ class AppEnvironment:
 
     @property
     def mounts(self) -> dict[str | Path, str]:
-        return {self.password_file: PASSWORD_MOUNT}
+        return {self.password_file: PASSWORD_MOUNT, self.admin_token_file: ADMIN_TOKEN_MOUNT}
 
     def labels(self, **extra: str) -> dict[str, str]:
         return {LABEL_STACK: self.stack, LABEL_ENVIRONMENT: self.name, **extra}

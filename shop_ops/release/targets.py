@@ -20,7 +20,7 @@ from shop_ops.release.ecs_release import EcsService
 from shop_ops.release.flow import DeployRefused, Log, Release, ReleaseResult, Strategy, deploy, rollback
 from shop_ops.release.verify import verify_environment
 from shop_ops.resources.aws import AwsResource
-from shop_ops.resources.containers import ContainersResource
+from shop_ops.resources.containers import ContainersResource, ServiceContainer
 from shop_ops.resources.k6 import K6Resource
 from shop_ops.resources.ledger import LedgerResource
 from shop_ops.resources.postgres import PostgresResource
@@ -47,6 +47,11 @@ class ReleaseTarget(dg.ConfigurableResource):
         """The backend image that serves `environment` now (a backup's restore test starts it); None if unknown."""
         return None
 
+    def serving_containers(self, environment: str) -> list[str]:
+        """The names of the running containers that serve `environment` (load tests sample their CPU and
+        memory); empty where the Docker API does not run them (ECS)."""
+        return []
+
     def serving_release(self, environment: str) -> str:
         """The ledger's release serving `environment`, as `version (release id)`, or why there is none."""
         entry = self.ledger.open().serving(environment)
@@ -70,20 +75,30 @@ class BlueGreenTarget(ReleaseTarget):
     postgres: PostgresResource
     stack: str = Field(description="the label that marks the local environment's containers (apps.stack_id)")
     redis_urls: dict[str, str] = Field(description="environment -> the Redis URL its shop uses (no password)")
+    admin_token_files: dict[str, str] = Field(
+        description="environment -> the file with its shop's admin token, mounted read-only into the backends"
+    )
     ready_timeout_seconds: float = 90
 
     def url(self, environment: str) -> str:
         return self.router.router(environment).url
 
-    def serving_backend_image(self, environment: str) -> str | None:
-        """The image of the backend container in the slot the router serves (a release's pinned ref, or `up`'s build)."""
+    def _serving(self, environment: str, **labels: str) -> list[ServiceContainer]:
+        """The running containers of the slot the router serves (with `labels` too)."""
         serving = self.router.router(environment).serving()
         if serving is None:
-            return None
+            return []
         labels = {apps.LABEL_STACK: self.stack, apps.LABEL_ENVIRONMENT: environment, apps.LABEL_SLOT: serving.slot,
-                  apps.LABEL_ROLE: "backend"}  # fmt: skip
-        running = [c for c in self.containers.engine().list_services(labels=labels) if c.status == "running"]
+                  **labels}  # fmt: skip
+        return [c for c in self.containers.engine().list_services(labels=labels) if c.status == "running"]
+
+    def serving_backend_image(self, environment: str) -> str | None:
+        """The image of the backend container in the slot the router serves (a release's pinned ref, or `up`'s build)."""
+        running = self._serving(environment, **{apps.LABEL_ROLE: "backend"})
         return running[0].image if running else None
+
+    def serving_containers(self, environment: str) -> list[str]:
+        return sorted(c.name for c in self._serving(environment))
 
     def strategy(self, environment: str, log: Log) -> BlueGreen:
         if environment not in self.redis_urls:
@@ -91,9 +106,13 @@ class BlueGreenTarget(ReleaseTarget):
         database = self.postgres.target(environment)
         if not database.password_file:
             raise DeployRefused(f"no database password file is configured for {environment}")
+        admin_token_file = self.admin_token_files.get(environment)
+        if not admin_token_file:
+            raise DeployRefused(f"no admin token file is configured for {environment}")
         app_env = apps.AppEnvironment(
             stack=self.stack, name=environment, database_url=database.url(),
             password_file=Path(database.password_file), redis_url=self.redis_urls[environment],
+            admin_token_file=Path(admin_token_file),
         )  # fmt: skip
         return BlueGreen(
             engine=self.containers.engine(), registry=self.registry.client(), router=self.router.router(environment),

@@ -146,9 +146,12 @@ def staging(
     password_file = state / "db-password"  # the test cluster trusts loopback: any password does
     password_file.write_text("unused\n")
     password_file.chmod(0o644)
+    admin_token_file = state / "admin-token"
+    admin_token_file.write_text("bluegreen-test-admin-token\n")
+    admin_token_file.chmod(0o644)
     app_env = apps.AppEnvironment(
         stack=f"bgtest{free_port()}", name="staging", database_url=url, password_file=password_file,
-        redis_url=redis_server.url(5),
+        redis_url=redis_server.url(5), admin_token_file=admin_token_file,
     )  # fmt: skip
     slots = {slot: Upstreams(slot, free_port(), free_port()) for slot in ("blue", "green")}
     router = Router("staging", state / "router", free_port())

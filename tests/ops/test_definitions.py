@@ -21,6 +21,8 @@ def test_definitions_names_and_blocking_checks():
         "staging/deployment", "production/deployment", "deployment_history",
         "staging/database_backup", "production/database_backup", "staging/restore_test", "production/restore_test",
         "pipeline_state_backup", "staging/dr_drill", "production/dr_drill",
+        "staging/load_test_baseline", "production/load_test_baseline", "staging/nightly_load_test",
+        "production/nightly_load_test", "capacity_report",
     }  # fmt: skip
     checks = graph.asset_check_keys
     assert {(c.asset_key.to_user_string(), c.name) for c in checks} >= {
@@ -42,7 +44,9 @@ def test_definitions_names_and_blocking_checks():
         assert (key, "freshness_check") in names, sorted(names)
     assert ("production/database_backup", "wal_archive_continuous") in names
     assert defs.resolve_sensor_def("backup_freshness_sensor").minimum_interval_seconds == 3600
-    assert {s.name for s in defs.schedules} >= {"nightly_backup_schedule", "weekly_dr_drill_schedule"}
+    assert {s.name for s in defs.schedules} >= {
+        "nightly_backup_schedule", "weekly_dr_drill_schedule", "nightly_perf_schedule"
+    }  # fmt: skip
     assert graph.get(dg.AssetKey(["staging", "database_backup"])).parent_keys == {
         dg.AssetKey(["staging", "deployment"])
     }
@@ -63,6 +67,20 @@ def test_definitions_names_and_blocking_checks():
     sensor = defs.resolve_sensor_def("run_failure_alert_sensor")
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING  # local profile: on from the start
     assert graph.get(dg.AssetKey(["staging", "database_schema"])).group_name == "database"
+    # Performance: a baseline per release hangs from the deployment; the nightly run is checked against it.
+    assert ("staging/nightly_load_test", "no_latency_regression") in blocking
+    assert graph.get(dg.AssetKey(["production", "load_test_baseline"])).parent_keys == {
+        dg.AssetKey(["production", "deployment"])
+    }
+    nightly = graph.get(dg.AssetKey(["staging", "nightly_load_test"]))
+    assert (
+        nightly.parent_keys == {dg.AssetKey(["staging", "load_test_baseline"])} and nightly.group_name == "performance"
+    )
+    assert defs.resolve_job_def("release_staging").asset_layer.executable_asset_keys >= {
+        dg.AssetKey(["staging", "deployment"]), dg.AssetKey(["staging", "load_test_baseline"])
+    }  # fmt: skip
+    assert defs.resolve_job_def("perf_regression").partitions_def is not None
+    assert type(defs.resources["load_tester"]).__name__ == "LoadTester"
 
 
 def test_workspace_validates_with_the_dagster_cli():
@@ -87,3 +105,17 @@ def test_nightly_backup_schedule_takes_the_newest_complete_day():
     [request] = schedule.evaluate_tick(context).run_requests
     assert request.partition_key == "2026-11-30" and request.run_key == "nightly-backup-2026-11-30"
     assert defs.resolve_schedule_def("weekly_dr_drill_schedule").cron_schedule == "0 4 * * 0"
+
+
+def test_nightly_perf_schedule_runs_the_day_it_fires():
+    from datetime import UTC, datetime
+
+    from shop_ops.definitions import defs
+
+    schedule = defs.resolve_schedule_def("nightly_perf_schedule")
+    assert schedule.job_name == "perf_regression" and schedule.cron_schedule == "0 3 * * *"
+    context = dg.build_schedule_context(
+        scheduled_execution_time=datetime(2026, 12, 1, 3, 0, tzinfo=UTC), repository_def=defs.get_repository_def()
+    )
+    [request] = schedule.evaluate_tick(context).run_requests
+    assert request.partition_key == "2026-12-01" and request.run_key == "nightly-perf-2026-12-01"

@@ -73,6 +73,8 @@ def local_env(docker_api: DockerApi, root_only_checkout: Path) -> Iterator[dict[
         "redis": {"port": next(p)},
         # Short intervals so the drill finds archived WAL after the backup within seconds.
         "backups": {"archive_timeout_seconds": 1, "heartbeat_seconds": 0.5},
+        # Release baselines and nightly runs: 400 iterations of the mix, >= 30 requests per endpoint.
+        "performance": {"rate": 50, "duration_seconds": 8, "synthetic_order_max_age_hours": 0},
         "environments": {
             name: {
                 "postgres_port": next(p),
@@ -208,6 +210,17 @@ class StackUi:
         errors = [f"{data.error.message if data.error else ''} {data.user_failure_data}" for data in failures]
         return UiRun(run_id, status.value, "\n".join(errors))
 
+    def wait_for_materialization(self, key: list[str], after: float, timeout: float = 120) -> dict:
+        """The metadata of `key`'s newest materialization if later than `after` (epoch s); waits for the run to get there."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with dg.DagsterInstance.from_config(str(self.home)) as instance:
+                records = instance.fetch_materializations(dg.AssetKey(key), limit=1).records
+            if records and records[0].timestamp > after:
+                return {name: value.value for name, value in records[0].asset_materialization.metadata.items()}
+            assert time.monotonic() < deadline, f"{'/'.join(key)} not materialized after {after} within {timeout} s"
+            time.sleep(1)
+
 
 STEP_FAILURE = dg.DagsterEventType.STEP_FAILURE
 FINAL_STATUSES = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
@@ -254,6 +267,24 @@ def test_up_status_down_up(local_env: dict[str, str], docker_api: DockerApi) -> 
         assert no_password.returncode != 0 and "password" in no_password.stderr
         assert (Path(doc["postgres"][name]["pgbackrest"]) / "repo" / "backup" / name / "backup.info").is_file()
         assert doc["postgres"][name]["heartbeat"] is True
+    # The routers' edge cache keeps catalog reads ~1 s: a product change through the admin API shows
+    # within a few seconds (edge cache + the backend's own in-process second), a cart never comes from it.
+    admin_token = Path(doc["staging"]["admin_token_file"]).read_text().strip()
+    secrets.append(admin_token)
+    staging_url = doc["staging"]["url"]
+    first = httpx.get(f"{staging_url}/api/products/1", timeout=10)
+    assert httpx.get(f"{staging_url}/api/products/1", timeout=10).headers["x-cache"] in ("HIT", "UPDATING"), first
+    changed = httpx.patch(
+        f"{staging_url}/api/admin/products/1", json={"name": "Edge cache test lamp"},
+        headers={"Authorization": f"Bearer {admin_token}"}, timeout=10,
+    )  # fmt: skip
+    assert changed.status_code == 200, changed.text
+    changed_at = time.monotonic()
+    while httpx.get(f"{staging_url}/api/products/1", timeout=10).json()["name"] != "Edge cache test lamp":
+        assert time.monotonic() - changed_at < 5, "the product change did not show through the router within 5 s"
+        time.sleep(0.1)
+    cart = httpx.post(f"{staging_url}/api/carts", json={}, timeout=10).json()["id"]
+    assert "x-cache" not in httpx.get(f"{staging_url}/api/carts/{cart}", timeout=10).headers
     key_file = Path(doc["backups"]["key_file"])
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600 and not key_file.is_relative_to(Path(env["SHOP_OPS_STATE"]))
     secrets.append(key_file.read_text().strip())
@@ -271,9 +302,15 @@ def test_up_status_down_up(local_env: dict[str, str], docker_api: DockerApi) -> 
     urls = {name: doc[name]["url"] for name in ("staging", "production")}
     release, digests = release_through_the_sensor("9.9.9", engine, registry, ledger)
     assert served_version(urls["staging"]) == "9.9.9"
+    ui = StackUi(doc["dagster"]["url"], Path(doc["dagster"]["dagster_home"]))
+    # release_staging took the release's k6 baseline after verifying it (the sensor's run).
+    baseline = ui.wait_for_materialization(["staging", "load_test_baseline"], after=release["started_at"])
+    assert baseline["release"].startswith("9.9.9") and baseline["passed"] is True, baseline
+    assert baseline["requests"] > 400 and baseline["error_rate"] == 0 and baseline["checks_pass_rate"] == 1.0
+    assert baseline["cpu_mean_percent"] > 0 and baseline["memory_max_mb"] > 0  # the slot's containers, sampled
+    assert "| search " in baseline["endpoints"] and baseline["synthetic_orders_purged"] > 0
 
     # promote_production and rollback launched as the UI launches them (GraphQL), run by dagster dev.
-    ui = StackUi(doc["dagster"]["url"], Path(doc["dagster"]["dagster_home"]))
     promote = {"version": "9.9.9", "backend_digest": digests["backend"], "frontend_digest": digests["frontend"]}
     refused = ui.run("promote_production", {"ops": {"production__deployment": {"config": promote}}})
     assert refused.status == "FAILURE" and "approved_by is required" in refused.error, refused
@@ -284,9 +321,29 @@ def test_up_status_down_up(local_env: dict[str, str], docker_api: DockerApi) -> 
     assert served_version(urls["production"]) == "9.9.9"
     production = ledger.serving("production")
     assert (production.version, production.approved_by) == ("9.9.9", "ada")
+    baseline = ui.wait_for_materialization(["production", "load_test_baseline"], after=production.started_at)
+    assert baseline["release"].startswith("9.9.9") and baseline["passed"] is True, baseline
 
     release_through_the_sensor("9.9.10", engine, registry, ledger)
     assert served_version(urls["staging"]) == "9.9.10"
+    # The nightly regression run, launched as the schedule does (today's partition): the unchanged
+    # releases pass their blocking check against their baselines; each value loads as a DataFrame.
+    today = datetime.now(UTC).date().isoformat()
+    perf = ui.run("perf_regression", {}, tags={"dagster/partition": today}, timeout=300)
+    assert perf.status == "SUCCESS", perf
+    with dg.DagsterInstance.from_config(str(ui.home)) as instance:
+        for name in ("staging", "production"):
+            key = dg.AssetKey([name, "nightly_load_test"])
+            [check] = instance.event_log_storage.get_asset_check_execution_history(
+                dg.AssetCheckKey(key, "no_latency_regression"), limit=1
+            )
+            assert check.status.value == "SUCCEEDED", check
+            nightly = _latest_metadata(instance, [name, "nightly_load_test"])
+            assert nightly["baseline_release"].startswith("9.9.10" if name == "staging" else "9.9.9"), nightly
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).date().isoformat()
+    refused_perf = ui.run("perf_regression", {}, tags={"dagster/partition": yesterday})
+    assert refused_perf.status == "FAILURE" and "only today's partition" in refused_perf.error, refused_perf
+
     reason = {"ops": {"rollback_environment": {"config": {"reason": "e2e test"}}}}
     rolled = ui.run("rollback", reason, tags={"dagster/partition": "staging", "environment": "staging"})
     assert rolled.status == "SUCCESS", rolled

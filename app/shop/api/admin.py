@@ -1,4 +1,4 @@
-"""Admin routes: change a product (bearer token)."""
+"""Admin routes (bearer token): change a product, restock the catalog, purge synthetic orders."""
 
 from __future__ import annotations
 
@@ -8,11 +8,24 @@ from fastapi.responses import Response
 from shop.api.deps import AuthorizationHeader, ServicesDep, require_admin
 from shop.api.responses import json_response
 from shop.errors import ERRORS, ErrorBody
-from shop.schemas import Product, ProductUpdate
+from shop.schemas import (
+    Product,
+    ProductUpdate,
+    PurgeResult,
+    PurgeSyntheticOrders,
+    RestockRequest,
+    RestockResult,
+)
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
 
 ADMIN_ERRORS = {**ERRORS, 401: {"model": ErrorBody, "description": "Missing or wrong admin bearer token"}}
+# The bulk operations name no id and cannot conflict: malformed JSON, the token, invalid input.
+BULK_ERRORS = {
+    400: {"model": ErrorBody, "description": "The body is not valid JSON"},
+    401: ADMIN_ERRORS[401],
+    422: ADMIN_ERRORS[422],
+}
 
 
 @router.patch("/products/{product_id}", response_model=Product, responses=ADMIN_ERRORS)
@@ -23,3 +36,43 @@ async def update_product(
     require_admin(svc.settings, authorization)
     changes = body.model_dump(exclude_unset=True, exclude_none=True)
     return json_response(await svc.catalog.update_product(product_id, changes))
+
+
+@router.post(
+    "/restock",
+    response_model=RestockResult,
+    responses=BULK_ERRORS,
+    summary="Raise low stock to a minimum",
+    response_description="How many products were restocked",
+)
+async def restock(svc: ServicesDep, body: RestockRequest, authorization: AuthorizationHeader = None) -> Response:
+    """Every product with less than `min_stock` in stock gets exactly `min_stock`, in one statement
+    (needs `Authorization: Bearer <SHOP_ADMIN_TOKEN>`).
+
+    Run before and after a load test, never during one: when any product changed, the catalog
+    version moves on and every cached search page is left behind. Idempotent: a repeat restocks
+    0 products and leaves the caches alone.
+    """
+    require_admin(svc.settings, authorization)
+    restocked = await svc.catalog.restock(body.min_stock)
+    return json_response({"restocked": restocked, "min_stock": body.min_stock})
+
+
+@router.post(
+    "/synthetic-orders/purge",
+    response_model=PurgeResult,
+    responses=BULK_ERRORS,
+    summary="Delete old synthetic orders",
+    response_description="How many synthetic orders were deleted",
+)
+async def purge_synthetic_orders(
+    svc: ServicesDep, body: PurgeSyntheticOrders, authorization: AuthorizationHeader = None
+) -> Response:
+    """Delete the synthetic orders (placed with `X-Synthetic: 1` by smoke and load tests) created
+    more than `older_than_seconds` ago, with their lines (needs `Authorization: Bearer <SHOP_ADMIN_TOKEN>`).
+
+    Real orders are never deleted. Runs in batches of 5,000 orders per transaction, so a big
+    purge holds no long locks; orders placed after the purge started are left for the next one.
+    """
+    require_admin(svc.settings, authorization)
+    return json_response({"deleted": await svc.retention.purge_synthetic_orders(body.older_than_seconds)})
