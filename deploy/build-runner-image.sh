@@ -152,7 +152,8 @@ SOURCE_HASH=$(
     {
         printf 'base %s\n' "$BASE_ID"
         printf 'deb %s\n' "${DEBS[@]}"
-        find deploy/Dockerfile deploy/build-runner-image.sh scripts/host-wheels.sh pyproject.toml VERSION config shop_ops \
+        find deploy/Dockerfile deploy/build-runner-image.sh scripts/host-wheels.sh pyproject.toml VERSION config \
+            loadtests shop_ops \
             -type f ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 |
             LC_ALL=C sort -z | xargs -0 sha256sum
     } | sha256sum | cut -c1-16
@@ -183,6 +184,7 @@ mkdir -p "$CONTEXT" "$SRC"
 cp "$ROOT/pyproject.toml" "$SRC/"
 tar -C "$ROOT" --exclude=__pycache__ --exclude='*.pyc' -cf - shop_ops | tar -C "$SRC" -xf -
 cp -r "$ROOT/config" "$CONTEXT/config"
+cp -r "$ROOT/loadtests" "$CONTEXT/loadtests"
 : >"$WORK/debs.log"
 debs_t0=$SECONDS
 fetch_debs "$CONTEXT/debs" "${DEBS[@]}" || die "the image's Debian packages could not be fetched (see above)"

@@ -104,7 +104,7 @@ def release_target(
         assert settings.aws is not None
         environments = settings.aws_environments()
         return EcsTarget(
-            registry=registry, ledger=ledger, k6=K6Resource(),
+            registry=registry, ledger=ledger, k6=K6Resource(), verify_script=str(settings.loadtests_path / "verify.js"),
             aws=AwsResource(region=settings.aws.region, endpoint_url=os.environ.get("SHOP_OPS_AWS_ENDPOINT_URL") or None),
             cluster=settings.aws.ecs_cluster,
             services={name: env.ecs_service for name, env in environments.items()},
@@ -125,7 +125,7 @@ def release_target(
         }
     )
     return BlueGreenTarget(
-        registry=registry, ledger=ledger, k6=K6Resource(),
+        registry=registry, ledger=ledger, k6=K6Resource(), verify_script=str(settings.loadtests_path / "verify.js"),
         containers=containers or containers_resource(settings),
         router=router, postgres=postgres or postgres_resource(settings), stack=stack_id(settings.state_path),
         redis_urls={name: settings.redis_url(name) for name in environments},
@@ -183,7 +183,8 @@ def load_tester(settings: Settings, containers: ContainersResource) -> LoadTeste
         for name in ENVIRONMENTS
     }
     return LoadTester(
-        k6=K6Resource(), containers=containers, admin_token_files=token_files,
+        k6=K6Resource(), containers=containers, mix_script=str(settings.loadtests_path / "mix.js"),
+        admin_token_files=token_files,
         loopback_only=settings.profile == "local", rate=perf.rate, duration_seconds=perf.duration_seconds,
         stress_start_rate=perf.stress_start_rate, stress_max_rate=perf.stress_max_rate, stress_steps=perf.stress_steps,
         stress_duration_seconds=perf.stress_duration_seconds, p95_ms=perf.p95_ms, min_stock=perf.min_stock,

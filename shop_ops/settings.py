@@ -259,6 +259,12 @@ class Settings(_Strict):
         return f"redis://127.0.0.1:{self.redis.port}/{self.local_environments()[environment].redis_db}"
 
     @property
+    def loadtests_path(self) -> Path:
+        """The k6 scripts (release verification, load tests): SHOP_OPS_LOADTESTS (the run image's copy), else the checkout's."""
+        override = os.environ.get("SHOP_OPS_LOADTESTS")
+        return Path(override) if override else ROOT / "loadtests"
+
+    @property
     def docker_state_path(self) -> Path:
         """Whose podman storage and API to use: SHOP_OPS_DOCKER_STATE (e.g. the repository's, from tests) or ours."""
         override = os.environ.get("SHOP_OPS_DOCKER_STATE")

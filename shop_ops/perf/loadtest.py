@@ -117,6 +117,7 @@ def run_load_test(
     profile: LoadProfile,
     *,
     k6: K6Runner,
+    script: Path = MIX_SCRIPT,
     admin: ShopAdmin,
     sampler: Callable[[], UsageSampler],
     min_stock: int,
@@ -132,7 +133,7 @@ def run_load_test(
     log(f"{environment}: k6 {profile.name} at {profile.rate:g} it/s for {profile.duration_s:g}s against {url}")
     with sampler() as usage:
         try:
-            summary = k6.run(MIX_SCRIPT, profile.k6_env(url), timeout_s=profile.timeout_s, samples=True)
+            summary = k6.run(script, profile.k6_env(url), timeout_s=profile.timeout_s, samples=True)
         except K6Error as exc:
             raise LoadTestError(f"k6 could not load-test {environment}: {exc}") from None
     if summary.samples is None:
@@ -168,6 +169,7 @@ class LoadTester(dg.ConfigurableResource):
 
     k6: K6Resource
     containers: ContainersResource
+    mix_script: str = str(MIX_SCRIPT)  # loadtests/mix.js (the run image has a copy)
     # environment -> the file holding its shop's admin token (restock, purge synthetic orders).
     admin_token_files: dict[str, str]
     loopback_only: bool = True
@@ -181,16 +183,24 @@ class LoadTester(dg.ConfigurableResource):
     min_stock: int = 1000
     synthetic_order_max_age_hours: float = 24
     usage_interval_seconds: float = 1.0
+    # The homepage flow's GET / (the storefront's HTML): off only against a bare backend.
+    storefront: bool = True
 
     def load_profile(self) -> LoadProfile:
         """Release baselines and nightly runs: the `load` profile."""
-        return LoadProfile(name="load", rate=self.rate, duration_s=self.duration_seconds, p95_ms=self.p95_ms)
+        return LoadProfile(
+            name="load",
+            rate=self.rate,
+            duration_s=self.duration_seconds,
+            p95_ms=self.p95_ms,
+            storefront=self.storefront,
+        )
 
     def stress_profile(self) -> LoadProfile:
         """The capacity report: the `stress` profile."""
         return LoadProfile(
             name="stress", rate=self.stress_start_rate, duration_s=self.stress_duration_seconds,
-            max_rate=self.stress_max_rate, steps=self.stress_steps, p95_ms=self.p95_ms,
+            max_rate=self.stress_max_rate, steps=self.stress_steps, p95_ms=self.p95_ms, storefront=self.storefront,
         )  # fmt: skip
 
     def _admin(self, environment: str, url: str) -> ShopAdmin:
@@ -215,6 +225,7 @@ class LoadTester(dg.ConfigurableResource):
             return UsageSampler(engine, list(containers), interval_s=self.usage_interval_seconds, log=log)
 
         return run_load_test(
-            environment, url, profile, k6=self.k6, admin=self._admin(environment, url), sampler=sampler,
+            environment, url, profile, k6=self.k6, script=Path(self.mix_script), admin=self._admin(environment, url),
+            sampler=sampler,
             min_stock=self.min_stock, purge_older_than_s=int(self.synthetic_order_max_age_hours * 3600), log=log,
         )  # fmt: skip

@@ -18,7 +18,7 @@ from shop_ops.release import apps
 from shop_ops.release.bluegreen import BlueGreen
 from shop_ops.release.ecs_release import EcsService
 from shop_ops.release.flow import DeployRefused, Log, Release, ReleaseResult, Strategy, deploy, rollback
-from shop_ops.release.verify import verify_environment
+from shop_ops.release.verify import VERIFY_SCRIPT, verify_environment
 from shop_ops.resources.aws import AwsResource
 from shop_ops.resources.containers import ContainersResource, ServiceContainer
 from shop_ops.resources.k6 import K6Resource
@@ -34,6 +34,7 @@ class ReleaseTarget(dg.ConfigurableResource):
     registry: RegistryResource
     ledger: LedgerResource
     k6: K6Resource
+    verify_script: str = Field(default=str(VERIFY_SCRIPT), description="loadtests/verify.js (the run image has a copy)")
 
     @abstractmethod
     def strategy(self, environment: str, log: Log) -> Strategy:
@@ -59,7 +60,7 @@ class ReleaseTarget(dg.ConfigurableResource):
 
     def deploy(self, environment: str, release: Release, approved_by: str | None, log: Log) -> ReleaseResult:
         """`flow.deploy` with this target's steps and the smoke + k6 verifier."""
-        verify = partial(verify_environment, k6=self.k6)
+        verify = partial(verify_environment, k6=self.k6, script=Path(self.verify_script))
         return deploy(environment, release, self.strategy(environment, log), verify=verify, approved_by=approved_by)
 
     def rollback(self, environment: str, reason: str, log: Log) -> ReleaseResult:

@@ -186,6 +186,7 @@ def verify_environment(
     duration: str = "5s",
     p95_ms: float = 200,
     timeout: float = 10,
+    script: Path = VERIFY_SCRIPT,
 ) -> Verification:
     """Smoke tests, then (only if they passed) the k6 check; `reason` says what failed, empty when verified."""
     started = time.monotonic()
@@ -195,7 +196,7 @@ def verify_environment(
         reason = smoke.reason
     else:
         try:
-            summary = k6_check(k6, base_url, rate=rate, duration=duration, p95_ms=p95_ms)
+            summary = k6_check(k6, base_url, rate=rate, duration=duration, p95_ms=p95_ms, script=script)
             reason = "" if summary.passed else _k6_reason(summary)
         except K6Error as exc:
             reason = f"k6 check could not run: {exc}"

