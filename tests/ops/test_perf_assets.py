@@ -20,7 +20,7 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from shop_ops.assets.performance import REGRESSION_CHECK, load_test_baseline, nightly_load_test
+from shop_ops.assets.performance import REGRESSION_CHECK, capacity_report, load_test_baseline, nightly_load_test
 from shop_ops.localenv.docker_api import DockerApi
 from shop_ops.perf.loadtest import LoadTester
 from shop_ops.release.flow import Log, Strategy
@@ -138,3 +138,34 @@ def test_a_30ms_slower_search_fails_the_check_and_alerts_an_unchanged_rerun_pass
     )
     assert isinstance(frame, pd.DataFrame) and set(frame["endpoint"]) >= {"search", "checkout", "order"}
     assert (frame["environment"] == "staging").all() and len(frame) > 700
+
+
+def test_capacity_report_records_each_scenarios_breaking_point(
+    backends: dict[str, tuple[str, str]], admin_token: str, docker_api: DockerApi, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "admin-token"
+    token_file.write_text(admin_token)
+    url, container = backends["release"]
+    # A short climb (10 -> 40 it/s in 2 stages of 2 s) that the shop holds: the breaking point is the top stage.
+    load_tester = LoadTester(
+        k6=K6Resource(), containers=ContainersResource(docker_host=docker_api.docker_host),
+        admin_token_files={"staging": str(token_file)}, stress_start_rate=10, stress_max_rate=40, stress_steps=2,
+        stress_duration_seconds=4, p95_ms=1000, storefront=False,
+    )  # fmt: skip
+    target = FixedTarget(
+        target_url=url, container=container, registry=RegistryResource(url="http://127.0.0.1:9"),
+        ledger=LedgerResource(state_dir=str(tmp_path)), k6=K6Resource(),
+    )  # fmt: skip
+    result = dg.materialize(
+        [capacity_report], resources={"load_tester": load_tester, "release_target": target},
+        instance=dg.DagsterInstance.ephemeral(),
+    )  # fmt: skip
+    capacity = result.output_for_node("capacity_report")
+    assert sorted(capacity["scenario"]) == ["browse", "cart", "checkout"]
+    assert capacity.set_index("scenario")["breaking_rate"].to_dict() == pytest.approx(
+        {"browse": 28.0, "cart": 8.0, "checkout": 4.0}
+    )
+    assert capacity["broke_at_rate"].isna().all() and (capacity["stages"] == 2).all()
+    metadata = result.asset_materializations_for_node("capacity_report")[0].metadata
+    assert metadata["breaking_rate_checkout"].value == pytest.approx(4.0)
+    assert "| browse" in metadata["stages"].value and metadata["release"].value.startswith("none yet")
