@@ -9,6 +9,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shop.cache import ResponseCache
+from shop.db import fetchrow
 from shop.errors import ApiError, not_found
 
 MAX_LIMIT = 100
@@ -26,7 +27,7 @@ _SEARCH_SQL = text(
     LIMIT :limit OFFSET :offset
     """
 )
-_PRODUCT_SQL = text(f"SELECT {PRODUCT_COLUMNS} FROM products WHERE id = :id")
+_PRODUCT_SQL = f"SELECT {PRODUCT_COLUMNS} FROM products WHERE id = $1"  # asyncpg (db.fetchrow)
 _CATEGORIES_SQL = text("SELECT DISTINCT category FROM products ORDER BY category")
 # The low rows are locked in id order, the order checkout hands its cart's products to its own
 # statement, so that a restock running beside checkouts (it should not: it runs between load tests)
@@ -121,9 +122,9 @@ class Catalog:
         """One product as JSON; ApiError 404 when there is none."""
 
         async def load() -> bytes | None:
-            async with self.engine.connect() as conn:
-                row = (await conn.execute(_PRODUCT_SQL, {"id": product_id})).first()
-            return orjson.dumps(_row(row)) if row is not None else None
+            # Loaded after every checkout that changed the product's stock: one round trip, no BEGIN/ROLLBACK.
+            row = await fetchrow(self.engine, _PRODUCT_SQL, product_id)
+            return orjson.dumps(dict(row.items())) if row is not None else None
 
         if product_id < 1 or product_id > 2**62:
             raise not_found("Product", product_id)

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from shop import metrics
 from shop.carts import Carts, cart_key
 from shop.catalog import Catalog
+from shop.db import fetchrow
 from shop.errors import ApiError, not_found
 
 MAX_KEY_LENGTH = 200
@@ -45,15 +46,13 @@ _PLACE_ORDER_SQL = """
     FROM placed
 """
 _ORDER_BY_KEY_SQL = text("SELECT id, cart_id FROM orders WHERE idempotency_key = :key")
-_ORDER_SQL = text(
-    """
+_ORDER_SQL = """
     SELECT o.id, o.email, o.status, o.total_cents, o.synthetic, o.created_at,
            (SELECT json_agg(json_build_object('product_id', product_id, 'name', name,
                 'price_cents', price_cents, 'quantity', quantity) ORDER BY product_id)
             FROM order_lines WHERE order_id = o.id) AS items
-    FROM orders o WHERE o.id = :id
-    """
-)
+    FROM orders o WHERE o.id = $1
+"""
 
 
 def order_number(order_id: int) -> str:
@@ -131,14 +130,12 @@ class Checkout:
     async def _place(self, args: list[Any]) -> Any:
         """Run the order statement (one round trip, atomic on its own); retried on deadlock.
 
-        The hot path goes to asyncpg directly on a connection from the SQLAlchemy pool: the
-        statement is prepared once per connection and the greenlet layers stay out of it.
+        The hot path goes to asyncpg directly on a connection from the SQLAlchemy pool (db.fetchrow):
+        the statement is prepared once per connection and the greenlet layers stay out of it.
         """
         for attempt in range(3):
             try:
-                async with self.engine.connect() as conn:
-                    driver = (await conn.get_raw_connection()).driver_connection
-                    return await driver.fetchrow(_PLACE_ORDER_SQL, *args)
+                return await fetchrow(self.engine, _PLACE_ORDER_SQL, *args)
             except asyncpg.exceptions.DeadlockDetectedError:
                 if attempt == 2:
                     raise
@@ -158,8 +155,7 @@ class Checkout:
     async def get(self, order_id: int) -> dict[str, Any]:
         if order_id < 1 or order_id > 2**62:
             raise not_found("Order", order_id)
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(_ORDER_SQL, {"id": order_id})).first()
+        row = await fetchrow(self.engine, _ORDER_SQL, order_id)  # one round trip, no BEGIN/ROLLBACK
         if row is None:
             raise not_found("Order", order_id)
-        return order_doc(row._mapping)
+        return order_doc(row)

@@ -1,7 +1,10 @@
-"""Database schema (SQLAlchemy Core tables) and the async engine factory."""
+"""Database schema (SQLAlchemy Core tables), the async engine factory, and one statement straight on asyncpg."""
 
 from __future__ import annotations
 
+from typing import Any
+
+import asyncpg
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -95,3 +98,31 @@ def create_engine(settings: Settings) -> AsyncEngine:
             "timeout": 5,
         },
     )
+
+
+async def fetchrow(engine: AsyncEngine, sql: str, *args: Any) -> Any:
+    """One statement (`$1`-style parameters) straight on asyncpg, on a connection of the engine's pool:
+    the first row as an asyncpg Record, or None. Autocommit: only for a statement atomic on its own.
+
+    The hot paths' single statements go here: SQLAlchemy's `conn.execute` wraps even one read in
+    BEGIN ... ROLLBACK (two more round trips to PostgreSQL) and runs its Core layers in a greenlet;
+    asyncpg prepares the statement once per connection (docs/performance.md).
+    """
+    async with engine.connect() as conn:
+        driver = (await conn.get_raw_connection()).driver_connection
+        assert driver is not None
+        try:
+            return await driver.fetchrow(sql, *args)
+        except _CONNECTION_LOST:
+            # SQLAlchemy's own execute would notice the lost connection; here the pool is told, or it
+            # would hand the dead connection out again (after a PostgreSQL restart, say).
+            await conn.invalidate()
+            raise
+
+
+_CONNECTION_LOST = (
+    OSError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, terminated backend, cancelled query
+)

@@ -177,3 +177,24 @@ def test_product_gone_from_the_catalog_fails_whole(client: httpx.Client, postgre
     assert res.status_code == 409 and res.json()["error"]["code"] == "product_unavailable"
     assert postgres.psql(f"SELECT stock FROM products WHERE id = {kept}", db) == kept_stock
     assert postgres.psql("SELECT count(*) FROM orders WHERE idempotency_key = 'k-gone'", db) == "0"
+
+
+def test_order_lookups_recover_when_the_database_drops_the_connections(
+    client: httpx.Client, postgres: PostgresCluster, shop_db: str
+):
+    """The order lookup runs on asyncpg directly (db.fetchrow): a lost connection is dropped from the pool,
+    so after PostgreSQL terminates every connection of the shop, at most the requests that held one fail."""
+    cart_id = filled_cart(client, in_stock_product(client)["id"])
+    order = client.post(
+        "/api/checkout", json={"cart_id": cart_id, "email": "eve@example.com"}, headers={"Idempotency-Key": "k-lost"}
+    ).json()
+    for _ in range(5):  # every pooled connection has been used at least once
+        assert client.get(f"/api/orders/{order['id']}").status_code == 200
+    killed = postgres.psql(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+        f"WHERE datname = '{db_name(shop_db)}' AND pid <> pg_backend_pid()"
+    )
+    assert int(killed) >= 1
+    statuses = [client.get(f"/api/orders/{order['id']}").status_code for _ in range(30)]
+    assert set(statuses) <= {200, 500} and statuses[-10:] == [200] * 10, statuses
+    assert statuses.count(500) <= int(killed), statuses
