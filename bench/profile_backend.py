@@ -22,7 +22,6 @@ and flamegraph.pl read it), k6's per-endpoint table and the server log.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import platform
 import re
@@ -31,7 +30,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -42,12 +40,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from shop.migrate import upgrade  # noqa: E402
-from shop.seed import seed_catalog  # noqa: E402
+from bench.seeded import seeded_shop  # noqa: E402
 from shop_ops.perf.profiles import MIX_SCRIPT, LoadProfile  # noqa: E402
 from shop_ops.perf.shop_admin import ShopAdmin  # noqa: E402
 from shop_ops.resources.k6 import K6Summary, run_k6  # noqa: E402
-from shop_ops.services.processes import PostgresCluster, RedisServer, free_port, wait_for_http  # noqa: E402
+from shop_ops.services.processes import free_port, wait_for_http  # noqa: E402
 
 ADMIN_TOKEN = "bench-admin-token"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -250,98 +247,88 @@ def main() -> int:
     if not args.no_profile and not py_spy.exists():
         sys.exit("py-spy not found beside Python: install the dev dependencies (pip install -e '.[dev]')")
 
-    base = Path(tempfile.mkdtemp(prefix="shop-bench-profile-"))
-    base.chmod(0o755)
-    pg = PostgresCluster(base / "pg", free_port())
-    rs = RedisServer(base / "redis", free_port())
     server = None
-    try:
-        pg.init()
-        pg.start()
-        rs.start()
-        pg.create_database("shop", owner="shop")
-        url = pg.dsn("shop", user="shop", driver="postgresql+asyncpg")
-        upgrade(url)
-        asyncio.run(seed_catalog(url, args.products))
-        port = free_port()
-        env = {
-            **os.environ,
-            "SHOP_DATABASE_URL": url,
-            "SHOP_REDIS_URL": rs.url(0),
-            "SHOP_PORT": str(port),
-            "SHOP_WORKERS": str(args.workers),
-            "SHOP_ADMIN_TOKEN": ADMIN_TOKEN,
-        }
-        log = open(base / "shop.log", "wb")
-        server = subprocess.Popen([str(Path(sys.executable).parent / "shop-serve")], env=env, stdout=log, stderr=log)
-        shop_url = f"http://127.0.0.1:{port}"
-        wait_for_http(f"{shop_url}/readyz", 30, server, base / "shop.log")
-        restocked = ShopAdmin(shop_url, ADMIN_TOKEN).restock(1000)
-
-        warmup = LoadProfile(name="load", rate=max(1.0, args.rate / 10), duration_s=args.warmup, storefront=False)
-        run_k6(MIX_SCRIPT, warmup.k6_env(shop_url), timeout_s=warmup.timeout_s)
-        profile = LoadProfile(name="load", rate=args.rate, duration_s=args.duration, p95_ms=1000, storefront=False)
-
-        pg_pid = int((pg.datadir / "postmaster.pid").read_text().split()[0])
-        assert rs.process is not None
-        spy = None
-        if not args.no_profile:
-            cmd = [str(py_spy), "record", "--pid", str(server.pid), "--subprocesses", "--format", "raw"]
-            cmd += [] if args.all_threads else ["--gil"]
-            cmd += ["--rate", str(args.sample_rate), "--output", str(base / "profile.txt")]
-            spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(base / "py-spy.log", "wb"))
-            time.sleep(1)  # py-spy attaches to the workers
-        before = {
-            "server": cpu_seconds(server.pid),
-            "postgres": cpu_seconds(pg_pid),
-            "redis": cpu_seconds(rs.process.pid),
-            "k6": children_cpu(),
-        }
-        started = time.monotonic()
-        summary = run_k6(MIX_SCRIPT, profile.k6_env(shop_url), timeout_s=profile.timeout_s, samples=True)
-        wall = time.monotonic() - started
-        used = {
-            "server": cpu_seconds(server.pid) - before["server"],
-            "postgres": cpu_seconds(pg_pid) - before["postgres"],
-            "redis": cpu_seconds(rs.process.pid) - before["redis"],
-            "k6": children_cpu() - before["k6"],
-        }
-        if spy is not None:
-            spy_before = children_cpu()
-            spy.send_signal(signal.SIGINT)  # py-spy writes its output on Ctrl-C
-            spy.wait(timeout=60)
-            used["py-spy"] = children_cpu() - spy_before  # its whole life, ~1 s longer than the run
-
-        print(
-            f"\nshop backend under the mix, {time.strftime('%Y-%m-%d %H:%M')}, {platform.node()}, "
-            f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; {args.workers} granian workers, "
-            f"{args.products} products ({restocked} restocked); k6 on the same machine: {args.rate:g} it/s "
-            f"for {args.duration:g} s (k6 wall {wall:.1f} s); py-spy {'off' if spy is None else 'on'}"
-        )
-        print_k6(summary)
-        print("\nCPU seconds over the run: " + ", ".join(f"{name} {s:.1f}" for name, s in used.items()))
-        if summary.requests:
-            print(
-                f"server CPU per request: {used['server'] / summary.requests * 1000:.2f} ms; "
-                f"PostgreSQL {used['postgres'] / summary.requests * 1000:.2f} ms"
+    with seeded_shop("shop-bench-profile-", args.products) as shop:
+        base, pg, rs, url = shop.base, shop.postgres, shop.redis, shop.url
+        try:
+            port = free_port()
+            env = {
+                **os.environ,
+                "SHOP_DATABASE_URL": url,
+                "SHOP_REDIS_URL": rs.url(0),
+                "SHOP_PORT": str(port),
+                "SHOP_WORKERS": str(args.workers),
+                "SHOP_ADMIN_TOKEN": ADMIN_TOKEN,
+            }
+            log = open(base / "shop.log", "wb")
+            server = subprocess.Popen(
+                [str(Path(sys.executable).parent / "shop-serve")], env=env, stdout=log, stderr=log
             )
-        if spy is not None:
-            print_profile(base / "profile.txt", args.top, used["server"], args.sample_rate, summary.requests)
-        if args.output:
-            args.output.mkdir(parents=True, exist_ok=True)
-            for name in ("profile.txt", "shop.log", "py-spy.log"):
-                if (base / name).exists():
-                    shutil.copy(base / name, args.output / name)
-            assert summary.samples is not None
-            summary.samples.endpoints.to_csv(args.output / "endpoints.csv", index=False)
-        return 0
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=15)
-        rs.stop()
-        pg.stop()
-        shutil.rmtree(base, ignore_errors=True)
+            shop_url = f"http://127.0.0.1:{port}"
+            wait_for_http(f"{shop_url}/readyz", 30, server, base / "shop.log")
+            restocked = ShopAdmin(shop_url, ADMIN_TOKEN).restock(1000)
+
+            warmup = LoadProfile(name="load", rate=max(1.0, args.rate / 10), duration_s=args.warmup, storefront=False)
+            run_k6(MIX_SCRIPT, warmup.k6_env(shop_url), timeout_s=warmup.timeout_s)
+            profile = LoadProfile(name="load", rate=args.rate, duration_s=args.duration, p95_ms=1000, storefront=False)
+
+            pg_pid = int((pg.datadir / "postmaster.pid").read_text().split()[0])
+            assert rs.process is not None
+            spy = None
+            if not args.no_profile:
+                cmd = [str(py_spy), "record", "--pid", str(server.pid), "--subprocesses", "--format", "raw"]
+                cmd += [] if args.all_threads else ["--gil"]
+                cmd += ["--rate", str(args.sample_rate), "--output", str(base / "profile.txt")]
+                spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(base / "py-spy.log", "wb"))
+                time.sleep(1)  # py-spy attaches to the workers
+            before = {
+                "server": cpu_seconds(server.pid),
+                "postgres": cpu_seconds(pg_pid),
+                "redis": cpu_seconds(rs.process.pid),
+                "k6": children_cpu(),
+            }
+            started = time.monotonic()
+            summary = run_k6(MIX_SCRIPT, profile.k6_env(shop_url), timeout_s=profile.timeout_s, samples=True)
+            wall = time.monotonic() - started
+            used = {
+                "server": cpu_seconds(server.pid) - before["server"],
+                "postgres": cpu_seconds(pg_pid) - before["postgres"],
+                "redis": cpu_seconds(rs.process.pid) - before["redis"],
+                "k6": children_cpu() - before["k6"],
+            }
+            if spy is not None:
+                spy_before = children_cpu()
+                spy.send_signal(signal.SIGINT)  # py-spy writes its output on Ctrl-C
+                spy.wait(timeout=60)
+                used["py-spy"] = children_cpu() - spy_before  # its whole life, ~1 s longer than the run
+
+            print(
+                f"\nshop backend under the mix, {time.strftime('%Y-%m-%d %H:%M')}, {platform.node()}, "
+                f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; {args.workers} granian workers, "
+                f"{args.products} products ({restocked} restocked); k6 on the same machine: {args.rate:g} it/s "
+                f"for {args.duration:g} s (k6 wall {wall:.1f} s); py-spy {'off' if spy is None else 'on'}"
+            )
+            print_k6(summary)
+            print("\nCPU seconds over the run: " + ", ".join(f"{name} {s:.1f}" for name, s in used.items()))
+            if summary.requests:
+                print(
+                    f"server CPU per request: {used['server'] / summary.requests * 1000:.2f} ms; "
+                    f"PostgreSQL {used['postgres'] / summary.requests * 1000:.2f} ms"
+                )
+            if spy is not None:
+                print_profile(base / "profile.txt", args.top, used["server"], args.sample_rate, summary.requests)
+            if args.output:
+                args.output.mkdir(parents=True, exist_ok=True)
+                for name in ("profile.txt", "shop.log", "py-spy.log"):
+                    if (base / name).exists():
+                        shutil.copy(base / name, args.output / name)
+                assert summary.samples is not None
+                summary.samples.endpoints.to_csv(args.output / "endpoints.csv", index=False)
+            return 0
+        finally:
+            if server is not None:
+                server.terminate()
+                server.wait(timeout=15)
 
 
 if __name__ == "__main__":

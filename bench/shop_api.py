@@ -10,7 +10,6 @@ folder, seeds 10,000 products, then for each scenario climbs a ladder of arrival
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import platform
@@ -18,18 +17,16 @@ import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import redis
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 
-from shop.migrate import upgrade  # noqa: E402
-from shop.seed import seed_catalog  # noqa: E402
-from shop_ops.services.processes import PostgresCluster, RedisServer, free_port, wait_for_http  # noqa: E402
+from bench.seeded import seeded_shop  # noqa: E402
+from shop_ops.services.processes import free_port, wait_for_http  # noqa: E402
 
 SCENARIOS = {  # name -> (k6 script, first rate)
     "bare": ("bare.js", 1000),
@@ -122,72 +119,62 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
 
-    base = Path(tempfile.mkdtemp(prefix="shop-bench-"))
-    base.chmod(0o755)
-    pg = PostgresCluster(base / "pg", free_port())
-    rs = RedisServer(base / "redis", free_port())
     server = None
-    try:
-        pg.init()
-        pg.start()
-        rs.start()
-        pg.create_database("shop", owner="shop")
-        url = pg.dsn("shop", user="shop", driver="postgresql+asyncpg")
-        upgrade(url)
-        asyncio.run(seed_catalog(url, args.products))
-        port = free_port()
-        env = {
-            **os.environ,
-            "SHOP_DATABASE_URL": url,
-            "SHOP_REDIS_URL": rs.url(0),
-            "SHOP_PORT": str(port),
-            "SHOP_WORKERS": str(args.workers),
-        }
-        log = open(base / "shop.log", "wb")
-        server = subprocess.Popen([str(Path(sys.executable).parent / "shop-serve")], env=env, stdout=log, stderr=log)
-        wait_for_http(f"http://127.0.0.1:{port}/readyz", 30, server, base / "shop.log")
-        k6_env = {**os.environ, "BASE_URL": f"http://127.0.0.1:{port}", "PRODUCTS": str(args.products)}
-
-        def on_step(name: str, script: str, rate: int, duration: str = args.duration) -> dict[str, float]:
-            step_env = dict(k6_env)
-            if name == "checkout":
-                carts = base / f"carts-{rate}.json"
-                in_stock = [int(i) for i in pg.psql("SELECT id FROM products WHERE stock >= 200", "shop").split()]
-                prepare_carts(rs.url(0), rate * int(duration.rstrip("s")) + rate, in_stock, carts)
-                step_env["CARTS_FILE"] = str(carts)
-            step = run_step(script, rate, duration, step_env, base)
-            verdict = "ok" if passes(step) else "over"
-            print(
-                f"  {name:<12} target {rate:>6}/s -> {step['rps']:8.0f} req/s  p95 {step['p95']:7.1f} ms  "
-                f"failed {step['failed']:.2%}  dropped {step['dropped']:.0f}  {verdict}",
-                flush=True,
+    with seeded_shop("shop-bench-", args.products) as shop:
+        base, pg, rs, url = shop.base, shop.postgres, shop.redis, shop.url
+        try:
+            port = free_port()
+            env = {
+                **os.environ,
+                "SHOP_DATABASE_URL": url,
+                "SHOP_REDIS_URL": rs.url(0),
+                "SHOP_PORT": str(port),
+                "SHOP_WORKERS": str(args.workers),
+            }
+            log = open(base / "shop.log", "wb")
+            server = subprocess.Popen(
+                [str(Path(sys.executable).parent / "shop-serve")], env=env, stdout=log, stderr=log
             )
-            return step
+            wait_for_http(f"http://127.0.0.1:{port}/readyz", 30, server, base / "shop.log")
+            k6_env = {**os.environ, "BASE_URL": f"http://127.0.0.1:{port}", "PRODUCTS": str(args.products)}
 
-        results = {}
-        for name in args.scenarios.split(","):
-            on_step(name, SCENARIOS[name][0], 100, "3s")  # warm-up: caches, connection pools
-            results[name] = climb(name, args.duration, k6_env, base, on_step)
-        bare = results.get("bare")
-        print()
-        print(f"shop API, {time.strftime('%Y-%m-%d')}, {platform.node()}, {os.cpu_count()} cores, "
-              f"{args.workers} workers, k6 on the same machine, {args.duration} per step")  # fmt: skip
-        print("| scenario | req/s at p95 < 200 ms, 0 errors | p95 ms | x bare |")
-        print("| --- | ---: | ---: | ---: |")
-        for name, best in results.items():
-            if best is None:
-                print(f"| {name} | below the first step | - | - |")
-                continue
-            ratio = f"{best['rps'] / bare['rps']:.2f}" if bare else "-"
-            print(f"| {name} | {best['rps']:.0f} | {best['p95']:.1f} | {ratio} |")
-        return 0
-    finally:
-        if server is not None:
-            server.terminate()
-            server.wait(timeout=15)
-        rs.stop()
-        pg.stop()
-        shutil.rmtree(base, ignore_errors=True)
+            def on_step(name: str, script: str, rate: int, duration: str = args.duration) -> dict[str, float]:
+                step_env = dict(k6_env)
+                if name == "checkout":
+                    carts = base / f"carts-{rate}.json"
+                    in_stock = [int(i) for i in pg.psql("SELECT id FROM products WHERE stock >= 200", "shop").split()]
+                    prepare_carts(rs.url(0), rate * int(duration.rstrip("s")) + rate, in_stock, carts)
+                    step_env["CARTS_FILE"] = str(carts)
+                step = run_step(script, rate, duration, step_env, base)
+                verdict = "ok" if passes(step) else "over"
+                print(
+                    f"  {name:<12} target {rate:>6}/s -> {step['rps']:8.0f} req/s  p95 {step['p95']:7.1f} ms  "
+                    f"failed {step['failed']:.2%}  dropped {step['dropped']:.0f}  {verdict}",
+                    flush=True,
+                )
+                return step
+
+            results = {}
+            for name in args.scenarios.split(","):
+                on_step(name, SCENARIOS[name][0], 100, "3s")  # warm-up: caches, connection pools
+                results[name] = climb(name, args.duration, k6_env, base, on_step)
+            bare = results.get("bare")
+            print()
+            print(f"shop API, {time.strftime('%Y-%m-%d')}, {platform.node()}, {os.cpu_count()} cores, "
+                  f"{args.workers} workers, k6 on the same machine, {args.duration} per step")  # fmt: skip
+            print("| scenario | req/s at p95 < 200 ms, 0 errors | p95 ms | x bare |")
+            print("| --- | ---: | ---: | ---: |")
+            for name, best in results.items():
+                if best is None:
+                    print(f"| {name} | below the first step | - | - |")
+                    continue
+                ratio = f"{best['rps'] / bare['rps']:.2f}" if bare else "-"
+                print(f"| {name} | {best['rps']:.0f} | {best['p95']:.1f} | {ratio} |")
+            return 0
+        finally:
+            if server is not None:
+                server.terminate()
+                server.wait(timeout=15)
 
 
 if __name__ == "__main__":

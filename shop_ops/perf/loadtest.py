@@ -27,6 +27,7 @@ from shop_ops.resources.k6 import K6Error, K6Resource, K6Summary
 
 Log = Callable[[str], None]
 SETUP_SCENARIOS = ("setup", "teardown")
+K6_THRESHOLDS_CROSSED = 99  # k6's exit code when a threshold failed: a result, not an error
 
 
 class LoadTestError(RuntimeError):
@@ -126,7 +127,8 @@ def run_load_test(
 ) -> LoadTestRun:
     """Restock, run the mix with `profile` against `url` while `sampler` samples the shop, restock, purge.
 
-    A failed threshold is a result (`summary.passed` False); LoadTestError when k6 cannot run.
+    A failed threshold is a result (`summary.passed` False); LoadTestError when k6 cannot run or stops
+    with another exit code (its stderr's end says why).
     """
     restocked_before = admin.restock(min_stock)
     log(f"{environment}: restocked {restocked_before} products to >= {min_stock} before the run")
@@ -136,6 +138,10 @@ def run_load_test(
             summary = k6.run(script, profile.k6_env(url), timeout_s=profile.timeout_s, samples=True)
         except K6Error as exc:
             raise LoadTestError(f"k6 could not load-test {environment}: {exc}") from None
+    if summary.exit_code not in (0, K6_THRESHOLDS_CROSSED):  # e.g. 107: setup() threw (no stock, shop down)
+        raise LoadTestError(
+            f"k6 stopped {environment}'s load test (exit {summary.exit_code}): {summary.stderr_tail[-800:]}"
+        )
     if summary.samples is None:
         raise LoadTestError("k6 returned no samples")
     if summary.requests == 0:

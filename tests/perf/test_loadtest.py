@@ -84,8 +84,8 @@ SAMPLE_LINES = "\n".join(POINT.replace("NUMBER", str(n)).replace("VALUE", str(n 
 
 
 class FakeK6:
-    def __init__(self, calls: Calls, tmp: Path, error: Exception | None = None) -> None:
-        self.calls, self.tmp, self.error = calls, tmp, error
+    def __init__(self, calls: Calls, tmp: Path, error: Exception | None = None, exit_code: int = 0) -> None:
+        self.calls, self.tmp, self.error, self.exit_code = calls, tmp, error, exit_code
 
     def run(self, script: Path, env: dict[str, str], timeout_s: float = 120, *, samples: bool = False) -> K6Summary:
         self.calls.append(("k6", env["PROFILE"], env["BASE_URL"]))
@@ -93,7 +93,10 @@ class FakeK6:
             raise self.error
         path = self.tmp / "samples.jsonl"
         path.write_text(SAMPLE_LINES + "\n")
-        return K6Summary(p95_ms=5, error_rate=0, requests=5, req_per_s=1, samples=parse_samples(path))
+        return K6Summary(
+            p95_ms=5, error_rate=0, requests=5, req_per_s=1, samples=parse_samples(path), exit_code=self.exit_code,
+            stderr_tail="setup() threw: no product with stock >= 50" if self.exit_code == 107 else "",
+        )  # fmt: skip
 
 
 def test_stock_is_topped_up_before_and_after_the_run_never_during(tmp_path: Path) -> None:
@@ -134,3 +137,21 @@ def test_a_missing_admin_token_file_names_the_variable(tmp_path: Path) -> None:
         tester.run("production", "http://127.0.0.1:9", [], PROFILE, log=lambda _: None)
     with pytest.raises(LoadTestError, match=r"not on 127\.0\.0\.1"):
         tester.run("staging", "http://shop.example.com", [], PROFILE, log=lambda _: None)
+
+
+@pytest.mark.parametrize(("exit_code", "outcome"), [(99, "result"), (107, "error")])
+def test_a_crossed_threshold_is_a_result_any_other_exit_an_error(tmp_path: Path, exit_code: int, outcome: str) -> None:
+    calls = Calls()
+
+    def run():
+        return run_load_test(
+            "staging", "http://127.0.0.1:9", PROFILE, k6=FakeK6(calls, tmp_path, exit_code=exit_code),
+            admin=FakeAdmin(calls), sampler=lambda: FakeSampler(calls), min_stock=500, purge_older_than_s=0,
+            log=lambda _: None,
+        )  # fmt: skip
+
+    if outcome == "result":
+        assert run().summary.passed is False
+    else:
+        with pytest.raises(LoadTestError, match=r"exit 107\): setup\(\) threw: no product with stock"):
+            run()
