@@ -189,7 +189,7 @@ def load_tester(settings: Settings, containers: ContainersResource) -> LoadTeste
         stress_start_rate=perf.stress_start_rate, stress_max_rate=perf.stress_max_rate, stress_steps=perf.stress_steps,
         stress_duration_seconds=perf.stress_duration_seconds, p95_ms=perf.p95_ms, min_stock=perf.min_stock,
         synthetic_order_max_age_hours=perf.synthetic_order_max_age_hours,
-        usage_interval_seconds=perf.usage_interval_seconds,
+        usage_interval_seconds=perf.usage_interval_seconds, storefront=perf.storefront,
     )  # fmt: skip
 
 

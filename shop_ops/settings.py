@@ -108,8 +108,8 @@ class PerformanceSettings(_Strict):
     rate: float = Field(default=40, gt=0, le=5000)
     duration_seconds: float = Field(default=60, ge=1, le=3600)
     # capacity_report: the `stress` profile, from stress_start_rate up to stress_max_rate in steps.
-    stress_start_rate: float = Field(default=50, gt=0)
-    stress_max_rate: float = Field(default=1500, gt=0)
+    stress_start_rate: float = Field(default=50, gt=0, le=20000)
+    stress_max_rate: float = Field(default=1500, gt=0, le=20000)
     stress_steps: int = Field(default=10, ge=2, le=100)
     stress_duration_seconds: float = Field(default=300, ge=2, le=7200)
     # The thresholds every profile runs with, and the breaking point's definition.
@@ -121,6 +121,8 @@ class PerformanceSettings(_Strict):
     synthetic_order_max_age_hours: float = Field(default=24, ge=0)
     # The shop containers' CPU and memory are sampled this often while k6 runs.
     usage_interval_seconds: float = Field(default=1.0, gt=0)
+    # The environments' URLs serve the storefront at `/` (the mix's homepage loads it); false for an API-only URL.
+    storefront: bool = True
     # The routers' shared cache of anonymous catalog reads (seconds; 0 turns it off).
     edge_cache_seconds: float = Field(default=1.0, ge=0, le=60)
 

@@ -204,6 +204,7 @@ def capacity_report(
     capacity.insert(0, "release", release)
     context.log.info(f"breaking points of {release}:\n{capacity.to_string(index=False)}")
     numbers = {f"breaking_rate_{row.scenario}": float(row.breaking_rate) for row in capacity.itertuples()}
+    numbers.update(_capacity_change(context, numbers))
     return dg.MaterializeResult(
         value=capacity,
         metadata={
@@ -215,3 +216,17 @@ def capacity_report(
             "usage": run.metadata()["usage"],
         },
     )
+
+
+def _capacity_change(context: dg.AssetExecutionContext, numbers: dict[str, float]) -> dict[str, float]:
+    """Each breaking rate's change in % against the previous capacity report (a capacity regression shows)."""
+    previous = context.instance.get_latest_materialization_event(context.asset_key)
+    before = previous.asset_materialization.metadata if previous and previous.asset_materialization else {}
+    changes = {}
+    for name, value in numbers.items():
+        old = before.get(name)
+        if old is not None and isinstance(old.value, (int, float)) and old.value > 0:
+            changes[name.replace("breaking_rate_", "change_pct_")] = round(100 * (value - old.value) / old.value, 1)
+            if value < old.value:
+                context.log.warning(f"{name}: {value:g} it/s, down from {old.value:g} in the previous report")
+    return changes

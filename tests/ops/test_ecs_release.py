@@ -29,6 +29,7 @@ import pytest
 import yaml
 
 from shop_ops.assets.deployments import deployment_history, deployments
+from shop_ops.assets.performance import load_test_baseline
 from shop_ops.definitions import resources
 from shop_ops.jobs import promote_production, release_staging
 from shop_ops.jobs import rollback as rollback_job
@@ -335,7 +336,9 @@ def test_find_task_definition_takes_the_newest_revision_with_those_images(ecs, c
 
 # ---------------------------------------------------------------------------------------------- Dagster, aws profile
 @pytest.fixture
-def aws_profile(aws, cluster, server, moto_server, postgres, monkeypatch, tmp_path) -> Iterator[dg.Definitions]:
+def aws_profile(
+    aws, cluster, server, moto_server, postgres, admin_token, monkeypatch, tmp_path
+) -> Iterator[dg.Definitions]:
     """SHOP_OPS_CONFIG = an aws profile naming the moto cluster, the shop server as both URLs; its release definitions.
 
     The release ledger is in PostgreSQL, as on aws (`ledger: dagster_postgres`): DAGSTER_PG_* name a
@@ -346,8 +349,13 @@ def aws_profile(aws, cluster, server, moto_server, postgres, monkeypatch, tmp_pa
     config["aws"].update(
         ecs_cluster=cluster.name, deploy_timeout_seconds=5, migrate_timeout_seconds=5, poll_seconds=0.05
     )
+    # Each release's k6 baseline runs too, briefly, against the bare backend (no storefront at `/`).
+    config["performance"] = {"rate": 10, "duration_seconds": 2, "storefront": False}
+    token_file = tmp_path / "admin-token"
+    token_file.write_text(admin_token)
     for environment in ("staging", "production"):
         config["environments"][environment]["url"] = server.url
+        monkeypatch.setenv(f"SHOP_OPS_{environment.upper()}_ADMIN_TOKEN_FILE", str(token_file))
     path = tmp_path / "aws.yaml"
     path.write_text(yaml.safe_dump(config))
     for name in ("SHOP_OPS_STATE", "SHOP_OPS_PROFILE", "SHOP_OPS_REGISTRY_URL", "SHOP_OPS_REGISTRY_CREDENTIALS_FILE"):
@@ -359,7 +367,7 @@ def aws_profile(aws, cluster, server, moto_server, postgres, monkeypatch, tmp_pa
     settings = load_settings()
     assert settings.profile == "aws"
     yield dg.Definitions(
-        assets=[*deployments, deployment_history],
+        assets=[*deployments, deployment_history, *(load_test_baseline(env) for env in ("staging", "production"))],
         jobs=[release_staging, promote_production, rollback_job],
         resources=resources(settings),
     )
@@ -395,6 +403,10 @@ def test_release_jobs_on_the_aws_profile(aws_profile, ecs, cluster, tmp_path):
         # the real k6 check through the real shop: its numbers as numbers
         assert meta["k6_error_rate"].value == 0 and 0 < meta["k6_p95_ms"].value < 200 and meta["k6_requests"].value > 0
         assert images_in(ecs, v1_staging) == images_of(V1)
+        # then its k6 baseline through the environment's URL (nothing sampled: ECS runs no local containers)
+        [baseline] = [m.metadata for m in staged.asset_materializations_for_node("staging__load_test_baseline")]
+        assert baseline["passed"].value is True and baseline["requests"].value > 10
+        assert baseline["cpu_mean_percent"].value == 0 and "no container sampled" in baseline["usage"].value
         svc = service_of(ecs, cluster, "staging")
         assert svc["taskDefinition"] == v1_staging
         assert svc["deploymentConfiguration"]["deploymentCircuitBreaker"] == BREAKER

@@ -156,10 +156,13 @@ def test_capacity_report_records_each_scenarios_breaking_point(
         target_url=url, container=container, registry=RegistryResource(url="http://127.0.0.1:9"),
         ledger=LedgerResource(state_dir=str(tmp_path)), k6=K6Resource(),
     )  # fmt: skip
-    result = dg.materialize(
-        [capacity_report], resources={"load_tester": load_tester, "release_target": target},
-        instance=dg.DagsterInstance.ephemeral(),
+    instance = dg.DagsterInstance.ephemeral()
+    first, result = (
+        dg.materialize([capacity_report], resources={"load_tester": load_tester, "release_target": target},
+                       instance=instance)
+        for _ in range(2)
     )  # fmt: skip
+    assert "change_pct_browse" not in first.asset_materializations_for_node("capacity_report")[0].metadata
     capacity = result.output_for_node("capacity_report")
     assert sorted(capacity["scenario"]) == ["browse", "cart", "checkout"]
     assert capacity.set_index("scenario")["breaking_rate"].to_dict() == pytest.approx(
@@ -168,4 +171,5 @@ def test_capacity_report_records_each_scenarios_breaking_point(
     assert capacity["broke_at_rate"].isna().all() and (capacity["stages"] == 2).all()
     metadata = result.asset_materializations_for_node("capacity_report")[0].metadata
     assert metadata["breaking_rate_checkout"].value == pytest.approx(4.0)
+    assert metadata["change_pct_browse"].value == 0  # against the first report: the same capacity
     assert "| browse" in metadata["stages"].value and metadata["release"].value.startswith("none yet")

@@ -50,12 +50,15 @@ def test_patch_and_delete_items(client: httpx.Client):
     assert again.status_code == 404
 
 
-def test_more_than_stock_is_refused(client: httpx.Client):
+def test_more_than_stock_is_refused(client: httpx.Client, admin_token: str):
     cart_id = new_cart(client)
     product = in_stock_product(client)
-    res = client.post(
-        f"/api/carts/{cart_id}/items", json={"product_id": product["id"], "quantity": product["stock"] + 1}
+    # A known stock below the quantity limit (1000): load tests in the session restock every product to 1000.
+    stocked = client.patch(
+        f"/api/admin/products/{product['id']}", json={"stock": 7}, headers={"Authorization": f"Bearer {admin_token}"}
     )
+    assert stocked.status_code == 200, stocked.text
+    res = client.post(f"/api/carts/{cart_id}/items", json={"product_id": product["id"], "quantity": 8})
     assert res.status_code == 409
     assert res.json()["error"]["code"] == "insufficient_stock"
     assert client.get(f"/api/carts/{cart_id}").json()["items"] == []
