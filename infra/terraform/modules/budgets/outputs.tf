@@ -1,0 +1,3 @@
+output "name" {
+  value = aws_budgets_budget.monthly.name
+}
