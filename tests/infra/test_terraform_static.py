@@ -1,22 +1,22 @@
 """Static checks of infra/terraform/ with python-hcl2: it parses, tags, private data stores, outputs, safety settings.
 
 No Terraform binary or provider can be downloaded on our machines, so nothing here plans or
-validates; these tests read the HCL as data. The parsing helpers live here until the cost
-estimate work (shop_ops/cost/) needs them too and moves them there.
+validates; these tests read the HCL as data, with the parsing helpers of shop_ops.cost.hcl
+(which the cost estimate uses too).
 """
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import hcl2
 import pytest
 import yaml
 
+from shop_ops.cost import hcl
+from shop_ops.cost.hcl import blocks, component_of, parse, single, text
 from shop_ops.settings import AwsEnvironment, AwsSettings, ImageSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,68 +142,26 @@ TLS12_POLICIES = {
 }
 
 
-# --- parsing helpers (to move into shop_ops/cost/ with the cost estimate) ------------------------
-
-PARSE_OPTIONS = hcl2.SerializationOptions(strip_string_quotes=True, with_comments=False, explicit_blocks=False)
+# --- parsing helpers (shop_ops.cost.hcl; these wrappers name folders relative to infra/terraform/) ----
 
 
 def tf_files() -> list[Path]:
     """Every .tf file under infra/terraform/, provider caches excluded."""
-    return sorted(p for p in TERRAFORM.rglob("*.tf") if ".terraform" not in p.parts)
-
-
-@functools.cache
-def parse(path: Path) -> dict[str, Any]:
-    """One file as python-hcl2 reads it: string literals unquoted, no comments or block markers.
-
-    Expressions stay HCL text inside `${...}` (`"${merge(var.tags, {Component = \"x\"})}"`).
-    """
-    with path.open() as f:
-        return hcl2.load(f, serialization_options=PARSE_OPTIONS)
-
-
-def text(value: Any) -> str:
-    """An attribute's value as the parser gives it, for reading expressions: `${...}` unwrapped."""
-    s = str(value)
-    match = re.fullmatch(r"\$\{(.*)\}", s, re.S)
-    return match.group(1) if match else s
-
-
-def blocks(doc: dict[str, Any], kind: str) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(label, body) of every top-level block of one kind (for `resource`: type -> {name: body})."""
-    for entry in doc.get(kind, []):
-        yield from entry.items()
+    return hcl.tf_files(TERRAFORM)
 
 
 def resources(paths: list[Path] | None = None) -> Iterator[tuple[Path, str, str, dict[str, Any]]]:
     """(file, type, name, body) of every resource."""
-    for path in paths if paths is not None else tf_files():
-        for rtype, named in blocks(parse(path), "resource"):
-            for name, body in named.items():
-                yield path, rtype, name, body
+    return hcl.resources(paths if paths is not None else tf_files())
 
 
 def root_files(root: str) -> list[Path]:
-    return sorted((TERRAFORM / root).glob("*.tf"))
+    return hcl.folder_files(TERRAFORM / root)
 
 
 def merged(root: str, kind: str) -> dict[str, Any]:
     """All blocks of one kind in a root or module folder, label -> body (locals: name -> value)."""
-    found: dict[str, Any] = {}
-    for path in root_files(root):
-        doc = parse(path)
-        if kind == "locals":
-            for entry in doc.get("locals", []):
-                found.update(entry)
-        else:
-            found.update(dict(blocks(doc, kind)))
-    return found
-
-
-def single(value: Any) -> dict[str, Any]:
-    """A nested block's body (the parser gives blocks as lists of bodies)."""
-    assert isinstance(value, list) and len(value) == 1, value
-    return value[0]
+    return hcl.merged(TERRAFORM / root, kind)
 
 
 def resolve(root: str, value: Any) -> Any:
@@ -235,15 +193,6 @@ def test_every_resource_type_is_classified() -> None:
     used = {rtype for _, rtype, _, _ in resources()}
     unknown = used - TAGGABLE - NOT_TAGGABLE
     assert not unknown, f"add these types to TAGGABLE or NOT_TAGGABLE: {sorted(unknown)}"
-
-
-def component_of(tags: Any) -> str | None:
-    """The literal Component of `merge(var.tags, { Component = "x", ... })` (or local.tags in a root)."""
-    expr = text(tags)
-    if not re.match(r"merge\((var|local)\.tags\s*,", expr):
-        return None
-    match = re.search(r"""['"]?Component['"]?\s*[:=]\s*['"]([A-Za-z0-9-]+)['"]""", expr)
-    return match.group(1) if match else None
 
 
 def test_every_taggable_resource_has_the_five_tags() -> None:
