@@ -40,11 +40,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.seeded import seeded_shop  # noqa: E402
+from bench.seeded import seeded_shop, serve  # noqa: E402
 from shop_ops.perf.profiles import MIX_SCRIPT, LoadProfile  # noqa: E402
 from shop_ops.perf.shop_admin import ShopAdmin  # noqa: E402
 from shop_ops.resources.k6 import K6Summary, run_k6  # noqa: E402
-from shop_ops.services.processes import free_port, wait_for_http  # noqa: E402
 
 ADMIN_TOKEN = "bench-admin-token"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -249,23 +248,9 @@ def main() -> int:
 
     server = None
     with seeded_shop("shop-bench-profile-", args.products) as shop:
-        base, pg, rs, url = shop.base, shop.postgres, shop.redis, shop.url
+        base, pg, rs = shop.base, shop.postgres, shop.redis
         try:
-            port = free_port()
-            env = {
-                **os.environ,
-                "SHOP_DATABASE_URL": url,
-                "SHOP_REDIS_URL": rs.url(0),
-                "SHOP_PORT": str(port),
-                "SHOP_WORKERS": str(args.workers),
-                "SHOP_ADMIN_TOKEN": ADMIN_TOKEN,
-            }
-            log = open(base / "shop.log", "wb")
-            server = subprocess.Popen(
-                [str(Path(sys.executable).parent / "shop-serve")], env=env, stdout=log, stderr=log
-            )
-            shop_url = f"http://127.0.0.1:{port}"
-            wait_for_http(f"{shop_url}/readyz", 30, server, base / "shop.log")
+            server, shop_url = serve(shop, args.workers, SHOP_ADMIN_TOKEN=ADMIN_TOKEN)
             restocked = ShopAdmin(shop_url, ADMIN_TOKEN).restock(1000)
 
             warmup = LoadProfile(name="load", rate=max(1.0, args.rate / 10), duration_s=args.warmup, storefront=False)

@@ -7,7 +7,10 @@ with seeded_shop(prefix="shop-bench-", products=10_000) as shop:
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +19,7 @@ from pathlib import Path
 
 from shop.migrate import upgrade
 from shop.seed import seed_catalog
-from shop_ops.services.processes import PostgresCluster, RedisServer, free_port
+from shop_ops.services.processes import PostgresCluster, RedisServer, free_port, wait_for_http
 
 
 @dataclass(frozen=True)
@@ -47,3 +50,19 @@ def seeded_shop(prefix: str, products: int) -> Iterator[SeededShop]:
         rs.stop()
         pg.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def serve(shop: SeededShop, workers: int, **extra_env: str) -> tuple[subprocess.Popen[bytes], str]:
+    """`shop-serve` with `workers` against the seeded database and Redis db 0 on a free port, logging to
+    `shop.base/shop.log`; returns the process (the caller terminates it) and its URL once /readyz answers."""
+    port = free_port()
+    env = {
+        **os.environ, "SHOP_DATABASE_URL": shop.url, "SHOP_REDIS_URL": shop.redis.url(0), "SHOP_PORT": str(port),
+        "SHOP_WORKERS": str(workers), **extra_env,
+    }  # fmt: skip
+    log = shop.base / "shop.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen([str(Path(sys.executable).parent / "shop-serve")], env=env, stdout=out, stderr=out)
+    url = f"http://127.0.0.1:{port}"
+    wait_for_http(f"{url}/readyz", 30, server, log)
+    return server, url

@@ -25,8 +25,7 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.seeded import seeded_shop  # noqa: E402
-from shop_ops.services.processes import free_port, wait_for_http  # noqa: E402
+from bench.seeded import seeded_shop, serve  # noqa: E402
 
 SCENARIOS = {  # name -> (k6 script, first rate)
     "bare": ("bare.js", 1000),
@@ -121,22 +120,10 @@ def main() -> int:
 
     server = None
     with seeded_shop("shop-bench-", args.products) as shop:
-        base, pg, rs, url = shop.base, shop.postgres, shop.redis, shop.url
+        base, pg, rs = shop.base, shop.postgres, shop.redis
         try:
-            port = free_port()
-            env = {
-                **os.environ,
-                "SHOP_DATABASE_URL": url,
-                "SHOP_REDIS_URL": rs.url(0),
-                "SHOP_PORT": str(port),
-                "SHOP_WORKERS": str(args.workers),
-            }
-            log = open(base / "shop.log", "wb")
-            server = subprocess.Popen(
-                [str(Path(sys.executable).parent / "shop-serve")], env=env, stdout=log, stderr=log
-            )
-            wait_for_http(f"http://127.0.0.1:{port}/readyz", 30, server, base / "shop.log")
-            k6_env = {**os.environ, "BASE_URL": f"http://127.0.0.1:{port}", "PRODUCTS": str(args.products)}
+            server, shop_url = serve(shop, args.workers)
+            k6_env = {**os.environ, "BASE_URL": shop_url, "PRODUCTS": str(args.products)}
 
             def on_step(name: str, script: str, rate: int, duration: str = args.duration) -> dict[str, float]:
                 step_env = dict(k6_env)
