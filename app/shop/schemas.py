@@ -204,3 +204,26 @@ class PurgeSyntheticOrders(BaseModel):
 class PurgeResult(BaseModel):
     model_config = ConfigDict(json_schema_extra={"examples": [{"deleted": 5210}]})
     deleted: int = Field(description="synthetic orders deleted, with their lines")
+
+
+class OrderStatistics(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "since": "2026-11-01T00:00:00Z",
+                    "until": "2026-12-01T00:00:00Z",
+                    "orders": 1840,
+                    "revenue_cents": 9212000,
+                    "synthetic_orders": 52110,
+                }
+            ]
+        }
+    )
+    since: datetime
+    until: datetime
+    orders: int = Field(description="real orders created in [since, until); synthetic ones excluded")
+    revenue_cents: int = Field(description="the real orders' totals added up")
+    synthetic_orders: int = Field(
+        description="synthetic orders (smoke and load tests) in the window, not counted above"
+    )

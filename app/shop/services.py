@@ -1,4 +1,4 @@
-"""The services the routes use (database, Redis, catalog, carts, checkout, retention), opened once per worker."""
+"""The services the routes use (database, Redis, catalog, carts, checkout, retention, statistics), one set per worker."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from shop.db import create_engine
 from shop.migrate import contract_revisions, known_revisions
 from shop.retention import Retention
 from shop.settings import Settings
+from shop.statistics import Statistics
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Services:
     carts: Carts
     checkout: Checkout
     retention: Retention
+    statistics: Statistics
     known_revisions: list[str]
     contract_revisions: frozenset[str]
 
@@ -50,6 +52,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             carts=carts,
             checkout=Checkout(engine, carts, catalog),
             retention=Retention(engine),
+            statistics=Statistics(engine),
             known_revisions=known_revisions(),
             contract_revisions=contract_revisions(),
         )

@@ -211,3 +211,57 @@ def test_openapi_documents_the_bulk_operations(client: httpx.Client):
         assert operation["summary"] and "Bearer" in operation["description"]
         assert set(operation["responses"]) == {"200", "400", "401", "422"}
         assert operation["responses"]["401"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+
+
+STATISTICS = "/api/admin/statistics/orders"
+
+
+def test_order_statistics_count_real_orders_in_the_window_and_keep_synthetic_apart(
+    client: httpx.Client, postgres: PostgresCluster, shop_db: str, admin_token: str
+):
+    # Orders moved into March 2001, a window no other test writes to: two real ones (one exactly at
+    # the start, included), one synthetic, and a real one exactly at the end (excluded).
+    placed = {
+        "start": place_order(client, synthetic=False),
+        "inside": place_order(client, synthetic=False),
+        "synthetic": place_order(client, synthetic=True),
+        "end": place_order(client, synthetic=False),
+    }
+    when = {"start": "2001-03-01 00:00:00+00", "inside": "2001-03-15 12:00:00+00", "synthetic": "2001-03-20 00:00:00+00",
+            "end": "2001-04-01 00:00:00+00"}  # fmt: skip
+    for name, order in placed.items():
+        postgres.psql(f"UPDATE orders SET created_at = '{when[name]}' WHERE id = {order['id']}", db_name(shop_db))
+
+    window = {"since": "2001-03-01T00:00:00Z", "until": "2001-04-01T00:00:00Z"}
+    res = client.get(STATISTICS, params=window, headers=bearer(admin_token))
+    assert res.status_code == 200, res.text
+    assert res.json() == {
+        "since": "2001-03-01T00:00:00+00:00",
+        "until": "2001-04-01T00:00:00+00:00",
+        "orders": 2,
+        "revenue_cents": placed["start"]["total_cents"] + placed["inside"]["total_cents"],
+        "synthetic_orders": 1,
+    }
+    # The same instant in another offset is the same window.
+    shifted = {"since": "2001-03-01T01:00:00+01:00", "until": "2001-04-01T02:00:00+02:00"}
+    assert client.get(STATISTICS, params=shifted, headers=bearer(admin_token)).json()["orders"] == 2
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"since": "2001-03-01T00:00:00", "until": "2001-04-01T00:00:00Z"}, "since needs a UTC offset"),
+        ({"since": "2001-04-01T00:00:00Z", "until": "2001-04-01T00:00:00Z"}, "until must be after since"),
+        ({"since": "2001-01-01T00:00:00Z", "until": "2003-01-01T00:00:00Z"}, "at most 366 days"),
+        ({"since": "yesterday", "until": "2001-04-01T00:00:00Z"}, "since: "),
+        ({"until": "2001-04-01T00:00:00Z"}, "since: "),
+    ],
+)
+def test_order_statistics_refuse_a_bad_window(client: httpx.Client, admin_token: str, params: dict, message: str):
+    error = assert_error(client.get(STATISTICS, params=params, headers=bearer(admin_token)), 422, "validation_error")
+    assert message in error["message"]
+
+
+def test_order_statistics_need_the_token(client: httpx.Client):
+    window = {"since": "2001-03-01T00:00:00Z", "until": "2001-04-01T00:00:00Z"}
+    assert_error(client.get(STATISTICS, params=window, headers={"Authorization": "Bearer wrong"}), 401, "unauthorized")

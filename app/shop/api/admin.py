@@ -1,14 +1,18 @@
-"""Admin routes (bearer token): change a product, restock the catalog, purge synthetic orders."""
+"""Admin routes (bearer token): change a product, restock the catalog, purge synthetic orders, order statistics."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
 
 from shop.api.deps import AuthorizationHeader, ServicesDep, require_admin
 from shop.api.responses import json_response
-from shop.errors import ERRORS, ErrorBody
+from shop.errors import ERRORS, ApiError, ErrorBody
 from shop.schemas import (
+    OrderStatistics,
     Product,
     ProductUpdate,
     PurgeResult,
@@ -76,3 +80,44 @@ async def purge_synthetic_orders(
     """
     require_admin(svc.settings, authorization)
     return json_response({"deleted": await svc.retention.purge_synthetic_orders(body.older_than_seconds)})
+
+
+# A window is at most this long (a year and a day): reports ask for a month or a day.
+MAX_WINDOW_DAYS = 366
+
+
+@router.get(
+    "/statistics/orders",
+    response_model=OrderStatistics,
+    responses={401: ADMIN_ERRORS[401], 422: ADMIN_ERRORS[422]},
+    summary="Orders and revenue over a time window",
+    response_description="Real orders and revenue; synthetic orders counted apart",
+)
+async def order_statistics(
+    svc: ServicesDep,
+    since: Annotated[datetime, Query(description="start of the window, included (ISO 8601 with a UTC offset)")],
+    until: Annotated[datetime, Query(description="end of the window, excluded (ISO 8601 with a UTC offset)")],
+    authorization: AuthorizationHeader = None,
+) -> Response:
+    """How many real orders were created in [`since`, `until`) and their revenue; orders placed with
+    `X-Synthetic: 1` (smoke and load tests) are counted apart and never in the figures (needs
+    `Authorization: Bearer <SHOP_ADMIN_TOKEN>`). The pipeline divides its cost by these orders.
+    """
+    require_admin(svc.settings, authorization)
+    for name, value in (("since", since), ("until", until)):
+        if value.tzinfo is None:
+            raise ApiError(422, "validation_error", f"{name} needs a UTC offset, e.g. 2026-11-01T00:00:00Z")
+    if until <= since:
+        raise ApiError(422, "validation_error", "until must be after since")
+    if (until - since).days > MAX_WINDOW_DAYS:
+        raise ApiError(422, "validation_error", f"the window may span at most {MAX_WINDOW_DAYS} days")
+    figures = await svc.statistics.orders(since, until)
+    return json_response(
+        {
+            "since": since.isoformat(),
+            "until": until.isoformat(),
+            "orders": figures.orders,
+            "revenue_cents": figures.revenue_cents,
+            "synthetic_orders": figures.synthetic_orders,
+        }
+    )
