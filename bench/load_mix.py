@@ -30,9 +30,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from shop_ops.perf.profiles import MIX_SCRIPT, LoadProfile  # noqa: E402
-from shop_ops.perf.shop_admin import ShopAdmin  # noqa: E402
 from shop_ops.resources.k6 import K6Summary, run_k6  # noqa: E402
 from shop_ops.resources.router import nginx_binary  # noqa: E402
+from shop_ops.resources.shop_admin import ShopAdmin  # noqa: E402
 from shop_ops.services.processes import free_port, wait_for_http  # noqa: E402
 from shop_ops.settings import get_settings  # noqa: E402
 

@@ -27,9 +27,9 @@ from bench.seeded import seeded_shop  # noqa: E402
 from shop_ops.localenv.docker_api import DockerApi  # noqa: E402
 from shop_ops.perf.loadtest import compare_frames  # noqa: E402
 from shop_ops.perf.profiles import MIX_SCRIPT, LoadProfile  # noqa: E402
-from shop_ops.perf.shop_admin import ShopAdmin  # noqa: E402
 from shop_ops.resources.containers import DockerEngine  # noqa: E402
 from shop_ops.resources.k6 import run_k6  # noqa: E402
+from shop_ops.resources.shop_admin import ShopAdmin  # noqa: E402
 from shop_ops.services.processes import free_port  # noqa: E402
 from tests.perf.slow_search import SLOW_TAG, build_slow_layer  # noqa: E402
 

@@ -42,8 +42,8 @@ sys.path.insert(0, str(ROOT))
 
 from bench.seeded import seeded_shop, serve  # noqa: E402
 from shop_ops.perf.profiles import MIX_SCRIPT, LoadProfile  # noqa: E402
-from shop_ops.perf.shop_admin import ShopAdmin  # noqa: E402
 from shop_ops.resources.k6 import K6Summary, run_k6  # noqa: E402
+from shop_ops.resources.shop_admin import ShopAdmin  # noqa: E402
 
 ADMIN_TOKEN = "bench-admin-token"
 CLK_TCK = os.sysconf("SC_CLK_TCK")

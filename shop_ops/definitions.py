@@ -46,6 +46,7 @@ from shop_ops.resources.notifier import notifier_from_env
 from shop_ops.resources.postgres import DatabaseTarget, PostgresResource
 from shop_ops.resources.registry import RegistryResource
 from shop_ops.resources.router import EnvironmentRouter, RouterResource, SlotPortsConfig
+from shop_ops.resources.shop_admin import ShopAdminResource
 from shop_ops.schedules import build_schedules
 from shop_ops.sensors.backup_freshness import build_backup_freshness_sensor
 from shop_ops.sensors.registry_push import build_registry_push_sensor
@@ -172,19 +173,24 @@ def backup_target(settings: Settings, postgres: PostgresResource, containers: Co
     )  # fmt: skip
 
 
-def load_tester(settings: Settings, containers: ContainersResource) -> LoadTester:
+def shop_admin(settings: Settings) -> ShopAdminResource:
+    """Each environment's admin token file: locally `shop-ops local up` writes them (Settings.admin_token_file);
+    elsewhere only SHOP_OPS_<ENV>_ADMIN_TOKEN_FILE names one."""
+    return ShopAdminResource(
+        token_files={
+            name: str(settings.admin_token_file(name))
+            if settings.profile == "local"
+            else os.environ.get(f"SHOP_OPS_{name.upper()}_ADMIN_TOKEN_FILE", "")
+            for name in ENVIRONMENTS
+        }
+    )
+
+
+def load_tester(settings: Settings, containers: ContainersResource, admin: ShopAdminResource) -> LoadTester:
     """k6 profiles and the load tests' housekeeping from `performance:`; only 127.0.0.1 in the local profile."""
     perf = settings.performance
-    # Locally `shop-ops local up` writes them (Settings.admin_token_file); elsewhere only the variable names one.
-    token_files = {
-        name: str(settings.admin_token_file(name))
-        if settings.profile == "local"
-        else os.environ.get(f"SHOP_OPS_{name.upper()}_ADMIN_TOKEN_FILE", "")
-        for name in ENVIRONMENTS
-    }
     return LoadTester(
-        k6=K6Resource(), containers=containers, mix_script=str(settings.loadtests_path / "mix.js"),
-        admin_token_files=token_files,
+        k6=K6Resource(), containers=containers, mix_script=str(settings.loadtests_path / "mix.js"), shop_admin=admin,
         loopback_only=settings.profile == "local", rate=perf.rate, duration_seconds=perf.duration_seconds,
         stress_start_rate=perf.stress_start_rate, stress_max_rate=perf.stress_max_rate, stress_steps=perf.stress_steps,
         stress_duration_seconds=perf.stress_duration_seconds, p95_ms=perf.p95_ms, min_stock=perf.min_stock,
@@ -198,6 +204,7 @@ def resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     registry = registry_resource(settings)
     ledger = LedgerResource(location=settings.ledger, state_dir=str(settings.state_path))
     containers, postgres = containers_resource(settings), postgres_resource(settings)
+    admin = shop_admin(settings)
     return {
         "containers": containers,
         "registry": registry,
@@ -206,7 +213,8 @@ def resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "notifier": notifier_from_env(),
         "release_target": release_target(settings, registry, ledger, containers, postgres),
         "backup_target": backup_target(settings, postgres, containers),
-        "load_tester": load_tester(settings, containers),
+        "load_tester": load_tester(settings, containers, admin),
+        "shop_admin": admin,
     }
 
 

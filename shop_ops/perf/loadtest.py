@@ -20,10 +20,10 @@ import pandas as pd
 
 from shop_ops.perf.profiles import MIX_SCRIPT, LoadProfile
 from shop_ops.perf.regression import RegressionReport, compare_runs
-from shop_ops.perf.shop_admin import ShopAdmin
 from shop_ops.perf.usage import UsageSampler, usage_summary
 from shop_ops.resources.containers import ContainersResource
 from shop_ops.resources.k6 import K6Error, K6Resource, K6Summary
+from shop_ops.resources.shop_admin import ShopAdmin, ShopAdminError, ShopAdminResource
 
 Log = Callable[[str], None]
 SETUP_SCENARIOS = ("setup", "teardown")
@@ -176,8 +176,8 @@ class LoadTester(dg.ConfigurableResource):
     k6: K6Resource
     containers: ContainersResource
     mix_script: str = str(MIX_SCRIPT)  # loadtests/mix.js (the run image has a copy)
-    # environment -> the file holding its shop's admin token (restock, purge synthetic orders).
-    admin_token_files: dict[str, str]
+    # Each environment's admin token (restock, purge synthetic orders).
+    shop_admin: ShopAdminResource
     loopback_only: bool = True
     rate: float = 40
     duration_seconds: float = 60
@@ -210,17 +210,10 @@ class LoadTester(dg.ConfigurableResource):
         )  # fmt: skip
 
     def _admin(self, environment: str, url: str) -> ShopAdmin:
-        path = self.admin_token_files.get(environment)
-        if not path:
-            raise LoadTestError(
-                f"no admin token file for {environment}: set SHOP_OPS_{environment.upper()}_ADMIN_TOKEN_FILE "
-                "(load tests restock the catalog and purge synthetic orders through the admin API)"
-            )
         try:
-            token = Path(path).read_text().strip()
-        except OSError as exc:
-            raise LoadTestError(f"cannot read {environment}'s admin token file {path}: {exc.strerror}") from None
-        return ShopAdmin(url, token)
+            return self.shop_admin.client(environment, url)
+        except ShopAdminError as exc:
+            raise LoadTestError(str(exc)) from None
 
     def run(self, environment: str, url: str, containers: Sequence[str], profile: LoadProfile, log: Log) -> LoadTestRun:
         """`profile` against `environment` at `url`, sampling `containers` (the serving app containers)."""

@@ -30,6 +30,7 @@ from shop_ops.resources.k6 import K6Resource
 from shop_ops.resources.ledger import LedgerResource
 from shop_ops.resources.notifier import NotifierResource
 from shop_ops.resources.registry import RegistryResource
+from shop_ops.resources.shop_admin import ShopAdminResource
 from shop_ops.services.processes import RedisServer, free_port
 from tests.perf.slow_search import SLOW_TAG, build_slow_layer
 
@@ -89,7 +90,7 @@ def test_a_30ms_slower_search_fails_the_check_and_alerts_an_unchanged_rerun_pass
     # 360 iterations of the mix per run: every endpoint gets the 30 samples the check needs.
     load_tester = LoadTester(
         k6=K6Resource(), containers=ContainersResource(docker_host=docker_api.docker_host),
-        admin_token_files={"staging": str(token_file)}, rate=60, duration_seconds=6, min_stock=1000,
+        shop_admin=ShopAdminResource(token_files={"staging": str(token_file)}), rate=60, duration_seconds=6, min_stock=1000,
         synthetic_order_max_age_hours=1, storefront=False,
     )  # fmt: skip
     baseline, nightly = load_test_baseline("staging"), nightly_load_test("staging")
@@ -149,7 +150,7 @@ def test_capacity_report_records_each_scenarios_breaking_point(
     # A short climb (10 -> 40 it/s in 2 stages of 2 s) that the shop holds: the breaking point is the top stage.
     load_tester = LoadTester(
         k6=K6Resource(), containers=ContainersResource(docker_host=docker_api.docker_host),
-        admin_token_files={"staging": str(token_file)}, stress_start_rate=10, stress_max_rate=40, stress_steps=2,
+        shop_admin=ShopAdminResource(token_files={"staging": str(token_file)}), stress_start_rate=10, stress_max_rate=40, stress_steps=2,
         stress_duration_seconds=4, p95_ms=1000, storefront=False,
     )  # fmt: skip
     target = FixedTarget(

@@ -17,6 +17,7 @@ from shop_ops.perf.profiles import LoadProfile
 from shop_ops.perf.usage import usage_frame
 from shop_ops.resources.containers import ContainersResource
 from shop_ops.resources.k6 import K6Error, K6Resource, K6Summary, parse_samples
+from shop_ops.resources.shop_admin import ShopAdminResource
 
 PROFILE = LoadProfile(name="load", rate=10, duration_s=2, storefront=False)
 
@@ -129,7 +130,7 @@ def test_k6_failing_to_run_is_a_load_test_error_and_nothing_is_purged(tmp_path: 
 def test_a_missing_admin_token_file_names_the_variable(tmp_path: Path) -> None:
     tester = LoadTester(
         k6=K6Resource(), containers=ContainersResource(docker_host="unix:///nonexistent"),
-        admin_token_files={"staging": str(tmp_path / "missing"), "production": ""},
+        shop_admin=ShopAdminResource(token_files={"staging": str(tmp_path / "missing"), "production": ""}),
     )  # fmt: skip
     with pytest.raises(LoadTestError, match="cannot read staging's admin token file"):
         tester.run("staging", "http://127.0.0.1:9", [], PROFILE, log=lambda _: None)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
 
-from shop_ops.perf.shop_admin import ShopAdmin, ShopAdminError
+from shop_ops.resources.shop_admin import ShopAdmin, ShopAdminError, ShopAdminResource
 from shop_ops.services.processes import PostgresCluster, free_port
 from tests.support import ShopServer
 
@@ -81,3 +83,27 @@ def test_refused_input_names_the_status_and_the_answer(server: ShopServer, admin
 def test_an_empty_token_is_refused_up_front():
     with pytest.raises(ShopAdminError, match="admin token file is empty"):
         ShopAdmin("http://127.0.0.1:1", " \n")
+
+
+def test_order_statistics_exclude_synthetic_orders(
+    server: ShopServer, admin_token: str, postgres: PostgresCluster, shop_db: str
+):
+    # A window of its own in the past (May 2002): one synthetic order placed and moved there.
+    order = place_synthetic_order(server)
+    postgres.psql(f"UPDATE orders SET created_at = '2002-05-10 00:00:00+00' WHERE id = {order}", db_name(shop_db))
+    since, until = datetime(2002, 5, 1, tzinfo=UTC), datetime(2002, 6, 1, tzinfo=UTC)
+    stats = ShopAdmin(server.url, admin_token).order_statistics(since, until)
+    assert (stats.orders, stats.revenue_cents, stats.synthetic_orders) == (0, 0, 1)
+    assert (stats.since, stats.until) == (since, until)
+
+
+def test_the_resource_reads_each_environments_token_file(server: ShopServer, admin_token: str, tmp_path: Path):
+    token_file = tmp_path / "staging-admin-token"
+    token_file.write_text(admin_token + "\n")
+    resource = ShopAdminResource(token_files={"staging": str(token_file), "production": ""})
+    assert resource.client("staging", server.url).restock(1) == 0
+    with pytest.raises(ShopAdminError, match="SHOP_OPS_PRODUCTION_ADMIN_TOKEN_FILE"):
+        resource.client("production", server.url)
+    token_file.unlink()
+    with pytest.raises(ShopAdminError, match=r"cannot read staging's admin token file .*No such file"):
+        resource.client("staging", server.url)
