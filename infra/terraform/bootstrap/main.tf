@@ -30,6 +30,9 @@ locals {
 }
 
 resource "aws_s3_bucket" "state" {
+  #checkov:skip=CKV_AWS_18:bootstrap is applied first and on its own, before any bucket exists that could receive S3 access logs
+  #checkov:skip=CKV_AWS_144:no second-region copy of the state: versioning recovers the revisions of the last 90 days, and the infrastructure it describes lives in this region (a lost state can be rebuilt with terraform import)
+  #checkov:skip=CKV2_AWS_62:nothing consumes events of the state bucket; Terraform reads and writes it directly
   bucket = var.state_bucket
 
   lifecycle {
@@ -66,6 +69,29 @@ resource "aws_s3_bucket_public_access_block" "state" {
   restrict_public_buckets = true
 }
 
+# Every apply writes a new state version: old versions are kept 90 days (long enough to roll a
+# bad apply back), unfinished uploads are dropped after a week.
+resource "aws_s3_bucket_lifecycle_configuration" "state" {
+  bucket = aws_s3_bucket.state.id
+
+  rule {
+    id     = "old-state-versions"
+    status = "Enabled"
+
+    filter {}
+
+    noncurrent_version_expiration {
+      noncurrent_days = 90
+    }
+
+    abort_incomplete_multipart_upload {
+      days_after_initiation = 7
+    }
+  }
+
+  depends_on = [aws_s3_bucket_versioning.state]
+}
+
 resource "aws_s3_bucket_ownership_controls" "state" {
   bucket = aws_s3_bucket.state.id
 
@@ -75,6 +101,7 @@ resource "aws_s3_bucket_ownership_controls" "state" {
 }
 
 resource "aws_dynamodb_table" "lock" {
+  #checkov:skip=CKV_AWS_119:the table holds only lock IDs and state checksums, no secrets; it is encrypted at rest with the AWS managed key aws/dynamodb and has point-in-time recovery; a customer managed key would cost $1/month for nothing to protect
   name         = var.lock_table
   billing_mode = "PAY_PER_REQUEST"
   hash_key     = "LockID"

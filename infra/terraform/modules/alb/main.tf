@@ -37,6 +37,8 @@ resource "aws_acm_certificate_validation" "this" {
 }
 
 resource "aws_lb" "this" {
+  #checkov:skip=CKV_AWS_150:deletion protection follows var.deletion_protection: on in production, off in staging, which is torn down and rebuilt
+  #checkov:skip=CKV2_AWS_28:no WAF yet, a known gap listed in infra/terraform/README.md (Not built yet): a web ACL with managed rules must first be tried in count mode against real shop traffic, and costs about $5/month plus $1 per rule and $0.60 per million requests
   name                       = var.name
   load_balancer_type         = "application"
   internal                   = false
@@ -56,6 +58,7 @@ resource "aws_lb" "this" {
 }
 
 resource "aws_lb_target_group" "backend" {
+  #checkov:skip=CKV_AWS_378:TLS ends at the ALB; from there to the tasks is HTTP inside the VPC's private subnets, and the app security group admits only the ALB (the storefront group is the same and passes only because checkov follows its HTTPS listener)
   name                 = "${var.name}-backend"
   port                 = 8000
   protocol             = "HTTP"

@@ -10,6 +10,9 @@ data "aws_caller_identity" "current" {}
 # --- primary bucket ----------------------------------------------------------------------------
 
 resource "aws_s3_bucket" "primary" {
+  #checkov:skip=CKV_AWS_18:no log bucket in the shared root (each environment's logs bucket is created after it); the dumps are AES-256-GCM encrypted by the pipeline before upload, so a read yields nothing without the pipeline's key
+  #checkov:skip=CKV_AWS_145:the dumps are AES-256-GCM encrypted by the pipeline before upload; SSE-S3 encrypts them again at rest, and SSE-KMS would add KMS requests and KMS grants for replication without adding secrecy
+  #checkov:skip=CKV2_AWS_62:nothing consumes events of this bucket: the pipeline writes and prunes it itself, and replication needs no notification
   bucket        = var.bucket_name
   force_destroy = false
 
@@ -109,6 +112,10 @@ resource "aws_s3_bucket_policy" "primary" {
 # --- copy bucket in the DR region ----------------------------------------------------------------
 
 resource "aws_s3_bucket" "copy" {
+  #checkov:skip=CKV_AWS_18:written only by S3 replication from the backups bucket; no log bucket in the DR region, and the objects are dumps encrypted by the pipeline (AES-256-GCM) before upload
+  #checkov:skip=CKV_AWS_144:this bucket is itself the cross-region replica of the backups bucket
+  #checkov:skip=CKV_AWS_145:the replicated dumps are AES-256-GCM encrypted by the pipeline; SSE-S3 encrypts them again at rest, and SSE-KMS would add KMS requests without adding secrecy
+  #checkov:skip=CKV2_AWS_62:nothing consumes events of the DR copy; it is read only in a recovery
   provider = aws.dr
 
   bucket        = var.copy_bucket_name
@@ -271,7 +278,12 @@ resource "aws_s3_bucket_replication_configuration" "primary" {
 
 # --- DR region: KMS key for snapshot copies, restore network ----------------------------------------
 
+# A key policy: Resource "*" means this key, and the account root holding kms:* is the default
+# key policy that lets IAM policies (modules/iam: the run role) grant use of the key.
 data "aws_iam_policy_document" "dr_key" {
+  #checkov:skip=CKV_AWS_111:a KMS key policy, where Resource "*" is the key itself; the statement is AWS's default key policy (account root), which delegates access to IAM policies
+  #checkov:skip=CKV_AWS_356:a KMS key policy, where Resource "*" is the key itself (AWS requires "*" in key policies)
+  #checkov:skip=CKV_AWS_109:a KMS key policy, where Resource "*" is the key itself; the statement is AWS's default key policy (account root), without which the key could become unmanageable
   statement {
     sid       = "AccountAdmin"
     actions   = ["kms:*"]
@@ -301,13 +313,22 @@ resource "aws_kms_alias" "dr" {
   target_key_id = aws_kms_key.dr.key_id
 }
 
+data "aws_region" "dr" {
+  provider = aws.dr
+}
+
+# Pinned by name, so a zone AWS adds (or one whose state changes) does not move the subnets.
 data "aws_availability_zones" "dr" {
   provider = aws.dr
 
-  state = "available"
+  filter {
+    name   = "zone-name"
+    values = ["${data.aws_region.dr.name}a", "${data.aws_region.dr.name}b"]
+  }
 }
 
 resource "aws_vpc" "restore" {
+  #checkov:skip=CKV2_AWS_11:nothing can reach this VPC yet (no internet or NAT gateway, and the peering from the pipeline's network is not built, see README); add flow logs together with that peering
   provider = aws.dr
 
   cidr_block           = var.restore_cidr_block
@@ -347,6 +368,7 @@ resource "aws_db_subnet_group" "restore" {
 
 # Restored instances admit PostgreSQL only from the networks the restore checks run in.
 resource "aws_security_group" "restore" {
+  #checkov:skip=CKV2_AWS_5:attached at run time: the pipeline starts its restore-test instances in this group (output restore_security_group_ids, config/aws.yaml aws.restore_security_groups)
   provider = aws.dr
 
   name        = "${var.bucket_name}-restore"

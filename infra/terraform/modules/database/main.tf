@@ -64,6 +64,7 @@ resource "aws_iam_role_policy_attachment" "monitoring" {
 }
 
 resource "aws_db_instance" "this" {
+  #checkov:skip=CKV_AWS_354:Performance Insights data is encrypted with the AWS managed key aws/rds, like the storage (var.kms_key_arn is null in both environments); no customer managed key for the database in this project
   identifier     = var.identifier
   engine         = "postgres"
   engine_version = var.engine_version
@@ -113,6 +114,9 @@ resource "aws_db_instance" "this" {
 }
 
 resource "aws_db_instance" "replica" {
+  #checkov:skip=CKV_AWS_354:Performance Insights data is encrypted with the AWS managed key aws/rds, like the storage; no customer managed key for the database in this project
+  #checkov:skip=CKV_AWS_133:a read replica: the primary holds the automated backups and point-in-time recovery, and the nightly snapshot copies are taken of the primary
+  #checkov:skip=CKV_AWS_157:a read replica for read load: the primary is Multi-AZ in production, and a lost replica is recreated from it; Multi-AZ here would double the replica's cost
   count = var.read_replica ? 1 : 0
 
   identifier          = "${var.identifier}-replica"
@@ -130,7 +134,10 @@ resource "aws_db_instance" "replica" {
   monitoring_role_arn                   = aws_iam_role.monitoring.arn
   performance_insights_enabled          = true
   performance_insights_retention_period = 7
+  enabled_cloudwatch_logs_exports       = ["postgresql", "upgrade"]
   auto_minor_version_upgrade            = true
+  copy_tags_to_snapshot                 = true
+  deletion_protection                   = var.deletion_protection
   skip_final_snapshot                   = true
   iam_database_authentication_enabled   = true
 

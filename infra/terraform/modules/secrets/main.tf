@@ -76,6 +76,7 @@ resource "aws_secretsmanager_secret_rotation" "database" {
 }
 
 resource "aws_secretsmanager_secret" "redis" {
+  #checkov:skip=CKV2_AWS_57:no rotation function exists for an ElastiCache AUTH token; rotating it means a custom Lambda that sets the token with the ROTATE strategy and redeploys the tasks that read it at start, which this project does not have yet
   name                    = "${var.prefix}/redis"
   description             = "Redis AUTH token of ${var.prefix}"
   kms_key_id              = var.kms_key_arn
@@ -90,6 +91,7 @@ resource "aws_secretsmanager_secret_version" "redis" {
 }
 
 resource "aws_secretsmanager_secret" "admin_token" {
+  #checkov:skip=CKV2_AWS_57:the shop reads SHOP_ADMIN_TOKEN once at task start; rotating it needs a custom Lambda plus a redeploy of the service, which this project does not have yet (rotate by hand: new secret value, then release)
   name                    = "${var.prefix}/admin-token"
   description             = "The shop's admin token (SHOP_ADMIN_TOKEN) of ${var.prefix}"
   kms_key_id              = var.kms_key_arn
