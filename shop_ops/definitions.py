@@ -7,7 +7,8 @@ Environment variables read here: the notifier's (SHOP_OPS_UI_URL, SHOP_OPS_SLACK
 `resources/notifier.py`), SHOP_OPS_REGISTRY_URL / SHOP_OPS_REGISTRY_CREDENTIALS_FILE (the
 registry), SHOP_OPS_<ENV>_DATABASE_PASSWORD_FILE (each local database's password file),
 SHOP_OPS_AWS_ENDPOINT_URL (another AWS endpoint, e.g. moto in tests), SHOP_OPS_<ENV>_ADMIN_TOKEN_FILE
-(each shop's admin token: load tests restock and purge synthetic orders).
+(each shop's admin token: load tests restock and purge synthetic orders, cost reports count orders),
+SHOP_OPS_INFRA and SHOP_OPS_CHECKOV (the run image's Terraform copy and checkov: Settings).
 """
 
 from __future__ import annotations
@@ -25,13 +26,18 @@ from shop_ops.assets.backups import (
     restore_test,
     wal_archive_check,
 )
+from shop_ops.assets.costs import actual_spend, cost_estimate, cost_report
 from shop_ops.assets.database import database_schema
 from shop_ops.assets.deployments import deployment_history, deployments
 from shop_ops.assets.environment_health import environment_health
 from shop_ops.assets.images import image_assets
 from shop_ops.assets.performance import capacity_report, load_test_baseline, nightly_load_test
+from shop_ops.assets.security import terraform_scan
 from shop_ops.backup.rds_target import RdsBackupTarget
 from shop_ops.backup.targets import BackupTarget, LocalBackupTarget, LocalCluster
+from shop_ops.cost.actual import CostExplorerSpend, NoSpend, SpendSource
+from shop_ops.cost.estimate import TerraformCosts
+from shop_ops.cost.report import Budgets
 from shop_ops.jobs import JOBS
 from shop_ops.perf.loadtest import LoadTester
 from shop_ops.release.apps import stack_id
@@ -48,6 +54,7 @@ from shop_ops.resources.registry import RegistryResource
 from shop_ops.resources.router import EnvironmentRouter, RouterResource, SlotPortsConfig
 from shop_ops.resources.shop_admin import ShopAdminResource
 from shop_ops.schedules import build_schedules
+from shop_ops.security.checkov import CheckovScanner
 from shop_ops.sensors.backup_freshness import build_backup_freshness_sensor
 from shop_ops.sensors.registry_push import build_registry_push_sensor
 from shop_ops.sensors.run_failure_alerts import build_run_failure_alert_sensor
@@ -199,6 +206,15 @@ def load_tester(settings: Settings, containers: ContainersResource, admin: ShopA
     )  # fmt: skip
 
 
+def spend_source(settings: Settings) -> SpendSource:
+    """Cost Explorer in the aws profile; locally nothing runs on AWS, so no bill (SHOP_OPS_AWS_ENDPOINT_URL: moto)."""
+    if settings.profile != "aws":
+        return NoSpend(reason="the local profile runs nothing on AWS: no bill to read (the estimate stands alone)")
+    assert settings.aws is not None
+    aws = AwsResource(region=settings.aws.region, endpoint_url=os.environ.get("SHOP_OPS_AWS_ENDPOINT_URL") or None)
+    return CostExplorerSpend(aws=aws, project=settings.costs.project_tag)
+
+
 def resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     """Every resource, configured from the settings; the release strategy picked by profile."""
     registry = registry_resource(settings)
@@ -215,6 +231,15 @@ def resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "backup_target": backup_target(settings, postgres, containers),
         "load_tester": load_tester(settings, containers, admin),
         "shop_admin": admin,
+        "terraform_costs": TerraformCosts(
+            terraform_dir=str(settings.infra_path / "terraform"),
+            price_table=str(settings.infra_path / "pricing" / settings.costs.price_table),
+        ),
+        "spend": spend_source(settings),
+        "budgets": Budgets(usd=dict(settings.costs.budgets_usd)),
+        "terraform_scanner": CheckovScanner(
+            checkov=str(settings.checkov_path), directory=str(settings.infra_path / "terraform")
+        ),
     }
 
 
@@ -257,6 +282,10 @@ defs = dg.Definitions(
         *(load_test_baseline(environment) for environment in ENVIRONMENTS),
         *(nightly_load_test(environment) for environment in ENVIRONMENTS),
         capacity_report,
+        cost_estimate,
+        actual_spend,
+        cost_report,
+        terraform_scan,
     ],
     asset_checks=backup_checks,
     jobs=JOBS,

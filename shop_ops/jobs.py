@@ -1,8 +1,9 @@
-"""The jobs people launch from the UI and sensors request: builds, releases, rollback, health checks."""
+"""The jobs people launch from the UI and sensors request: builds, releases, rollback, health checks, backups, costs."""
 
 import dagster as dg
 
 from shop_ops.assets.backups import GROUP as BACKUPS
+from shop_ops.assets.costs import GROUP as COSTS
 from shop_ops.assets.deployments import rollback_environment, rollback_run_config
 from shop_ops.settings import ENVIRONMENTS
 
@@ -73,6 +74,17 @@ perf_regression = dg.define_asset_job(
     ),
 )
 
+cost_report = dg.define_asset_job(
+    "cost_report",
+    selection=dg.AssetSelection.groups(COSTS),
+    # Monthly partitions (COST_PARTITIONS): the month so far (daily_budget_schedule) or the month before
+    # (monthly_cost_schedule); the estimate has none and is priced again each run.
+    description=(
+        "Price infra/terraform/, read the month's actual spend, and report estimate against actual, the forecast "
+        "against the budgets (blocking check within_budget, notifier), right-sizing and USD per 1,000 orders."
+    ),
+)
+
 JOBS = [
     build_images,
     release_staging,
@@ -82,4 +94,5 @@ JOBS = [
     nightly_backup,
     dr_drill,
     perf_regression,
+    cost_report,
 ]

@@ -1,10 +1,10 @@
-"""The schedules of the code location: nightly backups, weekly DR drills, nightly k6 regression runs.
+"""The schedules of the code location: nightly backups, weekly DR drills, nightly k6 runs, cost reports, budgets.
 
 Jobs are named, not imported: schedules, sensors and jobs are sibling rooms (`make lint`).
 `definitions.py` builds them with the default status of its profile (running locally).
 """
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
@@ -46,4 +46,43 @@ def build_schedules(default_status: dg.DefaultScheduleStatus) -> list[dg.Schedul
         day = (context.scheduled_execution_time or datetime.now(UTC)).astimezone(UTC).date().isoformat()
         return dg.RunRequest(run_key=f"nightly-perf-{day}", partition_key=day)
 
-    return [nightly_backup_schedule, weekly_dr_drill_schedule, nightly_perf_schedule]
+    @dg.schedule(
+        name="monthly_cost_schedule",
+        job_name="cost_report",
+        cron_schedule="0 6 1 * *",
+        execution_timezone="UTC",
+        default_status=default_status,
+        description="The 1st, 06:00 UTC: the cost report of the month that just ended.",
+    )
+    def monthly_cost_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        month = previous_month(_day(context))
+        return dg.RunRequest(run_key=f"monthly-cost-{month}", partition_key=month.isoformat())
+
+    @dg.schedule(
+        name="daily_budget_schedule",
+        job_name="cost_report",
+        cron_schedule="0 7 * * *",
+        execution_timezone="UTC",
+        default_status=default_status,
+        description="07:00 UTC: the month so far against the budgets, so an overrun is seen mid-month.",
+    )
+    def daily_budget_schedule(context: dg.ScheduleEvaluationContext) -> dg.RunRequest:
+        day = _day(context)
+        return dg.RunRequest(run_key=f"daily-budget-{day}", partition_key=day.replace(day=1).isoformat())
+
+    return [
+        nightly_backup_schedule,
+        weekly_dr_drill_schedule,
+        nightly_perf_schedule,
+        monthly_cost_schedule,
+        daily_budget_schedule,
+    ]
+
+
+def _day(context: dg.ScheduleEvaluationContext) -> date:
+    return (context.scheduled_execution_time or datetime.now(UTC)).astimezone(UTC).date()
+
+
+def previous_month(day: date) -> date:
+    """The first day of the month before `day`'s."""
+    return (day.replace(day=1) - timedelta(days=1)).replace(day=1)

@@ -135,6 +135,27 @@ class PerformanceSettings(_Strict):
         return self
 
 
+class CostSettings(_Strict):
+    """Cost reports and the daily budget check (issue 11; docs/costs.md)."""
+
+    # Monthly budgets in USD, checked against the month's forecast: an Environment tag (staging,
+    # production, shared) or `account` (everything the Project tag covers, untagged included). The
+    # same amounts as the AWS Budgets of infra/terraform (a test keeps them equal).
+    budgets_usd: dict[str, Annotated[float, Field(gt=0)]] = {"staging": 300, "production": 1200, "account": 1500}
+    # The committed price table under infra/pricing/ (hand-entered from AWS's public price list).
+    price_table: str = "aws-eu-central-1.csv"
+    # The Project tag the infrastructure carries: Cost Explorer counts only what has it.
+    project_tag: str = "shop"
+
+    @model_validator(mode="after")
+    def _budget_names(self) -> CostSettings:
+        known = {*ENVIRONMENTS, "shared", "account"}
+        unknown = sorted(set(self.budgets_usd) - known)
+        if unknown:
+            raise ValueError(f"budgets_usd names {', '.join(unknown)}; budgets are for {', '.join(sorted(known))}")
+        return self
+
+
 class AwsSettings(_Strict):
     region: str
     ecs_cluster: str
@@ -169,6 +190,7 @@ class Settings(_Strict):
     aws: AwsSettings | None = None
     backups: BackupSettings = BackupSettings()
     performance: PerformanceSettings = PerformanceSettings()
+    costs: CostSettings = CostSettings()
     environments: dict[str, LocalEnvironment | AwsEnvironment]
 
     @model_validator(mode="after")
@@ -265,6 +287,18 @@ class Settings(_Strict):
         """The k6 scripts (release verification, load tests): SHOP_OPS_LOADTESTS (the run image's copy), else the checkout's."""
         override = os.environ.get("SHOP_OPS_LOADTESTS")
         return Path(override) if override else ROOT / "loadtests"
+
+    @property
+    def infra_path(self) -> Path:
+        """infra/ (Terraform, price tables): SHOP_OPS_INFRA (the run image's copy), else the checkout's."""
+        override = os.environ.get("SHOP_OPS_INFRA")
+        return Path(override) if override else ROOT / "infra"
+
+    @property
+    def checkov_path(self) -> Path:
+        """checkov, in a virtualenv of its own: SHOP_OPS_CHECKOV (the run image's), else `make install`'s .venv-checkov."""
+        override = os.environ.get("SHOP_OPS_CHECKOV")
+        return Path(override) if override else ROOT / ".venv-checkov" / "bin" / "checkov"
 
     @property
     def docker_state_path(self) -> Path:

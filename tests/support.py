@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from shop_ops.release.flow import Log, Strategy
+from shop_ops.release.targets import ReleaseTarget
 from shop_ops.resources.ledger import PG_ENV
 from shop_ops.services.processes import PostgresCluster, free_port, wait_for_http
 
@@ -82,3 +84,19 @@ class ShopServer:
                 self.process.kill()
                 self.process.wait()
         self.log.close()
+
+
+class FixedTarget(ReleaseTarget):
+    """What serves every environment in a test: one URL and the containers to sample; it deploys nothing."""
+
+    target_url: str
+    containers: list[str] = []  # noqa: RUF012 (a pydantic field: copied per instance)
+
+    def url(self, environment: str) -> str:
+        return self.target_url
+
+    def serving_containers(self, environment: str) -> list[str]:
+        return list(self.containers)
+
+    def strategy(self, environment: str, log: Log) -> Strategy:
+        raise NotImplementedError("this test deploys nothing")

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dagster as dg
 import pandas as pd
 import yaml
+from pydantic import Field
 
-from shop_ops.cost.hcl import Resource, Unresolved
+from shop_ops.cost.hcl import Resource, Unresolved, load
 
 COLUMNS = [
     "environment",
@@ -152,6 +154,7 @@ class Unpriced:
     address: str
     type: str
     reason: str
+    environment: str = ""
 
 
 @dataclass(frozen=True)
@@ -363,10 +366,12 @@ def estimate(resources: list[Resource], prices: Prices, usage: dict[str, Any], e
         pricer = PRICERS.get(r.type)
         if pricer is None:
             reason = NOT_PRICED.get(r.type, "no pricer for this type")
-            unpriced.append(Unpriced(r.address, r.type, reason))
+            unpriced.append(Unpriced(r.address, r.type, reason, environment))
             continue
         if isinstance(r.count, Unresolved):
-            unpriced.append(Unpriced(r.address, r.type, f"count/for_each {r.count.expression} could not be evaluated"))
+            unpriced.append(
+                Unpriced(r.address, r.type, f"count/for_each {r.count.expression} could not be evaluated", environment)
+            )
             continue
         if r.count == 0:
             continue
@@ -376,7 +381,7 @@ def estimate(resources: list[Resource], prices: Prices, usage: dict[str, Any], e
                 if (q.kind, q.key) not in prices:
                     raise Unpriceable(f"no price row for {q.kind} {q.key}")
         except Unpriceable as exc:
-            unpriced.append(Unpriced(r.address, r.type, str(exc)))
+            unpriced.append(Unpriced(r.address, r.type, str(exc), environment))
             continue
         for q in quantities:
             price = prices[(q.kind, q.key)]
@@ -397,3 +402,52 @@ def estimate(resources: list[Resource], prices: Prices, usage: dict[str, Any], e
                 }
             )
     return Estimate(lines=pd.DataFrame(rows, columns=COLUMNS), unpriced=unpriced)
+
+
+TASK_COLUMNS = ["environment", "address", "vcpu", "memory_mb"]
+# The Terraform roots under environments/ that cost money: the two environments and what they share.
+ROOTS = ("staging", "production", "shared")
+
+
+def task_sizes(resources: list[Resource], environment: str) -> pd.DataFrame:
+    """The ECS task definitions' sizes (TASK_COLUMNS): vCPU and MiB, where the HCL says them as numbers."""
+    rows = []
+    for r in resources:
+        if r.type != "aws_ecs_task_definition":
+            continue
+        cpu, memory = r.attributes.get("cpu"), r.attributes.get("memory")
+        if isinstance(cpu, (int, float, str)) and isinstance(memory, (int, float, str)):
+            rows.append(
+                {"environment": environment, "address": r.address, "vcpu": int(cpu) / 1024, "memory_mb": int(memory)}
+            )
+    return pd.DataFrame(rows, columns=TASK_COLUMNS).astype({"vcpu": float, "memory_mb": int})
+
+
+class TerraformCosts(dg.ConfigurableResource):
+    """The estimate of the Terraform roots (`terraform_costs`): the HCL, the price table and the usage file."""
+
+    terraform_dir: str  # infra/terraform: environments/<root>/ and usage.yaml
+    price_table: str  # infra/pricing/aws-<region>.csv
+    roots: list[str] = Field(default_factory=lambda: [*ROOTS])
+
+    def _loaded(self, root: str) -> list[Resource]:
+        folder = Path(self.terraform_dir) / "environments" / root
+        if not folder.is_dir():
+            raise FileNotFoundError(f"no Terraform root {folder} (terraform_dir {self.terraform_dir}, root {root!r})")
+        loaded = load(folder)
+        if loaded.skipped_modules:
+            # A module the reader cannot follow would silently drop its resources from the total.
+            raise ValueError(f"{folder}: module calls not followed: {loaded.skipped_modules}")
+        return loaded.resources
+
+    def estimate(self) -> Estimate:
+        """Every root's priced lines, one frame; the unpriced resources of all roots."""
+        prices = load_prices(Path(self.price_table))
+        usage = load_usage(Path(self.terraform_dir) / "usage.yaml")
+        parts = [estimate(self._loaded(root), prices, usage, root) for root in self.roots]
+        lines = pd.concat([p.lines for p in parts if not p.lines.empty], ignore_index=True)
+        return Estimate(lines=lines, unpriced=[u for p in parts for u in p.unpriced])
+
+    def task_sizes(self) -> pd.DataFrame:
+        """The task sizes of every root that defines ECS tasks."""
+        return pd.concat([task_sizes(self._loaded(root), root) for root in self.roots], ignore_index=True)

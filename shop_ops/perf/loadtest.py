@@ -84,6 +84,8 @@ class LoadTestRun:
             "data_received_mb": samples.data_received_bytes / 1e6,
             "data_sent_mb": samples.data_sent_bytes / 1e6,
             "cpu_mean_percent": float(usage["cpu_mean_percent"].sum()) if not usage.empty else 0.0,
+            # The containers' p95s added up: the peak the cost report right-sizes the task on.
+            "cpu_p95_percent": float(usage["cpu_p95_percent"].sum()) if not usage.empty else 0.0,
             "memory_max_mb": float(usage["memory_max_mb"].sum()) if not usage.empty else 0.0,
             "restocked": self.restocked_before + self.restocked_after,
             "synthetic_orders_purged": self.purged_orders,

@@ -17,7 +17,7 @@ import yaml
 
 from shop_ops.cost import hcl
 from shop_ops.cost.hcl import blocks, component_of, parse, single, text
-from shop_ops.settings import AwsEnvironment, AwsSettings, ImageSettings
+from shop_ops.settings import AwsEnvironment, AwsSettings, CostSettings, ImageSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 TERRAFORM = ROOT / "infra" / "terraform"
@@ -389,3 +389,13 @@ def test_remote_state_is_locked() -> None:
                     backend = b
         assert backend is not None and "s3" in backend, f"{root} has no s3 backend"
         assert backend["s3"]["dynamodb_table"] and backend["s3"]["encrypt"] is True
+
+
+def test_the_pipelines_budgets_are_the_aws_budgets() -> None:
+    """daily_budget_schedule and AWS Budgets warn at the same amounts (settings costs.budgets_usd)."""
+    budgets = CostSettings().budgets_usd
+    for env in ENVIRONMENTS:
+        assert float(merged(f"environments/{env}", "locals")["monthly_budget_usd"]) == budgets[env], env
+    tfvars = parse(TERRAFORM / "environments" / "shared" / "terraform.tfvars")
+    assert float(tfvars["account_budget_usd"]) == budgets["account"]
+    assert "costs" not in config()  # the aws profile keeps the defaults checked here

@@ -22,7 +22,8 @@ def test_definitions_names_and_blocking_checks():
         "staging/database_backup", "production/database_backup", "staging/restore_test", "production/restore_test",
         "pipeline_state_backup", "staging/dr_drill", "production/dr_drill",
         "staging/load_test_baseline", "production/load_test_baseline", "staging/nightly_load_test",
-        "production/nightly_load_test", "capacity_report",
+        "production/nightly_load_test", "capacity_report", "cost_estimate", "actual_spend", "cost_report",
+        "terraform_scan",
     }  # fmt: skip
     checks = graph.asset_check_keys
     assert {(c.asset_key.to_user_string(), c.name) for c in checks} >= {
@@ -81,6 +82,19 @@ def test_definitions_names_and_blocking_checks():
     }  # fmt: skip
     assert defs.resolve_job_def("perf_regression").partitions_def is not None
     assert type(defs.resources["load_tester"]).__name__ == "LoadTester"
+    # Costs: the job materializes the group by month; the budget check blocks; locally no bill is read.
+    cost_job = defs.resolve_job_def("cost_report")
+    assert cost_job.asset_layer.executable_asset_keys >= {
+        dg.AssetKey("cost_estimate"), dg.AssetKey("actual_spend"), dg.AssetKey("cost_report")
+    }  # fmt: skip
+    assert cost_job.partitions_def is not None and cost_job.partitions_def.get_partition_keys()[0] == "2026-01-01"
+    assert ("cost_report", "within_budget") in blocking
+    assert {
+        g for k in ("cost_estimate", "actual_spend", "cost_report") if (g := graph.get(dg.AssetKey(k)).group_name)
+    } == {"costs"}
+    assert graph.get(dg.AssetKey("terraform_scan")).group_name == "security"
+    assert {s.name for s in defs.schedules} >= {"monthly_cost_schedule", "daily_budget_schedule"}
+    assert type(defs.resources["spend"]).__name__ == "NoSpend"
 
 
 def test_workspace_validates_with_the_dagster_cli():

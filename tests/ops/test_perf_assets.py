@@ -23,8 +23,6 @@ import pytest
 from shop_ops.assets.performance import REGRESSION_CHECK, capacity_report, load_test_baseline, nightly_load_test
 from shop_ops.localenv.docker_api import DockerApi
 from shop_ops.perf.loadtest import LoadTester
-from shop_ops.release.flow import Log, Strategy
-from shop_ops.release.targets import ReleaseTarget
 from shop_ops.resources.containers import ContainersResource, DockerEngine
 from shop_ops.resources.k6 import K6Resource
 from shop_ops.resources.ledger import LedgerResource
@@ -33,24 +31,9 @@ from shop_ops.resources.registry import RegistryResource
 from shop_ops.resources.shop_admin import ShopAdminResource
 from shop_ops.services.processes import RedisServer, free_port
 from tests.perf.slow_search import SLOW_TAG, build_slow_layer
+from tests.support import FixedTarget
 
 pytestmark = pytest.mark.services
-
-
-class FixedTarget(ReleaseTarget):
-    """What serves "staging" in this test: a URL and its container (sampled during the run); no deploys."""
-
-    target_url: str
-    container: str
-
-    def url(self, environment: str) -> str:
-        return self.target_url
-
-    def serving_containers(self, environment: str) -> list[str]:
-        return [self.container]
-
-    def strategy(self, environment: str, log: Log) -> Strategy:
-        raise NotImplementedError("this test deploys nothing")
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +84,7 @@ def test_a_30ms_slower_search_fails_the_check_and_alerts_an_unchanged_rerun_pass
     def resources(role: str) -> dict[str, object]:
         url, container = backends[role]
         target = FixedTarget(
-            target_url=url, container=container, registry=RegistryResource(url="http://127.0.0.1:9"),
+            target_url=url, containers=[container], registry=RegistryResource(url="http://127.0.0.1:9"),
             ledger=LedgerResource(state_dir=str(tmp_path)), k6=K6Resource(),
         )  # fmt: skip
         return {"load_tester": load_tester, "release_target": target,
@@ -118,6 +101,7 @@ def test_a_30ms_slower_search_fails_the_check_and_alerts_an_unchanged_rerun_pass
     metadata = taken.asset_materializations_for_node(baseline.node_def.name)[0].metadata
     assert metadata["passed"].value is True and metadata["requests"].value > 700
     assert metadata["cpu_mean_percent"].value > 0 and metadata["memory_max_mb"].value > 0  # the container, sampled
+    assert metadata["cpu_p95_percent"].value >= metadata["cpu_mean_percent"].value
 
     slow = materialize("slow", nightly)
     [check] = slow.get_asset_check_evaluations()
@@ -154,7 +138,7 @@ def test_capacity_report_records_each_scenarios_breaking_point(
         stress_duration_seconds=4, p95_ms=1000, storefront=False,
     )  # fmt: skip
     target = FixedTarget(
-        target_url=url, container=container, registry=RegistryResource(url="http://127.0.0.1:9"),
+        target_url=url, containers=[container], registry=RegistryResource(url="http://127.0.0.1:9"),
         ledger=LedgerResource(state_dir=str(tmp_path)), k6=K6Resource(),
     )  # fmt: skip
     instance = dg.DagsterInstance.ephemeral()
