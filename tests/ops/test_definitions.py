@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime
 
 import dagster as dg
+import pytest
 
 from shop_ops.settings import ROOT
 
@@ -133,3 +135,21 @@ def test_nightly_perf_schedule_runs_the_day_it_fires():
     )
     [request] = schedule.evaluate_tick(context).run_requests
     assert request.partition_key == "2026-12-01" and request.run_key == "nightly-perf-2026-12-01"
+
+
+@pytest.mark.parametrize(
+    ("name", "fires", "month"),
+    [
+        ("monthly_cost_schedule", datetime(2027, 1, 1, 6, 0, tzinfo=UTC), "2026-12-01"),  # the month that ended
+        ("daily_budget_schedule", datetime(2026, 11, 30, 7, 0, tzinfo=UTC), "2026-11-01"),  # the month so far
+        ("daily_budget_schedule", datetime(2026, 12, 1, 7, 0, tzinfo=UTC), "2026-12-01"),
+    ],
+)
+def test_cost_schedules_pick_the_month(name: str, fires: datetime, month: str):
+    from shop_ops.definitions import defs
+
+    schedule = defs.resolve_schedule_def(name)
+    assert schedule.job_name == "cost_report"
+    context = dg.build_schedule_context(scheduled_execution_time=fires, repository_def=defs.get_repository_def())
+    [request] = schedule.evaluate_tick(context).run_requests
+    assert request.partition_key == month

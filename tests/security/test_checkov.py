@@ -1,7 +1,6 @@
 """checkov (its own virtualenv, `make install`) over the real infra/terraform/: clean, and a planted weakness is found.
 
-The terraform_scan asset runs this scanner; its blocking of nothing but its check `no_failed_checks`
-is tested in tests/ops (definitions); here the scanner itself, against the real program.
+checkov is an outside program: these tests carry the `services` marker (not in `make test-fast`).
 """
 
 from __future__ import annotations
@@ -15,6 +14,8 @@ import pytest
 from shop_ops.assets.security import CHECKOV_CHECK, terraform_scan
 from shop_ops.security.checkov import CheckovScanner, ScanError
 from shop_ops.settings import load_settings
+
+pytestmark = pytest.mark.services
 
 ROOT = Path(__file__).resolve().parents[2]
 TERRAFORM = ROOT / "infra" / "terraform"
