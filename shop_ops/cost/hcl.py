@@ -2,7 +2,7 @@
 
 No Terraform binary or provider can be had on our machines, so this reads the HCL with
 python-hcl2 and evaluates only the expressions the cost estimate needs: literals, `var.x`,
-`local.x`, templates built from them, `a ? b : c`, `coalesce(...)` and `toset(x)` over those. A module
+`local.x`, `[]`, templates built from them, `a ? b : c`, `coalesce(...)` and `toset(x)` over those. A module
 call's arguments become the module's variables (the rest take their `variable` defaults).
 Anything else (`module.x.output`, data sources, functions, `count.index`) is left as an
 `Unresolved` value and reported with the resource, never guessed.
@@ -127,7 +127,7 @@ class Resource:
         return component_of(self.raw["tags"]) if "tags" in self.raw else None
 
 
-_ATOM = r'(?:(?:var|local)\.\w+|-?\d+(?:\.\d+)?|true|false|null|"[^"]*")'
+_ATOM = r'(?:(?:var|local)\.\w+|-?\d+(?:\.\d+)?|true|false|null|\[\]|"[^"]*")'
 
 
 class Scope:
@@ -218,6 +218,8 @@ class Scope:
             return atom == "true"
         if atom == "null":
             return None
+        if atom == "[]":
+            return []
         if atom.startswith('"'):
             return self._template(atom[1:-1]) if "${" in atom else atom[1:-1]
         return float(atom) if "." in atom else int(atom)

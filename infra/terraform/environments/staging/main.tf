@@ -143,6 +143,7 @@ module "database" {
   max_allocated_storage_gb = local.db_max_storage_gb
   multi_az                 = local.db_multi_az
   read_replica             = local.db_read_replica
+  log_retention_days       = local.log_retention_days
   backup_retention_days    = local.db_backup_days
   master_password          = module.secrets.database_password
   secret_arn               = module.secrets.database_secret_arn

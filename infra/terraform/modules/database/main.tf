@@ -63,6 +63,35 @@ resource "aws_iam_role_policy_attachment" "monitoring" {
   policy_arn = "arn:aws:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"
 }
 
+# The groups RDS exports the PostgreSQL log (slow queries included) and upgrade log to. Created here,
+# before the instances, with retention: left to RDS they would be created keeping logs forever.
+locals {
+  log_exports         = ["postgresql", "upgrade"]
+  replica_log_exports = var.read_replica ? local.log_exports : []
+}
+
+resource "aws_cloudwatch_log_group" "exports" {
+  #checkov:skip=CKV_AWS_158:CloudWatch Logs encrypts these at rest with its own key; no customer managed key for logs in this project (as modules/logs)
+  #checkov:skip=CKV_AWS_338:database logs are read within days (slow queries, errors); retention is var.log_retention_days on purpose, a year would cost more than it helps
+  for_each = toset(local.log_exports)
+
+  name              = "/aws/rds/instance/${var.identifier}/${each.key}"
+  retention_in_days = var.log_retention_days
+
+  tags = merge(var.tags, { Component = "database" })
+}
+
+resource "aws_cloudwatch_log_group" "replica_exports" {
+  #checkov:skip=CKV_AWS_158:CloudWatch Logs encrypts these at rest with its own key; no customer managed key for logs in this project (as modules/logs)
+  #checkov:skip=CKV_AWS_338:database logs are read within days (slow queries, errors); retention is var.log_retention_days on purpose, a year would cost more than it helps
+  for_each = toset(local.replica_log_exports)
+
+  name              = "/aws/rds/instance/${var.identifier}-replica/${each.key}"
+  retention_in_days = var.log_retention_days
+
+  tags = merge(var.tags, { Component = "database" })
+}
+
 resource "aws_db_instance" "this" {
   #checkov:skip=CKV_AWS_354:Performance Insights data is encrypted with the AWS managed key aws/rds, like the storage (var.kms_key_arn is null in both environments); no customer managed key for the database in this project
   identifier     = var.identifier
@@ -97,7 +126,7 @@ resource "aws_db_instance" "this" {
   monitoring_role_arn                   = aws_iam_role.monitoring.arn
   performance_insights_enabled          = true
   performance_insights_retention_period = 7
-  enabled_cloudwatch_logs_exports       = ["postgresql", "upgrade"]
+  enabled_cloudwatch_logs_exports       = local.log_exports
 
   auto_minor_version_upgrade          = true
   deletion_protection                 = var.deletion_protection
@@ -106,6 +135,8 @@ resource "aws_db_instance" "this" {
   iam_database_authentication_enabled = true
 
   tags = merge(var.tags, { Component = "database" })
+
+  depends_on = [aws_cloudwatch_log_group.exports]
 
   # The master password is rotated by Secrets Manager (modules/secrets) after creation.
   lifecycle {
@@ -134,7 +165,7 @@ resource "aws_db_instance" "replica" {
   monitoring_role_arn                   = aws_iam_role.monitoring.arn
   performance_insights_enabled          = true
   performance_insights_retention_period = 7
-  enabled_cloudwatch_logs_exports       = ["postgresql", "upgrade"]
+  enabled_cloudwatch_logs_exports       = local.log_exports
   auto_minor_version_upgrade            = true
   copy_tags_to_snapshot                 = true
   deletion_protection                   = var.deletion_protection
@@ -142,6 +173,8 @@ resource "aws_db_instance" "replica" {
   iam_database_authentication_enabled   = true
 
   tags = merge(var.tags, { Component = "database" })
+
+  depends_on = [aws_cloudwatch_log_group.replica_exports]
 }
 
 # RDS Proxy: pools the tasks' connections (autoscaling adds tasks, not database connections)

@@ -79,6 +79,12 @@ variable "monitoring_interval" {
   default     = 60
 }
 
+variable "log_retention_days" {
+  description = "Days CloudWatch keeps the exported PostgreSQL and upgrade logs"
+  type        = number
+  default     = 30
+}
+
 variable "kms_key_arn" {
   description = "KMS key for storage encryption (null: the AWS-managed RDS key)."
   type        = string
