@@ -7,13 +7,24 @@
 # .build/runner/image.env (RUNNER_IMAGE=...). Tags: localhost/shop-ops-runner:<version>-<sha>
 # and localhost/shop-ops-runner:local.
 #
-# Idempotent: the source hash (deploy/Dockerfile, this script, pyproject.toml, shop_ops/,
-# config/, the base image's id and the Debian packages' names and versions) is stored in the
-# label io.shop-ops.runner.source; when an image with that label exists, nothing is built.
-# Otherwise the wheels of the repository's shop-ops distribution and all its dependencies are
-# built on the host with the image's Python release (scripts/host-wheels.sh), from a copy of
-# the sources (no build/ or egg-info left in the repository), and installed inside the image
-# with `pip install --no-index`.
+# Idempotent: the source hash (deploy/Dockerfile, this script, scripts/host-wheels.sh,
+# scripts/checkov-requirements.txt, pyproject.toml, VERSION, shop_ops/, config/, loadtests/,
+# infra/terraform/ and infra/pricing/, the base image's id and the Debian packages' names and
+# versions) is stored in the label io.shop-ops.runner.source; when an image with that label
+# exists, nothing is built. Otherwise the wheels of the repository's shop-ops distribution and
+# all its dependencies are built on the host with the image's Python release
+# (scripts/host-wheels.sh), from a copy of the sources (no build/ or egg-info left in the
+# repository), and installed inside the image with `pip install --no-index`.
+#
+# checkov (scripts/checkov-requirements.txt, the pin `make install` reads too) goes into a
+# virtualenv of its own, /opt/checkov (SHOP_OPS_CHECKOV), from wheels built the same way (kept in
+# .build/runner/wheels-checkov). The Dockerfile's `checkov` stage is built as an image of its own,
+# localhost/shop-ops-checkov:<key> (key: the base image's id, the pin file and that stage's text),
+# and the run image's final stage starts from it (CHECKOV_IMAGE): it is built only when its key
+# changes (~30 s, a 245 MB layer), not on every rebuild of the run image, --force included; its
+# older images are removed (their layers stay while a run image uses them). infra/terraform and
+# infra/pricing are copied to /opt/shop-ops/infra (SHOP_OPS_INFRA) without .terraform/ folders
+# and Terraform state files.
 #
 # Debian packages (RUNNER_DEBS: PostgreSQL 15 client and server programs, pgBackRest): nothing
 # is downloaded inside a build (podman_build_replace: --network none), so the .deb files come
@@ -40,6 +51,10 @@ REPO=localhost/shop-ops-runner
 WORK=$ROOT/.build/runner
 RUNNER_DEBS=(postgresql-client-15 postgresql-15 pgbackrest)
 DEB_CACHE=$SHOP_OPS_CACHE/runner-debs
+CHECKOV_REQUIREMENTS=scripts/checkov-requirements.txt
+CHECKOV_REPO=localhost/shop-ops-checkov
+# What of infra/ the image carries; never .terraform/ (providers, modules) nor state files.
+INFRA_DIRS=(infra/terraform infra/pricing)
 
 die() { echo "build-runner-image: error: $*" >&2; exit 1; }
 log() { echo "build-runner-image: $*" >&2; }
@@ -152,9 +167,10 @@ SOURCE_HASH=$(
     {
         printf 'base %s\n' "$BASE_ID"
         printf 'deb %s\n' "${DEBS[@]}"
-        find deploy/Dockerfile deploy/build-runner-image.sh scripts/host-wheels.sh pyproject.toml VERSION config \
-            loadtests shop_ops \
-            -type f ! -path '*/__pycache__/*' ! -name '*.pyc' -print0 |
+        find deploy/Dockerfile deploy/build-runner-image.sh scripts/host-wheels.sh "$CHECKOV_REQUIREMENTS" \
+            pyproject.toml VERSION config loadtests shop_ops "${INFRA_DIRS[@]}" \
+            -type f ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*/.terraform/*' ! -name '*.tfstate' \
+            ! -name '*.tfstate.*' -print0 |
             LC_ALL=C sort -z | xargs -0 sha256sum
     } | sha256sum | cut -c1-16
 )
@@ -185,6 +201,8 @@ cp "$ROOT/pyproject.toml" "$SRC/"
 tar -C "$ROOT" --exclude=__pycache__ --exclude='*.pyc' -cf - shop_ops | tar -C "$SRC" -xf -
 cp -r "$ROOT/config" "$CONTEXT/config"
 cp -r "$ROOT/loadtests" "$CONTEXT/loadtests"
+tar -C "$ROOT" --exclude=.terraform --exclude='*.tfstate' --exclude='*.tfstate.*' -cf - "${INFRA_DIRS[@]}" |
+    tar -C "$CONTEXT" -xf -
 : >"$WORK/debs.log"
 debs_t0=$SECONDS
 fetch_debs "$CONTEXT/debs" "${DEBS[@]}" || die "the image's Debian packages could not be fetched (see above)"
@@ -197,17 +215,50 @@ rm -rf "$SRC"
 wheels_s=$((SECONDS - t0))
 log "$(find "$CONTEXT/wheels" -name '*.whl' | wc -l) wheels ($wheels_s s)"
 
-log "podman build $REF (base $BASE_IMAGE)"
+# The checkov image (the Dockerfile's `checkov` stage), once per key.
+checkov_key=$(
+    cd "$ROOT"
+    stage=$(sed -n '/^FROM .* AS checkov$/,/^FROM /p' deploy/Dockerfile)
+    [ -n "$stage" ] || { echo "deploy/Dockerfile has no 'AS checkov' stage" >&2; exit 1; }
+    { printf 'base %s\n%s\n' "$BASE_ID" "$stage"; cat "$CHECKOV_REQUIREMENTS"; } | sha256sum | cut -c1-16
+) || die "cannot compute the checkov image's key"
+CHECKOV_REF=$CHECKOV_REPO:$checkov_key
+if podman image exists "$CHECKOV_REF"; then
+    log "checkov image up to date: $CHECKOV_REF"
+else
+    checkov_t0=$SECONDS
+    log "pip wheel: checkov ($py)"
+    host_wheels_requirements "$py" "$ROOT/$CHECKOV_REQUIREMENTS" "$WORK/wheels-checkov" "$WORK/wheels-checkov.log" ||
+        die "checkov wheels failed (see above)"
+    cp -al "$WORK/wheels-checkov" "$CONTEXT/wheels-checkov" 2>/dev/null ||
+        { rm -rf "$CONTEXT/wheels-checkov" && cp -r "$WORK/wheels-checkov" "$CONTEXT/wheels-checkov"; }
+    cp "$ROOT/$CHECKOV_REQUIREMENTS" "$CONTEXT/wheels-checkov/requirements.txt"
+    log "podman build $CHECKOV_REF ($(find "$CONTEXT/wheels-checkov" -name '*.whl' | wc -l) wheels)"
+    podman_build_replace "$WORK/build-checkov.log" "$DEPLOY_DIR/Dockerfile" "$CONTEXT" "$CHECKOV_REF" \
+        "$CHECKOV_REPO:local" --target checkov --build-arg BASE_IMAGE="$BASE_IMAGE" ||
+        die "podman build of the checkov image failed (log: $WORK/build-checkov.log)"
+    log "built $CHECKOV_REF ($((SECONDS - checkov_t0)) s)"
+fi
+podman tag "$CHECKOV_REF" "$CHECKOV_REPO:local"
+
+log "podman build $REF (base $BASE_IMAGE, $CHECKOV_REF)"
 podman_build_replace "$WORK/build.log" "$DEPLOY_DIR/Dockerfile" "$CONTEXT" "$REF" "$REPO:local" \
-    --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg VERSION="$VERSION" --build-arg GIT_COMMIT="$GIT_COMMIT" \
-    --build-arg SOURCE_HASH="$SOURCE_HASH" || die "podman build failed (log: $WORK/build.log)"
-# Of older commits' images (~600 MB each) the newest KEEP_OLD stay, for runs still using them.
+    --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg CHECKOV_IMAGE="$CHECKOV_REF" --build-arg VERSION="$VERSION" \
+    --build-arg GIT_COMMIT="$GIT_COMMIT" --build-arg SOURCE_HASH="$SOURCE_HASH" ||
+    die "podman build failed (log: $WORK/build.log)"
+# Of older commits' images (~1.2 GB each, ~810 MB of it a layer of their own) the newest KEEP_OLD
+# stay, for runs still using them.
 KEEP_OLD=${RUNNER_KEEP_OLD:-2}
 current=$(podman image inspect --format '{{.Id}}' "$REF")
 for id in $(podman images --quiet --no-trunc "$REPO" | sort -u); do
     [ "${id#sha256:}" = "$current" ] || podman image inspect --format '{{.Created.Unix}} {{.Id}}' "$id"
 done | sort -rn | tail -n +"$((KEEP_OLD + 1))" | while read -r _ stale; do
     podman rmi "$stale" >/dev/null 2>&1 || true
+done
+# Older checkov images go; their layers stay while a run image still starts from them.
+checkov_id=$(podman image inspect --format '{{.Id}}' "$CHECKOV_REF")
+for id in $(podman images --quiet --no-trunc "$CHECKOV_REPO" | sort -u); do
+    [ "${id#sha256:}" = "$checkov_id" ] || podman rmi "$id" >/dev/null 2>&1 || true
 done
 
 user=$(podman image inspect --format '{{.Config.User}}' "$REF")

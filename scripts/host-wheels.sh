@@ -3,6 +3,7 @@
 #
 #   py=$(wheel_python_for IMAGE) || exit 1      # the host interpreter matching IMAGE's python3
 #   host_wheels PY SRC_DIR WHEEL_DIR LOG || exit 1
+#   host_wheels_requirements PY REQUIREMENTS_FILE WHEEL_DIR LOG || exit 1
 #
 # Nothing can be downloaded inside a build here, so images install wheels built on the host
 # with `pip install --no-index`. Environment markers decide which wheels a project needs
@@ -58,6 +59,29 @@ host_wheels() {
             cd "$src" && find . -type f ! -path '*/__pycache__/*' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
         } | sha256sum | cut -c1-16
     )
+    _host_wheels_build "$py" "$stamp" "$wheels" "$log" "$src"
+}
+
+# host_wheels_requirements PY REQUIREMENTS_FILE WHEEL_DIR LOG: the same for the requirements of a
+# pip requirements file (no project of its own): their wheels, their dependencies' and pip's,
+# skipped while the file's content and the interpreter release are the same.
+host_wheels_requirements() {
+    local py=$1 requirements=$2 wheels=$3 log=$4 stamp
+    [ -f "$requirements" ] || { echo "no requirements file $requirements" >&2; return 1; }
+    stamp=$(
+        {
+            _wheels_python_version "$py"
+            sha256sum <"$requirements"
+        } | sha256sum | cut -c1-16
+    )
+    _host_wheels_build "$py" "$stamp" "$wheels" "$log" -r "$requirements"
+}
+
+# _host_wheels_build PY STAMP WHEEL_DIR LOG PIP_WHEEL_ARGS...: `pip wheel PIP_WHEEL_ARGS... pip` into
+# a fresh WHEEL_DIR unless WHEEL_DIR.source holds STAMP and WHEEL_DIR has wheels.
+_host_wheels_build() {
+    local py=$1 stamp=$2 wheels=$3 log=$4
+    shift 4
     if [ -f "$wheels.source" ] && [ "$(cat "$wheels.source")" = "$stamp" ] &&
         compgen -G "$wheels/*.whl" >/dev/null; then
         echo "wheels up to date in $wheels (source $stamp)" >&2
@@ -65,9 +89,9 @@ host_wheels() {
     fi
     rm -rf "$wheels" "$wheels.source"
     mkdir -p "$wheels"
-    if ! "$py" -m pip wheel --disable-pip-version-check --wheel-dir "$wheels" "$src" pip >"$log" 2>&1; then
+    if ! "$py" -m pip wheel --disable-pip-version-check --wheel-dir "$wheels" "$@" pip >"$log" 2>&1; then
         grep -v 'is ignored: it is neither a file nor a directory' "$log" | tail -n 30 >&2
-        echo "pip wheel of $src failed (log: $log)" >&2
+        echo "pip wheel of $* failed (log: $log)" >&2
         return 1
     fi
     echo "$stamp" >"$wheels.source"

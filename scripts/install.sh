@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what shop-ops needs on Debian 12 / Ubuntu, skipping what is already there:
-# Debian packages, the Python virtualenv (.venv) and the storefront's npm dependencies.
+# Debian packages, the Python virtualenv (.venv), checkov in a virtualenv of its own
+# (.venv-checkov: it pins an old boto3 and clobbers python-hcl2) and the storefront's npm dependencies.
 #   scripts/install.sh            # everything
-#   scripts/install.sh apt|venv|npm
+#   scripts/install.sh apt|venv|checkov|npm
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -14,6 +15,8 @@ APT_PACKAGES=(
   debootstrap docker-compose docker-registry apache2-utils      # base images, compose, registry
   chromium python3-venv python3-pip git make curl ca-certificates  # e2e checks, toolchain, wheels
 )
+
+PIP_IGNORED_LOCATION='is ignored: it is neither a file nor a directory'
 
 say() { printf '[install] %s\n' "$*"; }
 
@@ -55,6 +58,29 @@ install_venv() {
   echo "$want" >"$stamp"
 }
 
+# checkov at the version of scripts/checkov-requirements.txt (the runner image installs the same file).
+install_checkov() {
+  local venv=.venv-checkov requirements=scripts/checkov-requirements.txt stamp want
+  stamp=$venv/.shop-ops-installed
+  [ -f "$requirements" ] || { say "$requirements is missing" >&2; exit 1; }
+  want=$(sha256sum <"$requirements" | cut -d' ' -f1)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x $venv/bin/checkov ]; then
+    say "checkov: up to date"
+    return
+  fi
+  say "checkov: installing $(grep -v '^#' "$requirements" | xargs) into $venv"
+  [ -x $venv/bin/python ] || python3 -m venv $venv
+  # pip warns about each missing file:///opt/pypi-more/simple/ location of pip.conf: harmless, left out.
+  if ! $venv/bin/pip install -q --disable-pip-version-check -r "$requirements" 2>"$venv/pip.log"; then
+    grep -v "$PIP_IGNORED_LOCATION" "$venv/pip.log" | tail -n 30 >&2
+    say "checkov: pip install failed (log: $venv/pip.log)" >&2
+    exit 1
+  fi
+  grep -v "$PIP_IGNORED_LOCATION" "$venv/pip.log" >&2 || true
+  $venv/bin/checkov --version >/dev/null || { say "checkov: $venv/bin/checkov does not run" >&2; exit 1; }
+  echo "$want" >"$stamp"
+}
+
 install_npm() {
   if ! command -v node >/dev/null || ! node -e 'process.exit(parseInt(process.versions.node, 10) < 20 ? 1 : 0)'; then
     say "Node.js 20 or newer is needed for the storefront (found: $(node --version 2>/dev/null || echo none))" >&2
@@ -71,7 +97,8 @@ install_npm() {
 case "${1:-all}" in
   apt) install_apt ;;
   venv) install_venv ;;
+  checkov) install_checkov ;;
   npm) install_npm ;;
-  all) install_apt; install_venv; install_npm ;;
-  *) echo "usage: $0 [apt|venv|npm|all]" >&2; exit 2 ;;
+  all) install_apt; install_venv; install_checkov; install_npm ;;
+  *) echo "usage: $0 [apt|venv|checkov|npm|all]" >&2; exit 2 ;;
 esac

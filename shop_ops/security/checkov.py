@@ -60,7 +60,9 @@ def parse_report(report: Any) -> TerraformScan:
     rows = [_finding(check, "FAILED") for check in results.get("failed_checks", [])] + [
         _finding(check, "SKIPPED") for check in results.get("skipped_checks", [])
     ]
-    findings = pd.DataFrame(rows, columns=FINDING_COLUMNS).sort_values(["result", "file", "first_line", "check_id"])
+    findings = pd.DataFrame(rows, columns=FINDING_COLUMNS).sort_values(
+        ["result", "file", "first_line", "check_id", "resource"]
+    )
     return TerraformScan(
         version=str(summary.get("checkov_version", "?")),
         passed=int(summary["passed"]),

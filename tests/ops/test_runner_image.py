@@ -1,8 +1,10 @@
-"""The run image carries what the jobs run: PostgreSQL 15's programs, pgBackRest, k6 and its scripts, working.
+"""The run image carries what the jobs run: PostgreSQL 15's programs, pgBackRest, k6 and its scripts, checkov and
+the Terraform it scans, working.
 
 One container of the image (its default user 10010, host network, over the Docker API) dumps a database of the
 session's test cluster with `dump_with_fingerprint` and restores it with `restore_and_verify` into a scratch cluster
-it starts itself, in a temp folder of the container.
+it starts itself, in a temp folder of the container. Another loads the code location and runs its Terraform scan
+(the image's checkov) and cost estimate over the image's copy of infra/: the same findings and totals as the host's.
 """
 
 from __future__ import annotations
@@ -10,17 +12,22 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import docker
 import psycopg2
 import pytest
 
 from shop_ops.backup.fingerprint import Fingerprint, compute_fingerprint
+from shop_ops.cost.estimate import TerraformCosts
 from shop_ops.localenv.docker_api import DockerApi
+from shop_ops.security.checkov import CheckovScanner
 from shop_ops.services.processes import PostgresCluster
+from shop_ops.settings import load_settings
 
 RUN_TIMEOUT_S = 120
 PG_PROGRAMS = ("pg_dump", "pg_restore", "psql", "initdb", "pg_ctl", "postgres")
+ROOT = Path(__file__).resolve().parents[2]
 
 # Runs in the container: python -c PROBE PORT DATABASE PROGRAM...; prints one line "REPORT {json}".
 PROBE = r"""
@@ -142,3 +149,46 @@ def test_runner_image_dumps_and_restores_with_its_own_postgres_programs(
     assert dumped.tables["orders"][0] == 500
     assert dumped.tables["notes"][0] == 3
     assert report["bytes"] > 0
+
+
+# Runs in the container: python -c CHECKOV_PROBE; the code location's own resources, as the image's settings
+# build them (aws profile, SHOP_OPS_INFRA, SHOP_OPS_CHECKOV): the Terraform scan and the cost estimate.
+CHECKOV_PROBE = r"""
+import json, os, shutil
+from pathlib import Path
+
+from shop_ops.definitions import defs
+
+scan = defs.resources["terraform_scanner"].scan()
+estimate = defs.resources["terraform_costs"].estimate()
+checkov = os.environ["SHOP_OPS_CHECKOV"]
+print("REPORT " + json.dumps({
+    "uid": os.geteuid(), "checkov": checkov, "on_path": shutil.which("checkov"), "python": shutil.which("python"),
+    "checkov_writable": os.access(Path(checkov).parents[1], os.W_OK), "infra": os.environ["SHOP_OPS_INFRA"],
+    "scan": scan.metadata(), "findings": scan.findings[["result", "check_id", "resource"]].values.tolist(),
+    "estimate": estimate.lines.groupby("environment")["monthly_usd"].sum().round(6).to_dict(),
+}))
+"""
+
+
+def test_runner_image_scans_and_prices_its_terraform_like_the_host(runner_image: str, docker_api: DockerApi) -> None:
+    logs = _run_in_image(runner_image, docker_api, ["python", "-c", CHECKOV_PROBE])
+    report = json.loads(next(line for line in logs.splitlines() if line.startswith("REPORT "))[len("REPORT ") :])
+
+    # checkov from its own read-only virtualenv, as the image's user; off PATH, so `python` stays the runtime venv's.
+    assert report["uid"] == 10010
+    assert report["checkov"] == "/opt/checkov/bin/checkov" and report["checkov_writable"] is False
+    assert report["on_path"] is None and report["python"] == "/opt/venv/bin/python"
+    assert report["infra"] == "/opt/shop-ops/infra"
+
+    # The host's checkov (`make install`: .venv-checkov) and estimate over the checkout, in this same run.
+    host_checkov = load_settings().checkov_path
+    assert host_checkov.exists(), f"{host_checkov} is missing: run scripts/install.sh checkov"
+    host = CheckovScanner(checkov=str(host_checkov), directory=str(ROOT / "infra" / "terraform")).scan()
+    assert report["scan"]["parsing_errors"] == 0 and report["scan"]["resources"] > 100
+    assert report["scan"] == host.metadata()
+    assert report["findings"] == host.findings[["result", "check_id", "resource"]].values.tolist()
+    costs = TerraformCosts(
+        terraform_dir=str(ROOT / "infra" / "terraform"), price_table=str(ROOT / "infra" / "pricing" / "aws-eu-central-1.csv")
+    )  # fmt: skip
+    assert report["estimate"] == costs.estimate().lines.groupby("environment")["monthly_usd"].sum().round(6).to_dict()
