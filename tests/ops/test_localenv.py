@@ -354,6 +354,16 @@ def test_up_status_down_up(local_env: dict[str, str], docker_api: DockerApi) -> 
     refused_perf = ui.run("perf_regression", {}, tags={"dagster/partition": yesterday})
     assert refused_perf.status == "FAILURE" and "only today's partition" in refused_perf.error, refused_perf
 
+    # The month's cost report, launched as daily_budget_schedule does: no bill in the local profile, so
+    # the estimate stands; both shops' orders through their admin API; usage from the baselines above.
+    month = datetime.now(UTC).date().replace(day=1).isoformat()
+    costs = ui.run("cost_report", {}, tags={"dagster/partition": month}, timeout=180)
+    assert costs.status == "SUCCESS", costs
+    with dg.DagsterInstance.from_config(str(ui.home)) as instance:
+        report = _latest_metadata(instance, ["cost_report"])
+    assert report["cost_basis"].startswith("estimate (the local profile runs nothing on AWS"), report
+    assert report["estimate_month_usd"] > 1000 and "no container usage measured" not in report["rightsizing"], report
+
     reason = {"ops": {"rollback_environment": {"config": {"reason": "e2e test"}}}}
     rolled = ui.run("rollback", reason, tags={"dagster/partition": "staging", "environment": "staging"})
     assert rolled.status == "SUCCESS", rolled
