@@ -294,6 +294,27 @@ def test_every_setting_names_an_output_of_each_environment() -> None:
     assert set(AWS_OUTPUTS.values()) <= set(shared), sorted(set(AWS_OUTPUTS.values()) - set(shared))
 
 
+def test_config_aws_yaml_names_the_output_of_each_value() -> None:
+    """Every value of config/aws.yaml that names a resource says `# output <name>`, the mapping above."""
+    annotated: dict[str, str] = {}
+    section = None
+    for line in (ROOT / "config" / "aws.yaml").read_text().splitlines():
+        match = re.match(r"^(\s*)(\w+):\s*(\S.*?)?\s*(?:#\s*output\s+(\w+))?\s*$", line)
+        if not match or line.lstrip().startswith("#"):
+            continue
+        indent, key, value, output = match.groups()
+        if not indent:
+            section = key
+        elif value and section in ("aws", "images", "environments"):
+            assert output or key in NOT_FROM_TERRAFORM, f"config/aws.yaml {section}.{key} names no Terraform output"
+            if output:
+                assert annotated.setdefault(key, output) == output, key
+    assert annotated == {
+        k: v for k, v in {**AWS_OUTPUTS, **IMAGE_OUTPUTS, **ENVIRONMENT_OUTPUTS}.items() if k in annotated
+    }
+    assert set(annotated) == set(AWS_OUTPUTS) | set(IMAGE_OUTPUTS) | set(ENVIRONMENT_OUTPUTS)
+
+
 def test_terraform_names_are_the_names_config_uses() -> None:
     cfg = config()
     shared = merged("environments/shared", "locals")
