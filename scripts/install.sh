@@ -77,7 +77,8 @@ install_checkov() {
     exit 1
   fi
   grep -v "$PIP_IGNORED_LOCATION" "$venv/pip.log" >&2 || true
-  $venv/bin/checkov --version >/dev/null || { say "checkov: $venv/bin/checkov does not run" >&2; exit 1; }
+  # Through its interpreter: the script's #! line breaks in a path with spaces (shop_ops runs it the same way).
+  $venv/bin/python $venv/bin/checkov --version >/dev/null || { say "checkov: $venv/bin/checkov does not run" >&2; exit 1; }
   echo "$want" >"$stamp"
 }
 

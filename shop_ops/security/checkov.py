@@ -103,8 +103,12 @@ class CheckovScanner(dg.ConfigurableResource):
             )
         if not folder.is_dir():
             raise ScanError(f"no Terraform to scan: {folder} is not a folder (SHOP_OPS_INFRA points elsewhere?)")
+        # checkov's program is a plain Python script, not a console entry point: pip writes the venv's
+        # interpreter into its #! line as is, which the kernel cuts at a space (a checkout in "shop ops").
+        # So it runs through the interpreter beside it.
+        interpreter = program.parent / "python"
         command = [
-            str(program), "--directory", str(folder), "--framework", "terraform", "--output", "json",
+            *([str(interpreter)] if interpreter.exists() else []), str(program), "--directory", str(folder), "--framework", "terraform", "--output", "json",
             "--compact", "--skip-download", "--download-external-modules", "false",
         ]  # fmt: skip
         try:
