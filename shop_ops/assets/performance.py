@@ -177,7 +177,7 @@ def _alert(
     subject = f"[shop-ops] latency regression in {environment}"
     text = (
         f"{environment} ({release}) is slower than the baseline of {baseline_release}: {summary}\n\n{table}\n\n"
-        f"Run: {notifier.ui_url}/runs/{context.run_id}"
+        f"Run: {notifier.ui_url}/runs/{context.run.run_id}"
     )
     try:
         notifier.send(subject, text)
