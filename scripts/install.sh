@@ -14,6 +14,7 @@ APT_PACKAGES=(
   golang-github-containernetworking-plugin-dnsname              # compose service names resolve on podman networks
   debootstrap docker-compose docker-registry apache2-utils      # base images, compose, registry
   chromium python3-venv python3-pip git make curl ca-certificates  # e2e checks, toolchain, wheels
+  prometheus prometheus-alertmanager prometheus-pushgateway prometheus-node-exporter prometheus-postgres-exporter prometheus-redis-exporter prometheus-nginx-exporter  # metrics, promtool, alerting (issue 12)
 )
 
 PIP_IGNORED_LOCATION='is ignored: it is neither a file nor a directory'
@@ -37,7 +38,8 @@ install_apt() {
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # The Debian packages start their own services; ours run on free ports under our own folders.
-  for svc in redis-server nginx postgresql; do
+  for svc in redis-server nginx postgresql prometheus prometheus-alertmanager prometheus-pushgateway \
+    prometheus-node-exporter prometheus-postgres-exporter prometheus-redis-exporter prometheus-nginx-exporter; do
     if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
       say "note: the system's $svc service is running; shop-ops does not use it"
     fi
