@@ -1,1 +1,1 @@
-"""Process helpers the pipeline needs at run time too: a PostgreSQL cluster or Redis server on a free port."""
+"""Process helpers the pipeline needs at run time too: a PostgreSQL cluster, Redis or Prometheus server on a free port."""

@@ -1,4 +1,4 @@
-"""Real PostgreSQL clusters and Redis servers as child processes on 127.0.0.1, state in a folder.
+"""Real PostgreSQL clusters, Redis and Prometheus servers as child processes on 127.0.0.1, state in a folder.
 
 Plain functions and classes used by the local environment and by the test fixtures alike.
 """
@@ -330,6 +330,96 @@ class RedisServer:
         else:
             wait_gone(pid, timeout)
         self.pidfile.unlink(missing_ok=True)
+
+
+@dataclass
+class PrometheusServer:
+    """Prometheus 2 on 127.0.0.1:`port` with the configuration file `config`; its TSDB, pid file and log in `datadir`.
+
+    `retention` (e.g. "15d") is passed explicitly, never left to the program's default. The
+    lifecycle API is on, so POST /-/reload re-reads the configuration and rules.
+    """
+
+    datadir: Path
+    port: int
+    config: Path
+    retention: str
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def tsdb(self) -> Path:
+        return self.datadir / "data"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.datadir / "prometheus.pid"
+
+    @property
+    def log(self) -> Path:
+        return self.datadir / "prometheus.log"
+
+    def start(self, timeout: float = 30) -> None:
+        """Start it and wait until /-/ready answers (configuration loaded, TSDB open)."""
+        binary = shutil.which("prometheus")
+        if binary is None:
+            raise ServiceError("prometheus not found: install Debian's prometheus package (make install)")
+        if port_is_open(self.port):
+            holder = port_holder(self.port)
+            raise ServiceError(
+                f"port {self.port} for Prometheus is already in use" + (f" by {holder}" if holder else "")
+            )
+        if not self.config.is_file():
+            raise ServiceError(f"Prometheus configuration {self.config} does not exist")
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        args = [binary, f"--config.file={self.config}", f"--web.listen-address=127.0.0.1:{self.port}",
+                f"--storage.tsdb.path={self.tsdb}", f"--storage.tsdb.retention.time={self.retention}",
+                "--web.enable-lifecycle", "--log.level=info"]  # fmt: skip
+        with open(self.log, "ab") as log:
+            # Its own session and no inherited stdout: a caller capturing our output must not wait on it.
+            self.process = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.pidfile.write_text(f"{self.process.pid}\n")
+        try:
+            wait_for_http(f"{self.url}/-/ready", timeout, self.process, self.log)
+        except ServiceError:
+            self.stop()
+            raise
+
+    def running(self) -> bool:
+        """The Prometheus of this data folder is alive (its pid file names a live process serving this TSDB)."""
+        pid = _read_pid(self.pidfile)
+        return pid is not None and pid_alive(pid, str(self.tsdb))
+
+    def stop(self, timeout: float = 15) -> None:
+        """SIGTERM to its own pid (from the pid file when another process started it); SIGKILL after `timeout`."""
+        pid = self.process.pid if self.process else _read_pid(self.pidfile)
+        if pid is None or (self.process is None and not pid_alive(pid, str(self.tsdb))):
+            self.pidfile.unlink(missing_ok=True)
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        else:
+            if not self._wait(pid, timeout):
+                os.kill(pid, signal.SIGKILL)
+                if not self._wait(pid, 5):
+                    raise ServiceError(f"Prometheus (pid {pid}, {self.datadir}) did not stop")
+        self.pidfile.unlink(missing_ok=True)
+
+    def _wait(self, pid: int, timeout: float) -> bool:
+        if self.process is not None:
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                return False
+            return True
+        return wait_gone(pid, timeout)
 
 
 def pid_alive(pid: int, name: str | None = None) -> bool:

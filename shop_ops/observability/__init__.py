@@ -1,0 +1,1 @@
+"""Observability domain logic without Dagster: Prometheus configuration, scrape discovery and its HTTP API."""
