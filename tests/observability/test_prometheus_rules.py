@@ -9,7 +9,6 @@ whose anchor exists in docs/runbooks/incidents.md.
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from collections import defaultdict
 from pathlib import Path
@@ -29,14 +28,6 @@ RUNBOOK = "docs/runbooks/incidents.md"
 AREAS = ("shop-slo", "database", "redis", "machine", "meta")
 SEVERITIES = {"page", "ticket"}
 ANNOTATIONS = {"summary", "description", "runbook_url"}
-
-
-@pytest.fixture(scope="module")
-def promtool() -> str:
-    path = shutil.which("promtool")
-    if path is None:
-        pytest.fail("promtool is not installed: run `make install` (Debian's `prometheus` package ships it)")
-    return path
 
 
 def run_promtool(promtool: str, *args: str) -> subprocess.CompletedProcess[str]:
