@@ -285,20 +285,17 @@ class Settings(_Strict):
     @property
     def loadtests_path(self) -> Path:
         """The k6 scripts (release verification, load tests): SHOP_OPS_LOADTESTS (the run image's copy), else the checkout's."""
-        override = os.environ.get("SHOP_OPS_LOADTESTS")
-        return Path(override) if override else ROOT / "loadtests"
+        return _checkout_or_override("SHOP_OPS_LOADTESTS", ROOT / "loadtests")
 
     @property
     def infra_path(self) -> Path:
         """infra/ (Terraform, price tables): SHOP_OPS_INFRA (the run image's copy), else the checkout's."""
-        override = os.environ.get("SHOP_OPS_INFRA")
-        return Path(override) if override else ROOT / "infra"
+        return _checkout_or_override("SHOP_OPS_INFRA", ROOT / "infra")
 
     @property
     def checkov_path(self) -> Path:
         """checkov, in a virtualenv of its own: SHOP_OPS_CHECKOV (the run image's), else `make install`'s .venv-checkov."""
-        override = os.environ.get("SHOP_OPS_CHECKOV")
-        return Path(override) if override else ROOT / ".venv-checkov" / "bin" / "checkov"
+        return _checkout_or_override("SHOP_OPS_CHECKOV", ROOT / ".venv-checkov" / "bin" / "checkov")
 
     @property
     def docker_state_path(self) -> Path:
@@ -311,6 +308,12 @@ class Settings(_Strict):
         override = os.environ.get("SHOP_OPS_STATE")
         path = Path(override) if override else self.state_dir
         return path if path.is_absolute() else ROOT / path
+
+
+def _checkout_or_override(variable: str, in_checkout: Path) -> Path:
+    """A path the run image moves elsewhere: the environment variable's value when set, else the checkout's."""
+    override = os.environ.get(variable)
+    return Path(override) if override else in_checkout
 
 
 def config_path(profile: str | None = None) -> Path:

@@ -100,3 +100,25 @@ class FixedTarget(ReleaseTarget):
 
     def strategy(self, environment: str, log: Log) -> Strategy:
         raise NotImplementedError("this test deploys nothing")
+
+
+def cost_explorer_page(
+    rows: list[tuple[str, str, str, float]], next_token: str | None = None, estimated: bool = False
+) -> dict:
+    """One get_cost_and_usage answer grouped by the Environment and Component tags, from (day, env, component, USD)."""
+    by_day: dict[str, list] = {}
+    for day, env, component, usd in rows:
+        by_day.setdefault(day, []).append(
+            {
+                "Keys": [f"Environment${env}", f"Component${component}"],
+                "Metrics": {"UnblendedCost": {"Amount": str(usd), "Unit": "USD"}},
+            }
+        )
+    page = {
+        "ResultsByTime": [
+            {"TimePeriod": {"Start": d, "End": d}, "Total": {}, "Groups": g, "Estimated": estimated}
+            for d, g in by_day.items()
+        ],
+        "DimensionValueAttributes": [],
+    }
+    return {**page, "NextPageToken": next_token} if next_token else page

@@ -19,6 +19,7 @@ from shop_ops.cost.report import (
     rightsizing,
     variance,
 )
+from tests.support import cost_explorer_page
 
 NOVEMBER = Month.of("2026-11-01")  # 30 days
 
@@ -30,16 +31,7 @@ def lines(*rows: tuple[str, str, float]) -> pd.DataFrame:
 
 def spend(*rows: tuple[str, str, str, float]) -> pd.DataFrame:
     """Spend rows as Cost Explorer's answer gives them (one page, one group per row)."""
-    by_day: dict[str, list] = {}
-    for day, env, component, usd in rows:
-        by_day.setdefault(day, []).append(
-            {
-                "Keys": [f"Environment${env}", f"Component${component}"],
-                "Metrics": {"UnblendedCost": {"Amount": str(usd)}},
-            }
-        )
-    page = {"ResultsByTime": [{"TimePeriod": {"Start": d}, "Groups": g, "Estimated": True} for d, g in by_day.items()]}
-    return spend_frame([page])
+    return spend_frame([cost_explorer_page(list(rows), estimated=True)])
 
 
 ESTIMATE = lines(("staging", "database", 60.0), ("staging", "ecs", 30.0), ("production", "database", 300.0))

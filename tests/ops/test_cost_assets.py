@@ -31,7 +31,7 @@ from shop_ops.resources.shop_admin import ShopAdminResource
 from shop_ops.services.processes import PostgresCluster
 from tests.shop.test_admin_api import place_order
 from tests.shop.test_checkout_api import db_name
-from tests.support import FixedTarget, ShopServer
+from tests.support import FixedTarget, ShopServer, cost_explorer_page
 
 ROOT = Path(__file__).resolve().parents[2]
 OCTOBER = "2026-10-01"
@@ -41,29 +41,10 @@ PAGE_2 = [("2026-10-02", "staging", "database", 41.5), ("2026-10-02", "", "", 3.
 BILLED = sum(usd for *_, usd in PAGE_1 + PAGE_2)
 
 
-def ce_page(rows: list[tuple[str, str, str, float]], next_token: str | None) -> dict:
-    by_day: dict[str, list] = {}
-    for day, env, component, usd in rows:
-        by_day.setdefault(day, []).append(
-            {
-                "Keys": [f"Environment${env}", f"Component${component}"],
-                "Metrics": {"UnblendedCost": {"Amount": str(usd), "Unit": "USD"}},
-            }
-        )
-    page = {
-        "ResultsByTime": [
-            {"TimePeriod": {"Start": d, "End": d}, "Total": {}, "Groups": g, "Estimated": False}
-            for d, g in by_day.items()
-        ],
-        "DimensionValueAttributes": [],
-    }
-    return {**page, "NextPageToken": next_token} if next_token else page
-
-
 @pytest.fixture(scope="module")
 def october_bill(moto_server) -> None:
     """Queue October's two pages in moto (the first request gets page 1, the one with its token page 2)."""
-    results = {"results": [ce_page(PAGE_1, "page-2"), ce_page(PAGE_2, None)]}
+    results = {"results": [cost_explorer_page(PAGE_1, "page-2"), cost_explorer_page(PAGE_2)]}
     requests.post(
         f"{moto_server.url}/moto-api/static/ce/cost-and-usage-results", json=results, timeout=10
     ).raise_for_status()
