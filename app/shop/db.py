@@ -125,4 +125,7 @@ _CONNECTION_LOST = (
     asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,  # admin shutdown, terminated backend, cancelled query
+    # a termination that arrives while the statement is being sent leaves the protocol mid-operation:
+    # "cannot switch to state 12; another operation (2) is in progress", and the connection closed
+    asyncpg.exceptions.InternalClientError,
 )
