@@ -31,6 +31,7 @@ from shop_ops.assets.database import database_schema
 from shop_ops.assets.deployments import deployment_history, deployments
 from shop_ops.assets.environment_health import environment_health
 from shop_ops.assets.images import image_assets
+from shop_ops.assets.observability import slo_report
 from shop_ops.assets.performance import capacity_report, load_test_baseline, nightly_load_test
 from shop_ops.assets.security import terraform_scan
 from shop_ops.backup.rds_target import RdsBackupTarget
@@ -39,6 +40,7 @@ from shop_ops.cost.actual import CostExplorerSpend, NoSpend, SpendSource
 from shop_ops.cost.estimate import TerraformCosts
 from shop_ops.cost.report import Budgets
 from shop_ops.jobs import JOBS
+from shop_ops.observability.slo import ServiceLevels
 from shop_ops.perf.loadtest import LoadTester
 from shop_ops.release.apps import stack_id
 from shop_ops.release.images import shop_image_specs
@@ -215,6 +217,17 @@ def spend_source(settings: Settings) -> SpendSource:
     return CostExplorerSpend(aws=aws, project=settings.costs.project_tag)
 
 
+def service_levels(settings: Settings) -> ServiceLevels:
+    """The SLO report's Prometheus: the local environment's, or `observability.prometheus_url` (aws)."""
+    obs = settings.observability
+    url = obs.prometheus_url or (f"http://127.0.0.1:{obs.prometheus_port}" if settings.profile == "local" else "")
+    return ServiceLevels(
+        prometheus_url=url, environments=list(ENVIRONMENTS), days=obs.slo_days,
+        availability=obs.availability_objective, latency_ms=obs.latency_objective_ms,
+        latency_ratio=obs.latency_objective_ratio,
+    )  # fmt: skip
+
+
 def resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     """Every resource, configured from the settings; the release strategy picked by profile."""
     registry = registry_resource(settings)
@@ -237,6 +250,7 @@ def resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         ),
         "spend": spend_source(settings),
         "budgets": Budgets(usd=dict(settings.costs.budgets_usd)),
+        "service_levels": service_levels(settings),
         "terraform_scanner": CheckovScanner(
             checkov=str(settings.checkov_path), directory=str(settings.infra_path / "terraform")
         ),
@@ -286,6 +300,7 @@ defs = dg.Definitions(
         actual_spend,
         cost_report,
         terraform_scan,
+        slo_report,
     ],
     asset_checks=backup_checks,
     jobs=JOBS,

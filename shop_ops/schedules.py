@@ -1,4 +1,4 @@
-"""The schedules of the code location: nightly backups, weekly DR drills, nightly k6 runs, cost reports, budgets.
+"""The schedules of the code location: nightly backups, weekly DR drills, nightly k6 runs, cost reports, budgets, SLOs.
 
 Jobs are named, not imported: schedules, sensors and jobs are sibling rooms (`make lint`).
 `definitions.py` builds them with the default status of its profile (running locally).
@@ -70,12 +70,23 @@ def build_schedules(default_status: dg.DefaultScheduleStatus) -> list[dg.Schedul
         day = _day(context)
         return dg.RunRequest(run_key=f"daily-budget-{day}", partition_key=day.replace(day=1).isoformat())
 
+    # 06:30 UTC: yesterday's day is complete; the report covers the last `observability.slo_days` days.
+    daily_slo_schedule = dg.ScheduleDefinition(
+        name="daily_slo_schedule",
+        target=dg.AssetSelection.assets("slo_report"),
+        cron_schedule="30 6 * * *",
+        execution_timezone="UTC",
+        default_status=default_status,
+        description="06:30 UTC: the SLO report (availability, p95, error budgets per environment and day).",
+    )
+
     return [
         nightly_backup_schedule,
         weekly_dr_drill_schedule,
         nightly_perf_schedule,
         monthly_cost_schedule,
         daily_budget_schedule,
+        daily_slo_schedule,
     ]
 
 

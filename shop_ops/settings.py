@@ -156,6 +156,42 @@ class CostSettings(_Strict):
         return self
 
 
+class ObservabilitySettings(_Strict):
+    """Metrics, alerts and central logs (issue 12; docs/observability.md).
+
+    Local profile: `shop-ops local up` starts Prometheus, Alertmanager, the Pushgateway and the
+    exporters on these ports (127.0.0.1). The exporters take consecutive ports from
+    `exporters_first_port`: node, redis, then per environment (in the order of `environments`)
+    its PostgreSQL exporter and its router's nginx exporter.
+    aws profile: `prometheus_url` names the Prometheus the SLO report reads.
+    """
+
+    prometheus_port: Port = 9090
+    alertmanager_port: Port = 9093
+    pushgateway_port: Port = 9091
+    exporters_first_port: Port = 9110
+    prometheus_url: str | None = None
+    scrape_interval_seconds: float = Field(default=15, gt=0, le=300)
+    evaluation_interval_seconds: float = Field(default=15, gt=0, le=300)
+    # Kept explicitly: Prometheus's TSDB, the central log store.
+    retention_days: int = Field(default=15, ge=1, le=3650)
+    log_retention_days: int = Field(default=14, ge=1, le=3650)
+    # The SLOs of infra/prometheus/rules/shop-slo.yml (a test keeps them equal).
+    availability_objective: float = Field(default=0.995, gt=0, lt=1)
+    latency_objective_ms: float = Field(default=200, gt=0)
+    latency_objective_ratio: float = Field(default=0.95, gt=0, lt=1)
+    # slo_report: this many days back, today included.
+    slo_days: int = Field(default=7, ge=1, le=90)
+    # log_alert_sensor: an error spike is more than this many error lines in a minute (and five
+    # times the previous hour's rate); a new kind is one not seen in the previous 7 days.
+    error_lines_per_minute: int = Field(default=20, ge=1)
+
+    def exporter_ports(self, environments: list[str]) -> dict[str, int]:
+        """The exporters' ports by name: node, redis, postgres-<env>, router-<env>."""
+        names = ["node", "redis"] + [f"{kind}-{env}" for env in environments for kind in ("postgres", "router")]
+        return {name: self.exporters_first_port + i for i, name in enumerate(names)}
+
+
 class AwsSettings(_Strict):
     region: str
     ecs_cluster: str
@@ -191,6 +227,7 @@ class Settings(_Strict):
     backups: BackupSettings = BackupSettings()
     performance: PerformanceSettings = PerformanceSettings()
     costs: CostSettings = CostSettings()
+    observability: ObservabilitySettings = ObservabilitySettings()
     environments: dict[str, LocalEnvironment | AwsEnvironment]
 
     @model_validator(mode="after")
@@ -222,6 +259,12 @@ class Settings(_Strict):
         claim(self.dagster.port, "dagster.port")
         claim(self.registry.port, "registry.port")
         claim(self.redis.port, "redis.port")
+        obs = self.observability
+        claim(obs.prometheus_port, "observability.prometheus_port")
+        claim(obs.alertmanager_port, "observability.alertmanager_port")
+        claim(obs.pushgateway_port, "observability.pushgateway_port")
+        for name, port in obs.exporter_ports(list(self.environments)).items():
+            claim(port, f"observability.exporters_first_port (+{port - obs.exporters_first_port}: {name} exporter)")
         for name, env in self.local_environments().items():
             claim(env.postgres_port, f"environments.{name}.postgres_port")
             claim(env.router_port, f"environments.{name}.router_port")

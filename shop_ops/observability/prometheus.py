@@ -184,9 +184,12 @@ def _api(method: str, url: str, timeout: float, **kwargs: Any) -> Any:
     return body.get("data")
 
 
-def query(base_url: str, promql: str, timeout: float = 10) -> list[dict[str, Any]]:
-    """An instant query's result: [{"metric": {labels}, "value": [time, "text"]}, ...] (empty if no series)."""
-    data = _api("GET", f"{base_url.rstrip('/')}/api/v1/query", timeout, params={"query": promql})
+def query(base_url: str, promql: str, timeout: float = 10, at: float | None = None) -> list[dict[str, Any]]:
+    """An instant query's result (at Unix time `at`, else now): [{"metric": {labels}, "value": [time, "text"]}, ...]."""
+    params: dict[str, Any] = {"query": promql}
+    if at is not None:
+        params["time"] = f"{at:.3f}"
+    data = _api("GET", f"{base_url.rstrip('/')}/api/v1/query", timeout, params=params)
     if data.get("resultType") not in ("vector", "matrix"):
         raise PrometheusApiError(f"query {promql!r} gave a {data.get('resultType')}, not series")
     return list(data["result"])

@@ -25,7 +25,7 @@ def test_definitions_names_and_blocking_checks():
         "pipeline_state_backup", "staging/dr_drill", "production/dr_drill",
         "staging/load_test_baseline", "production/load_test_baseline", "staging/nightly_load_test",
         "production/nightly_load_test", "capacity_report", "cost_estimate", "actual_spend", "cost_report",
-        "terraform_scan",
+        "terraform_scan", "slo_report",
     }  # fmt: skip
     checks = graph.asset_check_keys
     assert {(c.asset_key.to_user_string(), c.name) for c in checks} >= {
@@ -96,6 +96,14 @@ def test_definitions_names_and_blocking_checks():
     } == {"costs"}
     assert graph.get(dg.AssetKey("terraform_scan")).group_name == "security"
     assert {s.name for s in defs.schedules} >= {"monthly_cost_schedule", "daily_budget_schedule"}
+    # Observability: the SLO report in its group, daily, reading the local environment's Prometheus.
+    assert graph.get(dg.AssetKey("slo_report")).group_name == "observability"
+    assert ("slo_report", "availability_budget_left") in names and (
+        "slo_report",
+        "availability_budget_left",
+    ) not in blocking
+    assert defs.resolve_schedule_def("daily_slo_schedule").cron_schedule == "30 6 * * *"
+    assert defs.resources["service_levels"].prometheus_url == "http://127.0.0.1:9090"
     assert type(defs.resources["spend"]).__name__ == "NoSpend"
 
 
