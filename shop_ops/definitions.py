@@ -132,7 +132,8 @@ def release_target(
                 green=SlotPortsConfig(**env.slots["green"].model_dump()),
             )
             for name, env in environments.items()
-        }
+        },
+        metrics_targets_dir=str(settings.metrics_targets_dir()),
     )
     return BlueGreenTarget(
         registry=registry, ledger=ledger, k6=K6Resource(), verify_script=str(settings.loadtests_path / "verify.js"),

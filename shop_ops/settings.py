@@ -284,6 +284,10 @@ class Settings(_Strict):
             raise SettingsError(f"the {self.profile} profile has no aws environments")
         return {name: env for name, env in self.environments.items() if isinstance(env, AwsEnvironment)}
 
+    def metrics_targets_dir(self) -> Path:
+        """Prometheus's discovery files of the shop's backends (local profile), rewritten by every router switch."""
+        return self.state_path / "prometheus" / "targets"
+
     def database_password_file(self, environment: str) -> Path:
         """Where `shop-ops local up` keeps the password of the `shop` role of an environment's database."""
         return self.state_path / "secrets" / f"{environment}-db-password"

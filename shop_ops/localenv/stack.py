@@ -156,7 +156,13 @@ class LocalStack:
         self.redis = RedisServer(self.state / "redis", settings.redis.port)
         self.registry = RegistryServer(self.state / "registry", settings.registry.port)
         self.routers = {
-            name: Router(name, self.state / "routers" / name, env.router_port, settings.performance.edge_cache_seconds)
+            name: Router(
+                name,
+                self.state / "routers" / name,
+                env.router_port,
+                settings.performance.edge_cache_seconds,
+                metrics_targets=settings.metrics_targets_dir(),
+            )
             for name, env in self.environments.items()
         }
         self.dagster = DagsterDev(self.state / "dagster", settings.dagster.port)

@@ -2,16 +2,13 @@
 
 `render_config` builds the configuration as data (yaml.safe_dump, no templates). The shop's
 backends are discovered from one JSON file per environment (`shop-<environment>.json` in a
-folder the configuration names); a blue/green switch rewrites that file with
-`write_shop_targets`, atomically, and Prometheus follows it without a reload. `query`,
+folder the configuration names, written by shop_ops/services/discovery.py); a router's
+blue/green switch rewrites that file, and Prometheus follows it without a reload. `query`,
 `targets`, `rule_groups` and `reload` talk to a running server over its HTTP API.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,14 +17,11 @@ from typing import Any
 import httpx
 import yaml
 
-from shop_ops.services.files import fsync_dir
+from shop_ops.services.discovery import ADDRESS as _ADDRESS
+from shop_ops.services.discovery import SHOP_TARGETS_GLOB
 
-SLOTS = ("blue", "green")
-SHOP_TARGETS_GLOB = "shop-*.json"
 # Prometheus's default scrape timeout; a shorter scrape interval caps it.
 DEFAULT_SCRAPE_TIMEOUT_S = 10.0
-_NAME = re.compile(r"^[a-z][a-z0-9_-]*$")
-_ADDRESS = re.compile(r"^[^\s/:]+:[0-9]{1,5}$")
 
 
 class PrometheusApiError(RuntimeError):
@@ -52,40 +46,6 @@ def duration(seconds: float) -> str:
     if millis <= 0:
         raise ValueError(f"a duration must be at least 1 ms, got {seconds}")
     return f"{millis}ms"
-
-
-def shop_targets_file(folder: Path, environment: str) -> Path:
-    """The discovery file of `environment`'s backends in `folder` (matched by the config's `shop-*.json`)."""
-    if not _NAME.match(environment):
-        raise ValueError(f"environment {environment!r} is not a plain name (lower case letters, digits, - and _)")
-    return folder / f"shop-{environment}.json"
-
-
-def write_shop_targets(folder: Path, environment: str, targets: Sequence[tuple[str, str]]) -> Path:
-    """Write `environment`'s discovery file: one entry per (slot, "127.0.0.1:PORT") pair, labelled environment and slot.
-
-    Written to a hidden temp name (not matched by `shop-*.json`), flushed, then renamed over the
-    file, so Prometheus reads the old list or the new one, never half a file. An empty `targets`
-    is allowed (no backend serves) and makes ShopTargetMissing fire.
-    """
-    path = shop_targets_file(folder, environment)
-    entries = []
-    for slot, address in targets:
-        if slot not in SLOTS:
-            raise ValueError(f"slot {slot!r} of {environment} is not one of {', '.join(SLOTS)}")
-        if not _ADDRESS.match(address):
-            raise ValueError(f"target {address!r} of {environment} is not host:port")
-        entries.append({"targets": [address], "labels": {"environment": environment, "slot": slot}})
-    folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / f".{path.name}.{os.getpid()}.tmp"
-    with open(partial, "w") as fh:
-        json.dump(entries, fh, indent=2)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(partial, path)
-    fsync_dir(folder)
-    return path
 
 
 def _static_job(name: str, targets: Sequence[Target]) -> dict[str, Any]:

@@ -57,6 +57,7 @@ from pathlib import Path
 import dagster as dg
 import httpx
 
+from shop_ops.services.discovery import write_shop_targets
 from shop_ops.services.processes import ServiceError, pid_alive, pids_using, port_is_open, read_pid, wait_gone
 
 SLOTS = ("blue", "green")
@@ -101,6 +102,8 @@ class Router:
     folder: Path
     port: int
     cache_lifetime: float = 1.0  # seconds the catalog reads are kept; 0: no edge cache
+    # Prometheus's discovery folder: every start and switch rewrites shop-<name>.json to the serving backend.
+    metrics_targets: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.cache_lifetime >= 0:
@@ -113,6 +116,11 @@ class Router:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def status_url(self) -> str:
+        """nginx's stub_status page (answered to 127.0.0.1 only), read by the nginx exporter."""
+        return f"{self.url}/router-status"
 
     @property
     def conf(self) -> Path:
@@ -222,6 +230,14 @@ http {{
             access_log off;
             default_type text/plain;
             return 200 "ok\\n";
+        }}
+
+        # nginx's connection and request counters, for the nginx exporter (status_url); loopback only.
+        location = /router-status {{
+            stub_status;
+            access_log off;
+            allow 127.0.0.1;
+            deny all;
         }}
 {backend}        location / {{
 {proxy.format(upstream="shop_frontend")}        }}
@@ -369,6 +385,7 @@ http {{
                 self.stop()
                 raise ServiceError(f"the {self.name} router on port {self.port} did not answer; see {self.error_log}")
             time.sleep(0.05)
+        self._publish(target)
 
     def switch(self, target: Upstreams, timeout: float = 10) -> None:
         """Point the router at `target`: rewrite the upstream file, check it, reload, confirm."""
@@ -403,6 +420,12 @@ http {{
                 raise ServiceError(f"the {self.name} router did not switch to {target.slot} within {timeout:.0f}s")
             if in_a_row == 0:
                 time.sleep(0.05)
+        self._publish(target)
+
+    def _publish(self, target: Upstreams) -> None:
+        """Point Prometheus's discovery file of this environment at the backend that now serves."""
+        if self.metrics_targets is not None:
+            write_shop_targets(self.metrics_targets, self.name, [(target.slot, f"127.0.0.1:{target.backend_port}")])
 
     def slot_answering(self) -> str | None:
         """The slot the running router says it serves (its X-Shop-Slot header), None if it is down."""
@@ -511,6 +534,8 @@ class RouterResource(dg.ConfigurableResource):
     """The routers of the local environments (`shop-ops local up` starts them; releases switch them)."""
 
     environments: dict[str, EnvironmentRouter]
+    # Prometheus's discovery folder (shop_ops/services/discovery.py); empty: no metrics discovery.
+    metrics_targets_dir: str = ""
 
     def _environment(self, environment: str) -> EnvironmentRouter:
         if environment not in self.environments:
@@ -520,7 +545,12 @@ class RouterResource(dg.ConfigurableResource):
 
     def router(self, environment: str) -> Router:
         env = self._environment(environment)
-        return Router(environment, Path(env.folder), env.port)
+        return Router(
+            environment,
+            Path(env.folder),
+            env.port,
+            metrics_targets=Path(self.metrics_targets_dir) if self.metrics_targets_dir else None,
+        )
 
     def slot_ports(self, environment: str, slot: str) -> Upstreams:
         """The ports `slot` of `environment` listens on."""

@@ -22,6 +22,7 @@ import pytest
 import yaml
 
 from shop_ops.observability import prometheus as prom
+from shop_ops.services.discovery import write_shop_targets
 from shop_ops.services.processes import PrometheusServer, ServiceError, free_port
 from tests.support import ShopServer
 
@@ -60,7 +61,7 @@ def prometheus(server: ShopServer, tmp_path_factory: pytest.TempPathFactory) -> 
     """Prometheus scraping the shop backend as staging/blue, and itself."""
     folder = tmp_path_factory.mktemp("prometheus")
     discovery = folder / "targets"
-    prom.write_shop_targets(discovery, "staging", [("blue", f"127.0.0.1:{server.port}")])
+    write_shop_targets(discovery, "staging", [("blue", f"127.0.0.1:{server.port}")])
     port = free_port()
     config = folder / "prometheus.yml"
     config.write_text(
@@ -120,18 +121,18 @@ def test_render_config_lists_every_job_with_its_labels(tmp_path: Path, promtool:
 
 
 def test_write_shop_targets_replaces_the_file_whole(tmp_path: Path) -> None:
-    path = prom.write_shop_targets(tmp_path, "production", [("green", "127.0.0.1:8102")])
+    path = write_shop_targets(tmp_path, "production", [("green", "127.0.0.1:8102")])
     assert path == tmp_path / "shop-production.json"
     assert json.loads(path.read_text()) == [
         {"targets": ["127.0.0.1:8102"], "labels": {"environment": "production", "slot": "green"}}
     ]
-    prom.write_shop_targets(tmp_path, "production", [])
+    write_shop_targets(tmp_path, "production", [])
     assert json.loads(path.read_text()) == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["shop-production.json"]  # no temp file left
     with pytest.raises(ValueError, match="slot"):
-        prom.write_shop_targets(tmp_path, "production", [("purple", "127.0.0.1:1")])
+        write_shop_targets(tmp_path, "production", [("purple", "127.0.0.1:1")])
     with pytest.raises(ValueError, match="not a plain name"):
-        prom.write_shop_targets(tmp_path, "../etc", [("blue", "127.0.0.1:1")])
+        write_shop_targets(tmp_path, "../etc", [("blue", "127.0.0.1:1")])
 
 
 def test_the_rendered_config_of_the_running_server_passes_promtool(prometheus: PrometheusServer, promtool: str) -> None:
@@ -188,7 +189,7 @@ def test_every_rule_evaluates_without_error(prometheus: PrometheusServer) -> Non
 
 def test_the_scrape_follows_a_blue_green_switch(prometheus: PrometheusServer, server: ShopServer) -> None:
     """After the tests that expect slot blue: it moves the backend to slot green (same port; no second backend needed)."""
-    prom.write_shop_targets(prometheus.datadir.parent / "targets", "staging", [("green", f"127.0.0.1:{server.port}")])
+    write_shop_targets(prometheus.datadir.parent / "targets", "staging", [("green", f"127.0.0.1:{server.port}")])
 
     def switched() -> list[dict[str, Any]] | None:
         found = shop_targets(prometheus.url)

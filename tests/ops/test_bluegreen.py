@@ -11,6 +11,7 @@ The tests run in file order against that one environment (each starts from what 
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import tempfile
 import threading
@@ -43,6 +44,7 @@ from shop_ops.resources.ledger import ReleaseLedger
 from shop_ops.resources.postgres import DatabaseTarget
 from shop_ops.resources.registry import RegistryClient
 from shop_ops.resources.router import Router, Upstreams
+from shop_ops.services.discovery import shop_targets_file
 from shop_ops.services.processes import PostgresCluster, RedisServer, free_port
 from tests.support import new_database
 
@@ -154,7 +156,7 @@ def staging(
         redis_url=redis_server.url(5), admin_token_file=admin_token_file,
     )  # fmt: skip
     slots = {slot: Upstreams(slot, free_port(), free_port()) for slot in ("blue", "green")}
-    router = Router("staging", state / "router", free_port())
+    router = Router("staging", state / "router", free_port(), metrics_targets=state / "prometheus-targets")
     router.start(slots["blue"])  # nothing serves yet: the first deploy goes to green
     ledger = ReleaseLedger(state)
     deps = BlueGreen(
@@ -167,6 +169,13 @@ def staging(
     router.stop()
     apps.remove_stack_containers(engine, app_env.stack)
     shutil.rmtree(state, ignore_errors=True)
+
+
+def scraped(router: Router) -> list[tuple[str, int]]:
+    """(slot, backend port) of each target in the environment's Prometheus discovery file (what gets scraped)."""
+    assert router.metrics_targets is not None
+    entries = json.loads(shop_targets_file(router.metrics_targets, router.name).read_text())
+    return [(e["labels"]["slot"], int(e["targets"][0].rsplit(":", 1)[1])) for e in entries]
 
 
 def served(router: Router) -> tuple[str | None, str | None]:
@@ -216,6 +225,7 @@ def test_deploy_to_idle_slot_and_replace(staging: Env, releases: dict[str, Relea
     first = deploy("staging", releases["1.0.0"], staging.deps, verify=version_verifier("1.0.0"))
     assert (first.status, first.slot, first.placement.previous) == ("verified", "green", "blue")
     assert served(staging.router) == ("1.0.0", "green")
+    assert scraped(staging.router) == [("green", staging.deps.slots["green"].backend_port)]
     assert {"migrate", "start", "ready", "switch", "verify"} <= set(first.steps), first.steps
     meta = first.metadata()
     assert meta["backend_digest"] == releases["1.0.0"].backend_digest and meta["previous_version"] == ""
@@ -238,6 +248,7 @@ def test_deploy_to_idle_slot_and_replace(staging: Env, releases: dict[str, Relea
     assert (second.status, second.slot, second.previous_release_id) == ("verified", "blue", first.release_id)
     assert second.metadata()["previous_version"] == "1.0.0"
     assert served(staging.router) == ("2.0.0", "blue")
+    assert scraped(staging.router) == [("blue", staging.deps.slots["blue"].backend_port)]
     assert slot_containers(staging, "green") == []  # the old slot was stopped after verification
     assert staging.ledger.get(first.release_id).status == "replaced"
     assert staging.ledger.serving("staging").release_id == second.release_id
@@ -321,6 +332,7 @@ def test_rollback_to_previous_verified(staging: Env, releases: dict[str, Release
     assert "start" in result.steps  # its containers were stopped when 2.0.0 verified: started again first
     assert result.rollback_seconds is not None and result.rollback_seconds < 10
     assert served(staging.router) == ("1.0.0", "green")
+    assert scraped(staging.router) == [("green", staging.deps.slots["green"].backend_port)]
     assert slot_containers(staging, "blue") == []
     assert staging.ledger.get(serving.release_id).status == "rolled_back"
     assert staging.ledger.serving("staging").release_id == result.release_id
