@@ -1,4 +1,4 @@
-"""Real PostgreSQL clusters, Redis and Prometheus servers as child processes on 127.0.0.1, state in a folder.
+"""Real PostgreSQL clusters, Redis, Prometheus and Alertmanager servers as child processes on 127.0.0.1, state in a folder.
 
 Plain functions and classes used by the local environment and by the test fixtures alike.
 """
@@ -344,6 +344,8 @@ class PrometheusServer:
     port: int
     config: Path
     retention: str
+    # What its alerts' generatorURL links to (default: its own 127.0.0.1 URL, not the machine's hostname).
+    external_url: str | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -377,7 +379,7 @@ class PrometheusServer:
         self.datadir.mkdir(parents=True, exist_ok=True)
         args = [binary, f"--config.file={self.config}", f"--web.listen-address=127.0.0.1:{self.port}",
                 f"--storage.tsdb.path={self.tsdb}", f"--storage.tsdb.retention.time={self.retention}",
-                "--web.enable-lifecycle", "--log.level=info"]  # fmt: skip
+                "--web.enable-lifecycle", "--log.level=info", f"--web.external-url={self.external_url or self.url}"]  # fmt: skip
         with open(self.log, "ab") as log:
             # Its own session and no inherited stdout: a caller capturing our output must not wait on it.
             self.process = subprocess.Popen(
@@ -410,6 +412,101 @@ class PrometheusServer:
                 os.kill(pid, signal.SIGKILL)
                 if not self._wait(pid, 5):
                     raise ServiceError(f"Prometheus (pid {pid}, {self.datadir}) did not stop")
+        self.pidfile.unlink(missing_ok=True)
+
+    def _wait(self, pid: int, timeout: float) -> bool:
+        if self.process is not None:
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                return False
+            return True
+        return wait_gone(pid, timeout)
+
+
+@dataclass
+class AlertmanagerServer:
+    """Alertmanager 0.25 on 127.0.0.1:`port` with the configuration file `config`; its data, pid file and log in `datadir`.
+
+    Clustering is off (`--cluster.listen-address=` empty), so it listens on nothing but its web
+    port. `external_url` (default: its own URL) is what its notifications link to. `retention`
+    (how long silences and notification state are kept) is passed explicitly. POST /-/reload
+    re-reads the configuration.
+    """
+
+    datadir: Path
+    port: int
+    config: Path
+    retention: str = "120h"
+    external_url: str | None = None
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def storage(self) -> Path:
+        return self.datadir / "data"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.datadir / "alertmanager.pid"
+
+    @property
+    def log(self) -> Path:
+        return self.datadir / "alertmanager.log"
+
+    def start(self, timeout: float = 30) -> None:
+        """Start it and wait until /-/ready answers (configuration loaded)."""
+        binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+        if binary is None:
+            raise ServiceError(
+                "prometheus-alertmanager not found: install Debian's prometheus-alertmanager package (make install)"
+            )
+        if port_is_open(self.port):
+            holder = port_holder(self.port)
+            raise ServiceError(
+                f"port {self.port} for Alertmanager is already in use" + (f" by {holder}" if holder else "")
+            )
+        if not self.config.is_file():
+            raise ServiceError(f"Alertmanager configuration {self.config} does not exist")
+        self.storage.mkdir(parents=True, exist_ok=True)
+        args = [binary, f"--config.file={self.config}", f"--web.listen-address=127.0.0.1:{self.port}",
+                f"--web.external-url={self.external_url or self.url}", f"--storage.path={self.storage}",
+                f"--data.retention={self.retention}", "--cluster.listen-address=", "--log.level=info"]  # fmt: skip
+        with open(self.log, "ab") as log:
+            # Its own session and no inherited stdout: a caller capturing our output must not wait on it.
+            self.process = subprocess.Popen(
+                args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.pidfile.write_text(f"{self.process.pid}\n")
+        try:
+            wait_for_http(f"{self.url}/-/ready", timeout, self.process, self.log)
+        except ServiceError:
+            self.stop()
+            raise
+
+    def running(self) -> bool:
+        """The Alertmanager of this data folder is alive (its pid file names a live process using this storage)."""
+        pid = _read_pid(self.pidfile)
+        return pid is not None and pid_alive(pid, str(self.storage))
+
+    def stop(self, timeout: float = 15) -> None:
+        """SIGTERM to its own pid (from the pid file when another process started it); SIGKILL after `timeout`."""
+        pid = self.process.pid if self.process else _read_pid(self.pidfile)
+        if pid is None or (self.process is None and not pid_alive(pid, str(self.storage))):
+            self.pidfile.unlink(missing_ok=True)
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        else:
+            if not self._wait(pid, timeout):
+                os.kill(pid, signal.SIGKILL)
+                if not self._wait(pid, 5):
+                    raise ServiceError(f"Alertmanager (pid {pid}, {self.datadir}) did not stop")
         self.pidfile.unlink(missing_ok=True)
 
     def _wait(self, pid: int, timeout: float) -> bool:
