@@ -76,6 +76,7 @@ def render_config(
     router: Sequence[Target] = (),
     node: Sequence[Target] = (),
     prometheus: str | None = None,
+    pushgateway: str | None = None,
     discovery_refresh_s: float = 30,
 ) -> str:
     """prometheus.yml as text.
@@ -84,7 +85,9 @@ def render_config(
     files in `shop_targets_dir` (labels environment and slot come from the files), `postgres`,
     `redis`, `router` and `node` from their static targets (with `environment` where a target
     serves one), `prometheus` (itself, if its address is given) and `alertmanager` (the
-    Alertmanagers it sends to, which it also scrapes). A job without targets is left out.
+    Alertmanagers it sends to, which it also scrapes) and `pushgateway` (the pipeline's own
+    figures, pushed there: `honor_labels` keeps their `job` and `environment`). A job without
+    targets is left out.
     `rule_files` and `shop_targets_dir` must be absolute: Prometheus resolves relative paths
     against the configuration file's folder. `discovery_refresh_s` is the re-read period of the
     discovery files beside inotify, which normally sees a rewrite at once.
@@ -124,6 +127,8 @@ def render_config(
         jobs.append(_static_job("prometheus", [Target(prometheus)]))
     if alertmanagers:
         jobs.append(_static_job("alertmanager", [Target(address) for address in alertmanagers]))
+    if pushgateway is not None:
+        jobs.append({**_static_job("pushgateway", [Target(pushgateway)]), "honor_labels": True})
     config["scrape_configs"] = jobs
     return yaml.safe_dump(config, sort_keys=False)
 

@@ -1,0 +1,321 @@
+"""Prometheus exporters and the Pushgateway (Debian's programs) as child processes on 127.0.0.1, pid file and log in a folder.
+
+One class per program, sharing one lifecycle (`Exporter`): `start` checks the program and the
+port, starts it in its own session with a small environment of its own (nothing inherited that
+could hold a secret), writes the pid file and waits until `/metrics` answers; `running` and
+`stop` act on the pid the pid file names, and only when that process is this program serving
+this port (SIGTERM, then SIGKILL).
+
+Secrets never go on a command line (which `ps` shows to every user) nor into an environment
+variable holding the secret itself:
+- `PostgresExporter`: the password is read by the exporter from a file
+  (`DATA_SOURCE_PASS_FILE`, with `DATA_SOURCE_URI` and `DATA_SOURCE_USER`: postgres_exporter
+  0.11 reads these when `DATA_SOURCE_NAME` is unset); a DSN holding a password is refused.
+- `RedisExporter`: `-redis.password-file` names a JSON file {"redis://host:port": password}
+  (mode 0600, in the exporter's folder), written from the plain secret file it is given.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+from shop_ops.services.processes import (
+    ServiceError,
+    pid_alive,
+    port_holder,
+    port_is_open,
+    read_pid,
+    wait_for_http,
+    wait_gone,
+)
+
+# What runs on the machine itself (cheap, and readable without privileges): CPU, memory, load,
+# disks and their space, network, boot time (stat), kernel name and clock. No textfile
+# collector: the pipeline's own figures go to the Pushgateway.
+NODE_COLLECTORS = ("cpu", "diskstats", "filesystem", "loadavg", "meminfo", "netdev", "stat", "time", "uname")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass
+class Exporter:
+    """One exporter process on 127.0.0.1:`port`; its pid file and log in `folder`.
+
+    Subclasses name the Debian program (`program`, from the package `package`) and give its
+    arguments (`args`) and extra environment (`extra_env`).
+    """
+
+    folder: Path
+    port: int
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False, compare=False)
+
+    program: ClassVar[str] = ""
+    package: ClassVar[str] = ""
+    title: ClassVar[str] = "exporter"
+
+    @property
+    def address(self) -> str:
+        """`127.0.0.1:PORT`, as a Prometheus scrape target."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"{self.url}/metrics"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.folder / f"{self.program}.pid"
+
+    @property
+    def log(self) -> Path:
+        return self.folder / f"{self.program}.log"
+
+    def args(self) -> list[str]:
+        """The program's arguments (no secrets: the command line is public on this machine)."""
+        raise NotImplementedError
+
+    def extra_env(self) -> dict[str, str]:
+        """Environment variables of the program beside PATH (no secret values, only where to read them)."""
+        return {}
+
+    def prepare(self) -> None:
+        """Files the program needs in `folder` before it starts (the folder exists)."""
+
+    def binary(self) -> str:
+        found = shutil.which(self.program)
+        if found is None:
+            raise ServiceError(f"{self.program} not found: install Debian's {self.package} package (make install)")
+        return found
+
+    def start(self, timeout: float = 30) -> None:
+        """Start it and wait until /metrics answers 200; ServiceError with the log's tail if it does not."""
+        binary = self.binary()
+        if self.running():
+            return
+        if port_is_open(self.port):
+            holder = port_holder(self.port)
+            raise ServiceError(
+                f"port {self.port} for the {self.title} is already in use" + (f" by {holder}" if holder else "")
+            )
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.prepare()
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **self.extra_env()}
+        with open(self.log, "ab") as log:
+            # Its own session and no inherited stdout: a caller capturing our output must not wait on it.
+            self.process = subprocess.Popen(
+                [binary, *self.args()], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                env=env, start_new_session=True,
+            )  # fmt: skip
+        self.pidfile.write_text(f"{self.process.pid}\n")
+        try:
+            wait_for_http(self.metrics_url, timeout, self.process, self.log)
+        except ServiceError as exc:
+            self.stop()
+            raise ServiceError(f"the {self.title} on port {self.port} did not start: {exc}") from None
+
+    def _owns(self, pid: int) -> bool:
+        """`pid` is this program serving this port (not a reused pid, not another copy)."""
+        return pid_alive(pid, self.program) and pid_alive(pid, self.address)
+
+    def running(self) -> bool:
+        """The process the pid file names is alive and is this program on this port."""
+        pid = read_pid(self.pidfile)
+        return pid is not None and self._owns(pid)
+
+    def stop(self, timeout: float = 10) -> None:
+        """SIGTERM to its own pid (from the pid file when another process started it); SIGKILL after `timeout`."""
+        pid = self.process.pid if self.process is not None else read_pid(self.pidfile)
+        if pid is None or (self.process is None and not self._owns(pid)):
+            self.pidfile.unlink(missing_ok=True)
+            return
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        else:
+            if not self._wait(pid, timeout):
+                os.kill(pid, signal.SIGKILL)
+                if not self._wait(pid, 5):
+                    raise ServiceError(f"the {self.title} (pid {pid}, port {self.port}) did not stop")
+        self.process = None
+        self.pidfile.unlink(missing_ok=True)
+
+    def _wait(self, pid: int, timeout: float) -> bool:
+        if self.process is not None:
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                return False
+            return True
+        return wait_gone(pid, timeout)
+
+
+@dataclass
+class NodeExporter(Exporter):
+    """prometheus-node-exporter with only the cheap, unprivileged collectors of NODE_COLLECTORS."""
+
+    program: ClassVar[str] = "prometheus-node-exporter"
+    package: ClassVar[str] = "prometheus-node-exporter"
+    title: ClassVar[str] = "node exporter"
+
+    def args(self) -> list[str]:
+        return [
+            f"--web.listen-address={self.address}",
+            "--collector.disable-defaults",
+            *(f"--collector.{name}" for name in NODE_COLLECTORS),
+        ]
+
+
+@dataclass(kw_only=True)
+class PostgresExporter(Exporter):
+    """prometheus-postgres-exporter (0.11) for one cluster.
+
+    `dsn`: `postgresql://user@host:port/database` without a password (refused if it has one);
+    `password_file`: a file holding only the password, read by the exporter itself. Without an
+    `sslmode` in the DSN: `disable` on loopback, `require` elsewhere (lib/pq's default).
+    """
+
+    dsn: str
+    password_file: Path | None = None
+
+    program: ClassVar[str] = "prometheus-postgres-exporter"
+    package: ClassVar[str] = "prometheus-postgres-exporter"
+    title: ClassVar[str] = "postgres exporter"
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.dsn)
+        if parts.scheme not in ("postgres", "postgresql"):
+            raise ValueError(f"the postgres exporter's DSN must start with postgresql://, not {parts.scheme or '?'}://")
+        if parts.password is not None:
+            raise ValueError(
+                "the postgres exporter's DSN carries a password: give the password as password_file "
+                "(the exporter reads it from there), never in the DSN"
+            )
+        if not parts.username or not parts.hostname:
+            raise ValueError("the postgres exporter's DSN needs a user and a host: postgresql://user@host:port/db")
+
+    def _uri(self) -> str:
+        """host:port/database?options, with sslmode set."""
+        parts = urlsplit(self.dsn)
+        query = dict(parse_qsl(parts.query))
+        query.setdefault("sslmode", "disable" if parts.hostname in LOOPBACK_HOSTS else "require")
+        host = parts.netloc.rsplit("@", 1)[1]
+        return f"{host}{parts.path or '/postgres'}?{urlencode(query)}"
+
+    def prepare(self) -> None:
+        if self.password_file is not None and not self.password_file.is_file():
+            raise ServiceError(f"the postgres exporter's password file {self.password_file} does not exist")
+
+    def args(self) -> list[str]:
+        return [f"--web.listen-address={self.address}", "--log.level=warn"]
+
+    def extra_env(self) -> dict[str, str]:
+        user = urlsplit(self.dsn).username or ""
+        if self.password_file is None:
+            return {"DATA_SOURCE_NAME": f"postgresql://{user}@{self._uri()}"}
+        return {
+            "DATA_SOURCE_URI": self._uri(),
+            "DATA_SOURCE_USER": user,
+            "DATA_SOURCE_PASS_FILE": str(self.password_file.resolve()),
+        }
+
+
+@dataclass(kw_only=True)
+class RedisExporter(Exporter):
+    """prometheus-redis-exporter (1.45) for the Redis at `redis_address` (host:port).
+
+    `password_file`: a file holding only the password; `prepare` turns it into the JSON map
+    `-redis.password-file` reads (mode 0600 in `folder`).
+    """
+
+    redis_address: str
+    password_file: Path | None = None
+
+    program: ClassVar[str] = "prometheus-redis-exporter"
+    package: ClassVar[str] = "prometheus-redis-exporter"
+    title: ClassVar[str] = "redis exporter"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://{self.redis_address}"
+
+    @property
+    def password_map(self) -> Path:
+        return self.folder / "redis-passwords.json"
+
+    def prepare(self) -> None:
+        self.password_map.unlink(missing_ok=True)
+        if self.password_file is None:
+            return
+        try:
+            password = self.password_file.read_text().strip()
+        except OSError as exc:
+            raise ServiceError(
+                f"the redis exporter's password file {self.password_file} cannot be read: {exc}"
+            ) from exc
+        fd = os.open(self.password_map, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump({self.redis_url: password}, fh)
+
+    def args(self) -> list[str]:
+        args = [f"-web.listen-address={self.address}", f"-redis.addr={self.redis_url}"]
+        if self.password_file is not None:
+            args.append(f"-redis.password-file={self.password_map}")
+        return args
+
+
+@dataclass(kw_only=True)
+class NginxExporter(Exporter):
+    """prometheus-nginx-exporter (0.11) reading a router's stub_status page at `status_url`.
+
+    The router must answer when it starts: the exporter retries 3 times, a second apart, then exits.
+    """
+
+    status_url: str
+
+    program: ClassVar[str] = "prometheus-nginx-exporter"
+    package: ClassVar[str] = "prometheus-nginx-exporter"
+    title: ClassVar[str] = "nginx exporter"
+
+    def args(self) -> list[str]:
+        return [
+            f"-web.listen-address={self.address}",
+            f"-nginx.scrape-uri={self.status_url}",
+            "-nginx.retries=3",
+            "-nginx.retry-interval=1s",
+            "-nginx.timeout=2s",
+        ]
+
+
+@dataclass(kw_only=True)
+class Pushgateway(Exporter):
+    """prometheus-pushgateway keeping what was pushed in `folder`/pushgateway.data across restarts."""
+
+    persistence_interval: str = "1m"
+
+    program: ClassVar[str] = "prometheus-pushgateway"
+    package: ClassVar[str] = "prometheus-pushgateway"
+    title: ClassVar[str] = "Pushgateway"
+
+    @property
+    def persistence_file(self) -> Path:
+        return self.folder / "pushgateway.data"
+
+    def args(self) -> list[str]:
+        return [
+            f"--web.listen-address={self.address}",
+            f"--persistence.file={self.persistence_file}",
+            f"--persistence.interval={self.persistence_interval}",
+            "--log.level=warn",
+        ]
