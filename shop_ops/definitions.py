@@ -58,6 +58,7 @@ from shop_ops.resources.shop_admin import ShopAdminResource
 from shop_ops.schedules import build_schedules
 from shop_ops.security.checkov import CheckovScanner
 from shop_ops.sensors.backup_freshness import build_backup_freshness_sensor
+from shop_ops.sensors.pipeline_metrics import build_pipeline_metrics_sensor
 from shop_ops.sensors.registry_push import build_registry_push_sensor
 from shop_ops.sensors.run_failure_alerts import build_run_failure_alert_sensor
 from shop_ops.services.processes import PostgresCluster
@@ -218,6 +219,13 @@ def spend_source(settings: Settings) -> SpendSource:
     return CostExplorerSpend(aws=aws, project=settings.costs.project_tag)
 
 
+def pushgateway_url(settings: Settings) -> str:
+    """Where pipeline_metrics_sensor pushes: the local environment's Pushgateway, or `observability.pushgateway_url`."""
+    obs = settings.observability
+    local = f"http://127.0.0.1:{obs.pushgateway_port}" if settings.profile == "local" else ""
+    return obs.pushgateway_url or local
+
+
 def service_levels(settings: Settings) -> ServiceLevels:
     """The SLO report's Prometheus: the local environment's, or `observability.prometheus_url` (aws)."""
     obs = settings.observability
@@ -310,6 +318,7 @@ defs = dg.Definitions(
         build_registry_push_sensor(sensor_status),
         build_run_failure_alert_sensor(sensor_status),
         build_backup_freshness_sensor([key for c in backup_checks for key in c.check_keys], sensor_status),
+        build_pipeline_metrics_sensor(pushgateway_url(settings), ENVIRONMENTS, sensor_status),
     ],
     resources=resources(settings),
 )

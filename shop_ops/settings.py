@@ -163,7 +163,8 @@ class ObservabilitySettings(_Strict):
     exporters on these ports (127.0.0.1). The exporters take consecutive ports from
     `exporters_first_port`: node, redis, then per environment (in the order of `environments`)
     its PostgreSQL exporter and its router's nginx exporter.
-    aws profile: `prometheus_url` names the Prometheus the SLO report reads.
+    aws profile: `prometheus_url` names the Prometheus the SLO report reads and `pushgateway_url`
+    the Pushgateway the pipeline's own figures go to (none: they are not pushed).
     """
 
     prometheus_port: Port = 9090
@@ -171,6 +172,7 @@ class ObservabilitySettings(_Strict):
     pushgateway_port: Port = 9091
     exporters_first_port: Port = 9110
     prometheus_url: str | None = None
+    pushgateway_url: str | None = None
     scrape_interval_seconds: float = Field(default=15, gt=0, le=300)
     evaluation_interval_seconds: float = Field(default=15, gt=0, le=300)
     # Kept explicitly: Prometheus's TSDB, the central log store.

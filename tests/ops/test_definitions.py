@@ -104,6 +104,7 @@ def test_definitions_names_and_blocking_checks():
     ) not in blocking
     assert defs.resolve_schedule_def("daily_slo_schedule").cron_schedule == "30 6 * * *"
     assert defs.resources["service_levels"].prometheus_url == "http://127.0.0.1:9090"
+    assert defs.resolve_sensor_def("pipeline_metrics_sensor").minimum_interval_seconds == 60
     assert type(defs.resources["spend"]).__name__ == "NoSpend"
 
 
