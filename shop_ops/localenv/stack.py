@@ -42,6 +42,7 @@ import httpx
 from shop_ops.localenv.dagster_dev import DagsterDev
 from shop_ops.localenv.docker_api import DockerApi
 from shop_ops.localenv.heartbeat import Heartbeat
+from shop_ops.localenv.monitoring import Monitoring
 from shop_ops.localenv.registry import RegistryServer
 from shop_ops.release import apps
 from shop_ops.resources.ledger import LedgerEntry, ReleaseLedger, open_ledger
@@ -166,6 +167,12 @@ class LocalStack:
             for name, env in self.environments.items()
         }
         self.dagster = DagsterDev(self.state / "dagster", settings.dagster.port)
+        self.monitoring = Monitoring(
+            settings,
+            {name: router.status_url for name, router in self.routers.items()},
+            {name: self.dsn(name) for name in self.environments},
+            settings.redis.port,
+        )
 
     # ------------------------------------------------------------------ paths and names
     def _clusters(self) -> dict[str, PostgresCluster]:
@@ -235,6 +242,7 @@ class LocalStack:
                 self._up_apps(name, images, rollback)
             for name in self.environments:
                 self._up_router(name, rollback)
+            self.monitoring.up(self._step, self.say, rollback.add)
             # Last: its sensors (on from the start) may launch release runs, which need the environments up.
             dagster_launched = self._launch_dagster(rollback)
             if dagster_launched:
@@ -313,6 +321,7 @@ class LocalStack:
             (self.settings.registry.port, "registry", self.registry_running),
             (self.settings.redis.port, "redis", self.redis.running),
         ]
+        plan += self.monitoring.ports()
         ours_ports = self._container_ports()
         for name, env in self.environments.items():
             plan.append((env.postgres_port, f"postgres ({name})", self.postgres[name].running))
@@ -582,6 +591,7 @@ class LocalStack:
         for name, router in self.routers.items():
             self._stop(f"{name} router", router.running, router.stop)
         self._stop("dagster dev", lambda: bool(read_pid(self.dagster.pidfile)), self.dagster.stop)
+        self.monitoring.down(self._stop)
         self._down_containers()
         self._stop("registry", self.registry_running, self.registry.stop, cleanup=self.registry.pidfile)
         self._stop("redis", self.redis.running, self.redis.stop, cleanup=self.redis.pidfile)
@@ -661,6 +671,7 @@ class LocalStack:
         }
         for name in self.environments:
             result[name] = self._environment_status(name)
+        result.update(self.monitoring.status())
         result["dagster"] = {
             "url": self.dagster.url,
             "up": self.dagster.answers(),
@@ -703,6 +714,7 @@ class LocalStack:
         lines.append(("redis", self.redis.url()))
         lines.append(("registry", f"{self.registry.url}  (credentials in {self.registry.credentials_file})"))
         lines.append(("docker api", self.docker.docker_host))
+        lines += self.monitoring.urls()
         return lines
 
 

@@ -40,18 +40,26 @@ from dagster_graphql import DagsterGraphQLClient
 from shop_ops.localenv.docker_api import DockerApi
 from shop_ops.localenv.stack import PG_HOME, LocalStack, Progress
 from shop_ops.localenv.version_push import build_version_layers, push_release, wait_for_finished_attempt
+from shop_ops.observability import prometheus as prom
 from shop_ops.release import apps
 from shop_ops.release.apps import stack_id
 from shop_ops.resources.containers import DockerEngine
 from shop_ops.resources.ledger import ReleaseLedger
 from shop_ops.resources.registry import RegistryClient
-from shop_ops.services.processes import free_port, pg_bin, pids_using
+from shop_ops.services.processes import free_port, pg_bin, pids_using, port_is_open
 from shop_ops.settings import ImageSettings, load_settings
 
 pytestmark = pytest.mark.services  # `shop-ops local up` starts every service and dagster dev
 
 SHOP_OPS = str(Path(sys.executable).parent / "shop-ops")
-SERVICES = ("postgres", "redis", "registry", "docker_api", "staging", "production", "dagster")
+SERVICES = (
+    "postgres", "redis", "registry", "docker_api", "staging", "production", "dagster",
+    "prometheus", "alertmanager", "pushgateway", "exporters",
+)  # fmt: skip
+
+
+# The jobs Prometheus scrapes in the local environment.
+SCRAPED = {"shop", "postgres", "redis", "router", "node", "prometheus", "alertmanager", "pushgateway"}
 
 
 def _free_ports(count: int) -> list[int]:
@@ -61,11 +69,20 @@ def _free_ports(count: int) -> list[int]:
     return sorted(ports)
 
 
+def _free_run(count: int) -> int:
+    """The first of `count` consecutive free ports."""
+    for _ in range(50):
+        first = free_port()
+        if first + count < 65536 and not any(port_is_open(first + i) for i in range(1, count)):
+            return first
+    raise AssertionError(f"no {count} consecutive free ports found")
+
+
 @pytest.fixture
 def local_env(docker_api: DockerApi, root_only_checkout: Path) -> Iterator[dict[str, str]]:
     """Environment variables for a private stack: its own YAML config (free ports) and state folder."""
     base = root_only_checkout
-    p = iter(_free_ports(17))
+    p = iter(_free_ports(20))
     config = {
         "profile": "local",
         "dagster": {"port": next(p)},
@@ -75,6 +92,15 @@ def local_env(docker_api: DockerApi, root_only_checkout: Path) -> Iterator[dict[
         "backups": {"archive_timeout_seconds": 1, "heartbeat_seconds": 0.5},
         # Release baselines and nightly runs: 400 iterations of the mix, >= 30 requests per endpoint.
         "performance": {"rate": 50, "duration_seconds": 8, "synthetic_order_max_age_hours": 0},
+        # Scrapes and rule evaluations every second; six consecutive ports for the exporters.
+        "observability": {
+            "prometheus_port": next(p),
+            "alertmanager_port": next(p),
+            "pushgateway_port": next(p),
+            "exporters_first_port": _free_run(6),
+            "scrape_interval_seconds": 1,
+            "evaluation_interval_seconds": 1,
+        },
         "environments": {
             name: {
                 "postgres_port": next(p),
@@ -101,6 +127,15 @@ def local_env(docker_api: DockerApi, root_only_checkout: Path) -> Iterator[dict[
     # As root, `up` places PostgreSQL's folders outside a checkout the postgres user cannot enter.
     for placed in PG_HOME.glob(f"{stack_id(Path(env['SHOP_OPS_STATE']))}-*"):
         shutil.rmtree(placed, ignore_errors=True)
+
+
+def shop_scraped(prometheus: str, environment: str) -> list[tuple[str, str]]:
+    """(slot, health) of each shop target of `environment` that Prometheus scrapes."""
+    return sorted(
+        (t["labels"]["slot"], t["health"])
+        for t in prom.targets(prometheus)
+        if t["labels"]["job"] == "shop" and t["labels"]["environment"] == environment
+    )
 
 
 def shop_ops(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -289,6 +324,28 @@ def test_up_status_down_up(local_env: dict[str, str], docker_api: DockerApi) -> 
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600 and not key_file.is_relative_to(Path(env["SHOP_OPS_STATE"]))
     secrets.append(key_file.read_text().strip())
 
+    # Monitoring: every target Prometheus scrapes answers (exporters, both shops' blue slots, itself).
+    prometheus = doc["prometheus"]["url"]
+
+    def targets_down() -> list[str] | None:
+        found = prom.targets(prometheus)
+        jobs = {t["labels"]["job"] for t in found}
+        down = [
+            f"{t['labels']['job']} {t['labels']['instance']}: {t['lastError']}" for t in found if t["health"] != "up"
+        ]
+        return down if jobs >= SCRAPED and not down else None
+
+    deadline = time.monotonic() + 30
+    while (down := targets_down()) is None:
+        assert time.monotonic() < deadline, prom.targets(prometheus)
+        time.sleep(0.5)
+    shop_slots = {
+        (t["labels"]["environment"], t["labels"]["slot"])
+        for t in prom.targets(prometheus)
+        if t["labels"]["job"] == "shop"
+    }
+    assert shop_slots == {("staging", "blue"), ("production", "blue")}, shop_slots
+
     again = shop_ops(env, "up")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "starting" not in again.stdout and "already running" in again.stdout
@@ -302,6 +359,11 @@ def test_up_status_down_up(local_env: dict[str, str], docker_api: DockerApi) -> 
     urls = {name: doc[name]["url"] for name in ("staging", "production")}
     release, digests = release_through_the_sensor("9.9.9", engine, registry, ledger)
     assert served_version(urls["staging"]) == "9.9.9"
+    # The release moved staging to green: Prometheus scrapes green and no longer blue (stopped).
+    deadline = time.monotonic() + 15
+    while (slots := shop_scraped(prometheus, "staging")) != [("green", "up")]:
+        assert time.monotonic() < deadline, slots
+        time.sleep(0.5)
     ui = StackUi(doc["dagster"]["url"], Path(doc["dagster"]["dagster_home"]))
     # release_staging took the release's k6 baseline after verifying it (the sensor's run).
     baseline = ui.wait_for_materialization(["staging", "load_test_baseline"], after=release["started_at"])
