@@ -15,6 +15,7 @@ APT_PACKAGES=(
   debootstrap docker-compose docker-registry apache2-utils      # base images, compose, registry
   chromium python3-venv python3-pip git make curl ca-certificates  # e2e checks, toolchain, wheels
   prometheus prometheus-alertmanager prometheus-pushgateway prometheus-node-exporter prometheus-postgres-exporter prometheus-redis-exporter prometheus-nginx-exporter  # metrics, promtool, alerting (issue 12)
+  rsyslog rsyslog-pgsql logrotate                               # central logs: collector, its PostgreSQL output, rotation (issue 12)
 )
 
 PIP_IGNORED_LOCATION='is ignored: it is neither a file nor a directory'
@@ -35,6 +36,9 @@ install_apt() {
     exit 1
   fi
   say "installing Debian packages: ${missing[*]}"
+  # rsyslog-pgsql would have dbconfig-common create a database in a system PostgreSQL on port 5432;
+  # shop-ops creates its own log store (shop_ops/observability/logs.py).
+  echo "rsyslog-pgsql rsyslog-pgsql/dbconfig-install boolean false" | debconf-set-selections
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # The Debian packages start their own services; ours run on free ports under our own folders.
@@ -44,6 +48,18 @@ install_apt() {
       say "note: the system's $svc service is running; shop-ops does not use it"
     fi
   done
+  # rsyslog installed just now: its system daemon would take /dev/log and the kernel log. shop-ops runs
+  # its own rsyslogd (no system sockets) under .state/, so the package's service is stopped and disabled.
+  # A system rsyslog that was there before (e.g. Ubuntu's) is the machine's logger and is left alone.
+  if [[ " ${missing[*]} " == *" rsyslog "* ]]; then
+    if command -v systemctl >/dev/null; then
+      systemctl disable --now rsyslog.service >/dev/null 2>&1 || systemctl disable rsyslog.service >/dev/null 2>&1 || true
+    fi
+    if [ -f /run/rsyslogd.pid ] && grep -q rsyslogd "/proc/$(cat /run/rsyslogd.pid)/cmdline" 2>/dev/null; then
+      kill "$(cat /run/rsyslogd.pid)" || true
+    fi
+    say "rsyslog: the package's system service is stopped and disabled (shop-ops runs its own collector)"
+  fi
 }
 
 install_venv() {

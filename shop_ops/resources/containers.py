@@ -367,11 +367,26 @@ class DockerEngine:
         stop_timeout: int = 10,
         mounts: Mapping[str | Path, str] | None = None,
         replace: bool = False,
+        log_path: Path | None = None,
+        log_max_size: str | None = None,
     ) -> ServiceContainer:
-        """Start a long-running container `name` on the host network. `replace` removes one of that name first."""
+        """Start a long-running container `name` on the host network. `replace` removes one of that name first.
+
+        `log_path`: the engine writes the container's output there (k8s-file: `<time> stdout|stderr F <line>`),
+        outside the container's own folder, so it outlives the container (the central log collector reads it).
+        podman 4.3's Docker API takes `HostConfig.LogConfig {"Type": "k8s-file", "Config": {"path": ...}}`
+        (its folder must exist: podman creates the container, then fails to start it). `log_max_size`
+        (e.g. "20m"): the engine truncates the file when it grows past that (podman's conmon does it itself;
+        the file is never moved, so no logrotate is needed for it).
+        """
         api = self.client.api
         if replace:
             self.stop_service(name, timeout=stop_timeout)
+        host_config = self._host_config(mounts)
+        if log_path is not None:
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            config = {"path": str(log_path.resolve()), **({"max-size": log_max_size} if log_max_size else {})}
+            host_config["LogConfig"] = {"Type": "k8s-file", "Config": config}
         try:
             created = api.create_container(
                 image,
@@ -380,7 +395,7 @@ class DockerEngine:
                 environment=dict(env or {}),
                 labels={MANAGED_LABEL: "true", **(labels or {})},
                 stop_timeout=stop_timeout,
-                host_config=self._host_config(mounts),
+                host_config=host_config,
             )
         except APIError as exc:
             raise ContainerError(f"cannot create container {name} from {image}: {exc.explanation}") from None
@@ -554,3 +569,19 @@ class ContainersResource(dg.ConfigurableResource):
 
     def engine(self) -> DockerEngine:
         return DockerEngine(self.docker_host, timeout=self.timeout_seconds)
+
+
+# The shop containers' log files (start_service's `log_path`), named so the central log collector
+# (shop_ops/observability/logs.py) reads slot and release back from the name with CONTAINER_LOG_REGEX.
+CONTAINER_LOG_REGEX = "/([^/_]+)_([^/_]+)_([^/]+)[.]log$"  # POSIX ERE: service, slot, release
+
+
+def container_log_path(folder: Path, environment: str, service: str, slot: str, release: str) -> Path:
+    """Where a shop container of `environment` writes its log: `<folder>/<environment>/<service>_<slot>_<release>.log`."""
+    for label, value in (("environment", environment), ("service", service), ("slot", slot), ("release", release)):
+        if not value or "/" in value or value.startswith(".") or (label != "release" and "_" in value):
+            raise ContainerError(
+                f"container log name: {label} {value!r} must be a plain name"
+                + ("" if label == "release" else " without '_'")
+            )
+    return folder / environment / f"{service}_{slot}_{release}.log"

@@ -30,9 +30,10 @@ and while the backend fails (502/503/504/500, error, timeout).
 - The slot is part of the key: after a switch the new slot's answers fill their own entries, so a
   cached body never contradicts the `X-Shop-Slot` header it is served with (a switch back may find the
   old slot's entries, at most `inactive` old, answered STALE while they refresh).
-- The backend's `X-Request-Id` is echoed into a stored response, so on cached locations the router
-  sends nginx's own `$request_id` instead of the visitor's: a visitor cannot plant a header value that
-  others then receive.
+- The backend's `X-Request-Id` is echoed into a stored response, so the router sends nginx's own
+  `$request_id` instead of the visitor's (on every proxied location: its JSON access log, format
+  `shop_json`, carries the same id, so a router line finds the backend's lines): a visitor cannot
+  plant a header value that others then receive.
 - Where the cache lives: see `Router.cache_folder` (outside `folder`, which nginx's workers may be
   unable to enter).
 """
@@ -166,6 +167,8 @@ class Router:
             "            proxy_set_header X-Real-IP $remote_addr;\n"
             "            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n"
             "            proxy_set_header X-Forwarded-Proto $scheme;\n"
+            # nginx's own id: the backend logs it too, so a router line and a backend line share it.
+            "            proxy_set_header X-Request-Id $request_id;\n"
             "            proxy_next_upstream error timeout;\n"
             "            proxy_connect_timeout 3s;\n"
             "            proxy_read_timeout 60s;\n"
@@ -209,7 +212,13 @@ events {{
 }}
 
 http {{
-    access_log {_quoted(self.folder / "access.log")} combined buffer=64k flush=2s;
+    # One JSON object per request, read by the central log collector (shop_ops/observability/logs.py).
+    # The path only ($uri): a query string may carry what must not be stored.
+    log_format shop_json escape=json '{{"ts":"$time_iso8601","msec":$msec,"request_id":"$request_id",'
+        '"method":"$request_method","uri":"$uri","status":$status,"request_time":$request_time,'
+        '"upstream_addr":"$upstream_addr","upstream_status":"$upstream_status","slot":"$shop_slot",'
+        '"environment":"{_log_name(self.name)}","bytes_sent":$body_bytes_sent}}';
+    access_log {_quoted(self.folder / "access.log")} shop_json buffer=64k flush=2s;
     client_body_temp_path {_quoted(tmp / "client_body")};
     proxy_temp_path {_quoted(tmp / "proxy")};
     fastcgi_temp_path {_quoted(tmp / "fastcgi")};
@@ -250,8 +259,8 @@ http {{
         """The cache part of a catalog location (added to its proxy directives)."""
         lifetime = max(1, math.ceil(self.cache_lifetime))  # nginx keeps entries for whole seconds
         return (
-            # The backend logs and echoes this id; a stored answer shows it to everyone: nginx's, not the visitor's.
-            "            proxy_set_header X-Request-Id $request_id;\n"
+            # X-Request-Id is nginx's $request_id (the proxy directives): the backend echoes it, and a stored
+            # answer shows it to everyone, so never the visitor's.
             f"            proxy_cache {CACHE_ZONE};\n"
             "            proxy_cache_methods GET HEAD;\n"
             # The slot too, so a body always matches the X-Shop-Slot it is served with after a switch.
@@ -456,6 +465,15 @@ http {{
                 wait_gone(pid, 5)
         self.pidfile.unlink(missing_ok=True)
         _remove_cache_folder(self.cache_folder)
+
+
+def _log_name(name: str) -> str:
+    """A router name as it is written into the JSON access log's format (a constant string there)."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+        raise ServiceError(
+            f"router name {name!r}: use letters, digits, '_', '.' or '-' (it is written into the access log)"
+        )
+    return name
 
 
 def _quoted(path: Path) -> str:
