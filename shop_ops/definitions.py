@@ -40,6 +40,7 @@ from shop_ops.cost.actual import CostExplorerSpend, NoSpend, SpendSource
 from shop_ops.cost.estimate import TerraformCosts
 from shop_ops.cost.report import Budgets
 from shop_ops.jobs import JOBS
+from shop_ops.observability.log_alerts import ErrorLogResource
 from shop_ops.observability.slo import ServiceLevels
 from shop_ops.perf.loadtest import LoadTester
 from shop_ops.release.apps import stack_id
@@ -58,6 +59,7 @@ from shop_ops.resources.shop_admin import ShopAdminResource
 from shop_ops.schedules import build_schedules
 from shop_ops.security.checkov import CheckovScanner
 from shop_ops.sensors.backup_freshness import build_backup_freshness_sensor
+from shop_ops.sensors.log_alerts import build_log_alert_sensor
 from shop_ops.sensors.pipeline_metrics import build_pipeline_metrics_sensor
 from shop_ops.sensors.registry_push import build_registry_push_sensor
 from shop_ops.sensors.run_failure_alerts import build_run_failure_alert_sensor
@@ -142,6 +144,7 @@ def release_target(
         router=router, postgres=postgres or postgres_resource(settings), stack=stack_id(settings.state_path),
         redis_urls={name: settings.redis_url(name) for name in environments},
         admin_token_files={name: str(settings.admin_token_file(name)) for name in environments},
+        container_logs_dir=str(settings.container_logs_dir()),
     )  # fmt: skip
 
 
@@ -226,6 +229,21 @@ def pushgateway_url(settings: Settings) -> str:
     return obs.pushgateway_url or local
 
 
+def error_log(settings: Settings) -> ErrorLogResource:
+    """The log alerts' store: the local log store (PostgreSQL), or the ECS services' CloudWatch log groups (aws)."""
+    if settings.profile == "local":
+        return ErrorLogResource(
+            store="postgres", dsn=settings.logs_dsn(), retention_days=settings.observability.log_retention_days
+        )
+    assert settings.aws is not None
+    return ErrorLogResource(
+        store="cloudwatch",
+        log_groups=[f"/shop/{env}/{service}" for env in ENVIRONMENTS for service in ("backend", "frontend")],
+        region=settings.aws.region,
+        endpoint_url=os.environ.get("SHOP_OPS_AWS_ENDPOINT_URL") or None,
+    )
+
+
 def service_levels(settings: Settings) -> ServiceLevels:
     """The SLO report's Prometheus: the local environment's, or `observability.prometheus_url` (aws)."""
     obs = settings.observability
@@ -260,6 +278,7 @@ def resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "spend": spend_source(settings),
         "budgets": Budgets(usd=dict(settings.costs.budgets_usd)),
         "service_levels": service_levels(settings),
+        "error_log": error_log(settings),
         "terraform_scanner": CheckovScanner(
             checkov=str(settings.checkov_path), directory=str(settings.infra_path / "terraform")
         ),
@@ -319,6 +338,7 @@ defs = dg.Definitions(
         build_run_failure_alert_sensor(sensor_status),
         build_backup_freshness_sensor([key for c in backup_checks for key in c.check_keys], sensor_status),
         build_pipeline_metrics_sensor(pushgateway_url(settings), ENVIRONMENTS, sensor_status),
+        build_log_alert_sensor(settings.observability.error_lines_per_minute, sensor_status),
     ],
     resources=resources(settings),
 )

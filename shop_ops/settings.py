@@ -10,6 +10,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import quote
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -171,6 +172,8 @@ class ObservabilitySettings(_Strict):
     alertmanager_port: Port = 9093
     pushgateway_port: Port = 9091
     exporters_first_port: Port = 9110
+    # The central log store (local profile): a PostgreSQL cluster of its own, database `logs`.
+    logs_postgres_port: Port = 55434
     prometheus_url: str | None = None
     pushgateway_url: str | None = None
     scrape_interval_seconds: float = Field(default=15, gt=0, le=300)
@@ -265,6 +268,7 @@ class Settings(_Strict):
         claim(obs.prometheus_port, "observability.prometheus_port")
         claim(obs.alertmanager_port, "observability.alertmanager_port")
         claim(obs.pushgateway_port, "observability.pushgateway_port")
+        claim(obs.logs_postgres_port, "observability.logs_postgres_port")
         for name, port in obs.exporter_ports(list(self.environments)).items():
             claim(port, f"observability.exporters_first_port (+{port - obs.exporters_first_port}: {name} exporter)")
         for name, env in self.local_environments().items():
@@ -285,6 +289,18 @@ class Settings(_Strict):
         if self.profile != "aws":
             raise SettingsError(f"the {self.profile} profile has no aws environments")
         return {name: env for name, env in self.environments.items() if isinstance(env, AwsEnvironment)}
+
+    def logs_dsn(self) -> str:
+        """The local log store as its reader sees it (SELECT and DELETE); the password in a pgpass file, not here."""
+        passfile = self.state_path / "secrets" / "logs-reader.pgpass"
+        return (
+            f"postgresql://shop_logs_reader@127.0.0.1:{self.observability.logs_postgres_port}/logs"
+            f"?passfile={quote(str(passfile))}"
+        )
+
+    def container_logs_dir(self) -> Path:
+        """Where the shop's containers write their logs (local profile), read by the central log collector."""
+        return self.state_path / "logs" / "containers"
 
     def metrics_targets_dir(self) -> Path:
         """Prometheus's discovery files of the shop's backends (local profile), rewritten by every router switch."""

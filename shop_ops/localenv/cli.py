@@ -65,21 +65,31 @@ def _status(stack: LocalStack, as_json: bool) -> int:
     else:
         for line in human_status(status):
             print(line)
-    return 0 if all(entry.get("up") for entry in status.values()) else 3
+    # Services have "up"; other entries (backups: where the key and the dumps are) are information.
+    return 0 if all(entry.get("up") for entry in status.values() if "up" in entry) else 3
 
 
 def human_status(status: dict) -> list[str]:
     """One line per service: name, up/DOWN, address, details."""
     rows: list[tuple[str, str, str]] = []
     for key, entry in status.items():
-        if key == "postgres":
-            for env, pg in entry.items():
-                if isinstance(pg, dict):
-                    rows.append((f"postgres ({env})", _updown(pg), pg["dsn"]))
+        if key in ("postgres", "exporters"):
+            for name, item in entry.items():
+                if isinstance(item, dict):
+                    label = f"postgres ({name})" if key == "postgres" else f"{name} exporter"
+                    rows.append((label, _updown(item), item.get("dsn") or item.get("url", "")))
+            continue
+        if "up" not in entry:
+            rows.append((key.replace("_", " "), "-", "  ".join(f"{k}: {v}" for k, v in entry.items())))
             continue
         where = entry.get("url", "")
         if key == "registry":
             where += f"  credentials: {entry['credentials_file']}"
+        elif key == "prometheus" and "targets" in entry:
+            down = entry.get("targets_down") or []
+            where += f"  targets: {entry['targets']}, down: {', '.join(down) or 'none'}"
+        elif key == "logs":
+            where = f"{entry['store']}  (rsyslog pid {entry['collector_pid'] or '-'}, {entry['inputs']} inputs)"
         elif "slot" in entry:
             where += f"  slot: {entry['slot'] or '-'}"
             if entry.get("version"):

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import httpx
 
+from shop_ops.localenv.central_logs import CentralLogs
 from shop_ops.localenv.dagster_dev import DagsterDev
 from shop_ops.localenv.docker_api import DockerApi
 from shop_ops.localenv.heartbeat import Heartbeat
@@ -173,6 +174,7 @@ class LocalStack:
             {name: self.dsn(name) for name in self.environments},
             settings.redis.port,
         )
+        self.central_logs = self._central_logs()
 
     # ------------------------------------------------------------------ paths and names
     def _clusters(self) -> dict[str, PostgresCluster]:
@@ -185,6 +187,10 @@ class LocalStack:
             )
             for name, env in self.environments.items()
         }
+
+    def _central_logs(self) -> CentralLogs:
+        # Built again when `place_postgres` moves the clusters' folders: its paths follow them.
+        return CentralLogs(self.settings, self.postgres, self.routers, self.redis, self.dagster)
 
     def password_file(self, env: str) -> Path:
         return self.settings.database_password_file(env)
@@ -208,6 +214,7 @@ class LocalStack:
             password_file=self.password_file(name),
             redis_url=self.settings.redis_url(name),
             admin_token_file=self.admin_token_file(name),
+            log_folder=self.settings.container_logs_dir(),
         )
 
     def dsn(self, name: str) -> str:
@@ -243,6 +250,7 @@ class LocalStack:
             for name in self.environments:
                 self._up_router(name, rollback)
             self.monitoring.up(self._step, self.say, rollback.add)
+            self.central_logs.up(self._step, self.say, rollback.add)
             # Last: its sensors (on from the start) may launch release runs, which need the environments up.
             dagster_launched = self._launch_dagster(rollback)
             if dagster_launched:
@@ -295,6 +303,7 @@ class LocalStack:
             (home / "postgres").mkdir(mode=0o711)
         link.symlink_to(home / "postgres")
         self.postgres = self._clusters()
+        self.central_logs = self._central_logs()
         self.say(
             f"postgres data in {home / 'postgres'} (linked from {link}): the postgres OS user cannot enter "
             f"{self.state}; delete that folder too when you delete this state"
@@ -321,7 +330,7 @@ class LocalStack:
             (self.settings.registry.port, "registry", self.registry_running),
             (self.settings.redis.port, "redis", self.redis.running),
         ]
-        plan += self.monitoring.ports()
+        plan += self.monitoring.ports() + self.central_logs.ports()
         ours_ports = self._container_ports()
         for name, env in self.environments.items():
             plan.append((env.postgres_port, f"postgres ({name})", self.postgres[name].running))
@@ -592,6 +601,7 @@ class LocalStack:
             self._stop(f"{name} router", router.running, router.stop)
         self._stop("dagster dev", lambda: bool(read_pid(self.dagster.pidfile)), self.dagster.stop)
         self.monitoring.down(self._stop)
+        self.central_logs.down(self._stop)
         self._down_containers()
         self._stop("registry", self.registry_running, self.registry.stop, cleanup=self.registry.pidfile)
         self._stop("redis", self.redis.running, self.redis.stop, cleanup=self.redis.pidfile)
@@ -672,6 +682,7 @@ class LocalStack:
         for name in self.environments:
             result[name] = self._environment_status(name)
         result.update(self.monitoring.status())
+        result.update(self.central_logs.status())
         result["dagster"] = {
             "url": self.dagster.url,
             "up": self.dagster.answers(),
@@ -714,7 +725,7 @@ class LocalStack:
         lines.append(("redis", self.redis.url()))
         lines.append(("registry", f"{self.registry.url}  (credentials in {self.registry.credentials_file})"))
         lines.append(("docker api", self.docker.docker_host))
-        lines += self.monitoring.urls()
+        lines += self.monitoring.urls() + self.central_logs.urls()
         return lines
 
 

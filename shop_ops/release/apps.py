@@ -11,8 +11,9 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from shop_ops.resources.containers import ContainerError, DockerEngine, ServiceContainer
+from shop_ops.resources.containers import ContainerError, DockerEngine, ServiceContainer, container_log_path
 
 LABEL_STACK = "io.shop-ops.stack"
 LABEL_ENVIRONMENT = "io.shop-ops.environment"
@@ -22,6 +23,7 @@ LABEL_PORT = "io.shop-ops.port"
 PASSWORD_MOUNT = "/run/secrets/shop-db-password"
 ADMIN_TOKEN_MOUNT = "/run/secrets/shop-admin-token"
 STOP_TIMEOUT = 10
+CONTAINER_LOG_MAX_SIZE = "20m"  # podman truncates a container's log file past this
 
 
 def stack_id(state: Path) -> str:
@@ -40,6 +42,16 @@ class AppEnvironment:
     redis_url: str
     admin_token_file: Path  # the bearer token of the admin API (load tests restock and purge through it)
     workers: int = 1
+    # The containers' logs go to <log_folder>/<environment>/<role>_<slot>_<release>.log (the central log
+    # collector reads them there); None: the engine keeps them in the container's own folder.
+    log_folder: Path | None = None
+
+    def log_options(self, role: str, slot: str, image: str) -> dict[str, Any]:
+        """start_service's log arguments for one container of `slot` running `image`."""
+        if self.log_folder is None:
+            return {}
+        path = container_log_path(self.log_folder, self.name, role, slot, release_label(image))
+        return {"log_path": path, "log_max_size": CONTAINER_LOG_MAX_SIZE}
 
     def backend_env(self, port: int | None = None) -> dict[str, str]:
         env = {
@@ -74,6 +86,15 @@ def run_once(engine: DockerEngine, image: str, command: list[str], env: AppEnvir
     return result.stdout
 
 
+def release_label(image: str) -> str:
+    """A short name of the release an image reference is: its tag, or `sha256-<12 hex>` of a pinned digest."""
+    name, _, digest = image.partition("@")
+    if digest:
+        return digest.replace(":", "-")[:19]
+    last = name.rsplit("/", 1)[-1]
+    return last.split(":", 1)[1] if ":" in last else "latest"
+
+
 def start_slot(
     engine: DockerEngine, env: AppEnvironment, slot: str, images: dict[str, str], backend_port: int,
     frontend_port: int,
@@ -87,6 +108,7 @@ def start_slot(
         stop_timeout=STOP_TIMEOUT,
         mounts=env.mounts,
         replace=True,
+        **env.log_options("backend", slot, images["backend"]),
     )
     engine.start_service(
         service_name(env, slot, "frontend"),
@@ -101,6 +123,7 @@ def start_slot(
         labels=env.labels(**{LABEL_SLOT: slot, LABEL_ROLE: "frontend", LABEL_PORT: str(frontend_port)}),
         stop_timeout=STOP_TIMEOUT,
         replace=True,
+        **env.log_options("frontend", slot, images["frontend"]),
     )
 
 

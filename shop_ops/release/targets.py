@@ -80,6 +80,9 @@ class BlueGreenTarget(ReleaseTarget):
         description="environment -> the file with its shop's admin token, mounted read-only into the backends"
     )
     ready_timeout_seconds: float = 90
+    container_logs_dir: str = Field(
+        default="", description="where the containers write their logs for the central log collector; empty: nowhere"
+    )
 
     def url(self, environment: str) -> str:
         return self.router.router(environment).url
@@ -114,6 +117,7 @@ class BlueGreenTarget(ReleaseTarget):
             stack=self.stack, name=environment, database_url=database.url(),
             password_file=Path(database.password_file), redis_url=self.redis_urls[environment],
             admin_token_file=Path(admin_token_file),
+            log_folder=Path(self.container_logs_dir) if self.container_logs_dir else None,
         )  # fmt: skip
         return BlueGreen(
             engine=self.containers.engine(), registry=self.registry.client(), router=self.router.router(environment),

@@ -73,3 +73,23 @@ def test_the_release_target_passes_each_environments_token_file(monkeypatch: pyt
         "staging": str(settings.state_path / "secrets" / "staging-admin-token"),
         "production": str(tmp_path / "production-token"),
     }
+
+
+def test_release_containers_log_under_the_state_folder_named_by_slot_and_release(tmp_path: Path):
+    """Where the central log collector finds each container's log: <folder>/<env>/<role>_<slot>_<release>.log."""
+    env = apps.AppEnvironment(
+        stack="s", name="staging", database_url="postgresql+asyncpg://shop@127.0.0.1:5432/shop",
+        password_file=tmp_path / "db-password", redis_url="redis://127.0.0.1:6379/0",
+        admin_token_file=tmp_path / "token", log_folder=tmp_path / "logs",
+    )  # fmt: skip
+    pinned = "127.0.0.1:5055/shop/backend@sha256:" + "ab" * 32
+    assert env.log_options("backend", "green", pinned) == {
+        "log_path": tmp_path / "logs" / "staging" / "backend_green_sha256-abababababab.log",
+        "log_max_size": apps.CONTAINER_LOG_MAX_SIZE,
+    }
+    assert apps.release_label("localhost/shop/frontend:1.4.0-abc123") == "1.4.0-abc123"
+    assert apps.release_label("127.0.0.1:5055/shop/backend") == "latest"
+    assert apps.AppEnvironment(**{**env.__dict__, "log_folder": None}).log_options("backend", "blue", pinned) == {}
+    settings = load_settings(LOCAL)
+    target = release_target(settings, registry_resource(settings), LedgerResource(state_dir=str(tmp_path)))
+    assert target.container_logs_dir == str(settings.state_path / "logs" / "containers")

@@ -105,6 +105,9 @@ def test_definitions_names_and_blocking_checks():
     assert defs.resolve_schedule_def("daily_slo_schedule").cron_schedule == "30 6 * * *"
     assert defs.resources["service_levels"].prometheus_url == "http://127.0.0.1:9090"
     assert defs.resolve_sensor_def("pipeline_metrics_sensor").minimum_interval_seconds == 60
+    assert defs.resolve_sensor_def("log_alert_sensor").minimum_interval_seconds == 60
+    error_log = defs.resources["error_log"]
+    assert error_log.store == "postgres" and "passfile=" in error_log.dsn and error_log.retention_days == 14
     assert type(defs.resources["spend"]).__name__ == "NoSpend"
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import dagster as dg
 import httpx
+import psycopg2
 import pytest
 import yaml
 from dagster_graphql import DagsterGraphQLClient
@@ -54,7 +55,7 @@ pytestmark = pytest.mark.services  # `shop-ops local up` starts every service an
 SHOP_OPS = str(Path(sys.executable).parent / "shop-ops")
 SERVICES = (
     "postgres", "redis", "registry", "docker_api", "staging", "production", "dagster",
-    "prometheus", "alertmanager", "pushgateway", "exporters",
+    "prometheus", "alertmanager", "pushgateway", "exporters", "logs",
 )  # fmt: skip
 
 
@@ -82,7 +83,7 @@ def _free_run(count: int) -> int:
 def local_env(docker_api: DockerApi, root_only_checkout: Path) -> Iterator[dict[str, str]]:
     """Environment variables for a private stack: its own YAML config (free ports) and state folder."""
     base = root_only_checkout
-    p = iter(_free_ports(20))
+    p = iter(_free_ports(21))
     config = {
         "profile": "local",
         "dagster": {"port": next(p)},
@@ -97,6 +98,7 @@ def local_env(docker_api: DockerApi, root_only_checkout: Path) -> Iterator[dict[
             "prometheus_port": next(p),
             "alertmanager_port": next(p),
             "pushgateway_port": next(p),
+            "logs_postgres_port": next(p),
             "exporters_first_port": _free_run(6),
             "scrape_interval_seconds": 1,
             "evaluation_interval_seconds": 1,
@@ -136,6 +138,15 @@ def shop_scraped(prometheus: str, environment: str) -> list[tuple[str, str]]:
         for t in prom.targets(prometheus)
         if t["labels"]["job"] == "shop" and t["labels"]["environment"] == environment
     )
+
+
+def log_rows(dsn: str, sql: str, *params: object) -> list[tuple]:
+    """Rows of the central log store, read as the pipeline reads it (the reader role, its pgpass file)."""
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(sql, params)
+        rows = cur.fetchall()
+    conn.close()
+    return rows
 
 
 def shop_ops(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
@@ -346,6 +357,28 @@ def test_up_status_down_up(local_env: dict[str, str], docker_api: DockerApi) -> 
     }
     assert shop_slots == {("staging", "blue"), ("production", "blue")}, shop_slots
 
+    # Central logs: the request id of a request through the staging router is in the router's line and
+    # in the backend container's line in the store (rsyslog reads both files; the router flushes every 2 s).
+    store = doc["logs"]["store"]
+    routed = httpx.get(f"{staging_url}/api/carts/{cart}", timeout=10)
+    assert routed.status_code == 200
+    deadline = time.monotonic() + 30
+    while True:
+        rows = log_rows(
+            store, "SELECT service, request_id, slot FROM logs.records WHERE fields->>'uri' = %s", f"/api/carts/{cart}"
+        )
+        request_ids = {r[1] for r in rows if r[0] == "router"}
+        backend = log_rows(
+            store,
+            "SELECT slot, environment FROM logs.records WHERE service = 'backend' AND request_id = ANY(%s)",
+            list(request_ids),
+        )
+        if request_ids and backend:
+            break
+        assert time.monotonic() < deadline, (rows, backend)
+        time.sleep(0.5)
+    assert backend[0] == ("blue", "staging"), backend
+
     again = shop_ops(env, "up")
     assert again.returncode == 0, again.stdout + again.stderr
     assert "starting" not in again.stdout and "already running" in again.stdout
@@ -465,6 +498,19 @@ def test_up_status_down_up(local_env: dict[str, str], docker_api: DockerApi) -> 
     for secret in secrets:
         leaks = [str(f) for f in stored if secret.encode() in f.read_bytes()]
         assert leaks == [], f"a secret is stored in {leaks}"
+
+    # ... and none in the central logs, after the releases and a refused admin login.
+    refused_login = httpx.post(
+        f"{urls['staging']}/api/admin/restock", json={"min_stock": 1}, headers={"Authorization": "Bearer wrong-token"}, timeout=10
+    )
+    assert refused_login.status_code in (401, 403), refused_login.text
+    time.sleep(3)  # the router's access log flushes every 2 s
+    everything = "\n".join(r[0] for r in log_rows(store, "SELECT message || ' ' || fields::text FROM logs.records"))
+    assert "wrong-token" not in everything
+    services = {r[0] for r in log_rows(store, "SELECT DISTINCT service FROM logs.records")}
+    assert services >= {"router", "backend", "postgresql", "redis", "dagster"}, services
+    for secret in secrets:
+        assert secret not in everything, "a secret reached the central logs"
 
     down = shop_ops(env, "down")
     assert down.returncode == 0, down.stdout + down.stderr
