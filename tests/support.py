@@ -8,9 +8,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
+
+import pytest
 
 from shop_ops.release.flow import Log, Strategy
 from shop_ops.release.targets import ReleaseTarget
@@ -122,3 +126,18 @@ def cost_explorer_page(
         "DimensionValueAttributes": [],
     }
     return {**page, "NextPageToken": next_token} if next_token else page
+
+
+T = TypeVar("T")
+
+
+def wait_until(what: str, probe: Callable[[], T | None], timeout: float = 30, step: float = 0.5) -> T:
+    """Poll `probe` until it returns something truthy; fail naming `what` (and the last value seen) after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(step)
+    pytest.fail(f"{what} not seen within {timeout:.0f} s (last: {last!r})")

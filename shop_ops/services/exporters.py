@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +32,8 @@ from shop_ops.services.processes import (
     port_holder,
     port_is_open,
     read_pid,
+    stop_pid,
     wait_for_http,
-    wait_gone,
 )
 
 # What runs on the machine itself (cheap, and readable without privileges): CPU, memory, load,
@@ -139,26 +138,9 @@ class Exporter:
         if pid is None or (self.process is None and not self._owns(pid)):
             self.pidfile.unlink(missing_ok=True)
             return
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        else:
-            if not self._wait(pid, timeout):
-                os.kill(pid, signal.SIGKILL)
-                if not self._wait(pid, 5):
-                    raise ServiceError(f"the {self.title} (pid {pid}, port {self.port}) did not stop")
+        stop_pid(pid, self.process, timeout, f"the {self.title} on port {self.port}")
         self.process = None
         self.pidfile.unlink(missing_ok=True)
-
-    def _wait(self, pid: int, timeout: float) -> bool:
-        if self.process is not None:
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                return False
-            return True
-        return wait_gone(pid, timeout)
 
 
 @dataclass

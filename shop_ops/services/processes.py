@@ -403,25 +403,8 @@ class PrometheusServer:
         if pid is None or (self.process is None and not pid_alive(pid, str(self.tsdb))):
             self.pidfile.unlink(missing_ok=True)
             return
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        else:
-            if not self._wait(pid, timeout):
-                os.kill(pid, signal.SIGKILL)
-                if not self._wait(pid, 5):
-                    raise ServiceError(f"Prometheus (pid {pid}, {self.datadir}) did not stop")
+        stop_pid(pid, self.process, timeout, f"Prometheus ({self.datadir})")
         self.pidfile.unlink(missing_ok=True)
-
-    def _wait(self, pid: int, timeout: float) -> bool:
-        if self.process is not None:
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                return False
-            return True
-        return wait_gone(pid, timeout)
 
 
 @dataclass
@@ -498,25 +481,37 @@ class AlertmanagerServer:
         if pid is None or (self.process is None and not pid_alive(pid, str(self.storage))):
             self.pidfile.unlink(missing_ok=True)
             return
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        else:
-            if not self._wait(pid, timeout):
-                os.kill(pid, signal.SIGKILL)
-                if not self._wait(pid, 5):
-                    raise ServiceError(f"Alertmanager (pid {pid}, {self.datadir}) did not stop")
+        stop_pid(pid, self.process, timeout, f"Alertmanager ({self.datadir})")
         self.pidfile.unlink(missing_ok=True)
 
-    def _wait(self, pid: int, timeout: float) -> bool:
-        if self.process is not None:
+
+def stop_pid(pid: int, process: subprocess.Popen[bytes] | None, timeout: float, what: str) -> None:
+    """SIGTERM to `pid`, SIGKILL after `timeout` s; ServiceError naming `what` if it is still there 5 s later.
+
+    `process`: our own Popen of it (waited on, so no zombie is left behind), else /proc is polled.
+    """
+
+    def gone(seconds: float) -> bool:
+        if process is not None and process.pid == pid:
             try:
-                self.process.wait(timeout=timeout)
+                process.wait(timeout=seconds)
             except subprocess.TimeoutExpired:
                 return False
             return True
-        return wait_gone(pid, timeout)
+        return wait_gone(pid, seconds)
+
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    if gone(timeout):
+        return
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    if not gone(5):
+        raise ServiceError(f"{what} (pid {pid}) did not stop")
 
 
 def pid_alive(pid: int, name: str | None = None) -> bool:

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from shop_ops.services.processes import ServiceError, pid_alive, read_pid, wait_gone
+from shop_ops.services.processes import ServiceError, pid_alive, read_pid, stop_pid
 
 START_MARKER = "] start"  # rsyslogd's own "[origin software="rsyslogd" ...] start" message
 
@@ -155,18 +155,5 @@ class RsyslogServer:
         if pid is None or not pid_alive(pid, str(self.config)):
             self.pidfile.unlink(missing_ok=True)
             return
-        os.kill(pid, signal.SIGTERM)
-        if not self._wait(pid, timeout):
-            os.kill(pid, signal.SIGKILL)
-            if not self._wait(pid, 5):
-                raise ServiceError(f"rsyslogd (pid {pid}, {self.folder}) did not stop")
+        stop_pid(pid, self.process, timeout, f"rsyslogd ({self.folder})")
         self.pidfile.unlink(missing_ok=True)
-
-    def _wait(self, pid: int, timeout: float) -> bool:
-        if self.process is not None and self.process.pid == pid:
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                return False
-            return True
-        return wait_gone(pid, timeout)

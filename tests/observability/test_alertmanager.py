@@ -20,12 +20,12 @@ import stat
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -37,6 +37,7 @@ from shop_ops.observability import alertmanager as am
 from shop_ops.observability import prometheus as prom
 from shop_ops.services.discovery import write_shop_targets
 from shop_ops.services.processes import AlertmanagerServer, PrometheusServer, ServiceError, free_port
+from tests.support import wait_until
 
 pytestmark = pytest.mark.services  # runs prometheus-alertmanager, amtool and prometheus, outside programs
 
@@ -46,19 +47,6 @@ SLACK_SECRET = "T000/B000/slack-very-secret-token"
 SMTP_SECRET = "smtp-very-secret-password"
 WAIT_S = 30
 SETTLE_S = 3  # group intervals (1 s each) to wait for a notification that must not come
-T = TypeVar("T")
-
-
-def wait_until(what: str, probe: Callable[[], T | None], timeout: float = WAIT_S, step: float = 0.25) -> T:
-    """Poll `probe` until it returns something truthy; fail naming `what` (and the last value seen) after `timeout`."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(step)
-    pytest.fail(f"{what} not seen within {timeout:.0f} s (last: {last!r})")
 
 
 @dataclass

@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -24,26 +23,13 @@ import yaml
 from shop_ops.observability import prometheus as prom
 from shop_ops.services.discovery import write_shop_targets
 from shop_ops.services.processes import PrometheusServer, ServiceError, free_port
-from tests.support import ShopServer
+from tests.support import ShopServer, wait_until
 
 pytestmark = pytest.mark.services  # runs prometheus and promtool, outside programs
 
 ROOT = Path(__file__).resolve().parents[2]
 RULE_FILES = sorted((ROOT / "infra" / "prometheus" / "rules").glob("*.yml"))
 WAIT_S = 30
-T = TypeVar("T")
-
-
-def wait_until(what: str, probe: Callable[[], T | None], timeout: float = WAIT_S, step: float = 0.5) -> T:
-    """Poll `probe` until it returns something truthy; fail naming `what` (and the last value seen) after `timeout`."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(step)
-    pytest.fail(f"{what} not seen within {timeout:.0f} s (last: {last!r})")
 
 
 def shop_targets(url: str) -> list[dict[str, Any]]:
