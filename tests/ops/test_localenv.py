@@ -501,7 +501,10 @@ def test_up_status_down_up(local_env: dict[str, str], docker_api: DockerApi) -> 
 
     # ... and none in the central logs, after the releases and a refused admin login.
     refused_login = httpx.post(
-        f"{urls['staging']}/api/admin/restock", json={"min_stock": 1}, headers={"Authorization": "Bearer wrong-token"}, timeout=10
+        f"{urls['staging']}/api/admin/restock",
+        json={"min_stock": 1},
+        headers={"Authorization": "Bearer wrong-token"},
+        timeout=10,
     )
     assert refused_login.status_code in (401, 403), refused_login.text
     time.sleep(3)  # the router's access log flushes every 2 s
