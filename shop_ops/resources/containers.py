@@ -457,8 +457,12 @@ class DockerEngine:
         except NotFound:
             return None
         except APIError as exc:
+            if self._gone_or_stopped(name_or_id):
+                return None  # stopped or removed while being read (podman: "cgroup deleted", "state improper")
             raise ContainerError(f"stats of {name_or_id}: {exc.explanation or exc}") from None
         except (requests.exceptions.RequestException, ValueError) as exc:
+            if self._gone_or_stopped(name_or_id):
+                return None
             raise ContainerError(f"stats of {name_or_id}: {exc}") from None
         cpu = data.get("cpu_stats") or {}
         usage = cpu.get("cpu_usage") or {}
@@ -514,6 +518,15 @@ class DockerEngine:
 
     def logs(self, name: str, tail: int = 100) -> str:
         return self.client.api.logs(name, stdout=True, stderr=True, tail=tail).decode(errors="replace")
+
+    def _gone_or_stopped(self, cid: str) -> bool:
+        """The engine says the container no longer exists or no longer runs (False when it cannot say)."""
+        try:
+            return self._service(cid).status != "running"
+        except NotFound:
+            return True
+        except (APIError, requests.exceptions.RequestException):
+            return False
 
     def _service(self, cid: str) -> ServiceContainer:
         info = self.client.api.inspect_container(cid)

@@ -123,7 +123,7 @@ def test_sampler_tells_a_busy_container_from_an_idle_one_and_survives_a_removal(
     doomed_rows = frame[frame["container"] == doomed]
     assert 1 <= len(doomed_rows) <= expected / 2 + 2
     assert doomed_rows["time"].max() <= removed_at
-    assert sampler.errors == 0
+    assert sampler.errors == 0, messages
     assert messages == [f"usage sampler: {doomed} does not run (any more); no rows while it is gone"]
 
 
