@@ -129,44 +129,13 @@ class Monitoring:
             with step(f"starting the {name} on {service.url}"):
                 service.start()
             undo(name, service.stop)
-        self._up_alertmanager(step, say, undo)
-        config = self.render()
-        changed = not self.prometheus.config.exists() or self.prometheus.config.read_text() != config
-        self.prometheus.datadir.mkdir(parents=True, exist_ok=True)
-        if changed:
-            self.prometheus.config.write_text(config)
-        if self.prometheus.running():
-            if changed:
-                with step("reloading prometheus (configuration changed)"):
-                    prom.reload(self.prometheus.url)
-            else:
-                say(f"prometheus on {self.prometheus.url} ... already running")
-            return
-        with step(f"starting prometheus on {self.prometheus.url} (retention {self.prometheus.retention})"):
-            self.prometheus.start()
-        undo("prometheus", self.prometheus.stop)
-
-    def _up_alertmanager(self, step: Step, say: Callable[[str], None], undo: Undo) -> None:
         config, delivery = self.render_alertmanager()
         if not delivery.channels:
             say(
                 "alertmanager: no Slack or SMTP settings (SHOP_OPS_SLACK_*, SHOP_OPS_SMTP_*): alerts show in its UI only"
             )
-        server = self.alertmanager
-        changed = not server.config.exists() or server.config.read_text() != config
-        server.datadir.mkdir(parents=True, exist_ok=True)
-        if changed:
-            server.config.write_text(config)
-        if server.running():
-            if changed:
-                with step("reloading alertmanager (configuration changed)"):
-                    am.reload(server.url)
-            else:
-                say(f"alertmanager on {server.url} ... already running")
-            return
-        with step(f"starting alertmanager on {server.url}"):
-            server.start()
-        undo("alertmanager", server.stop)
+        _up_configured("alertmanager", self.alertmanager, config, am.reload, step, say, undo)
+        _up_configured("prometheus", self.prometheus, self.render(), prom.reload, step, say, undo)
 
     def down(self, stop: Callable[[str, Callable[[], bool], Callable[[], None]], None]) -> None:
         stop("prometheus", self.prometheus.running, self.prometheus.stop)
@@ -209,3 +178,29 @@ class Monitoring:
             ("alertmanager", f"{self.alertmanager.url}  (silences: {self.alertmanager.url}/#/silences)"),
             ("pushgateway", self.pushgateway.url),
         ]
+
+
+def _up_configured(
+    name: str,
+    server: PrometheusServer | AlertmanagerServer,
+    config: str,
+    reload: Callable[[str], None],
+    step: Step,
+    say: Callable[[str], None],
+    undo: Undo,
+) -> None:
+    """Write `config` if it changed; reload a running server then, or start one that does not run."""
+    changed = not server.config.exists() or server.config.read_text() != config
+    server.datadir.mkdir(parents=True, exist_ok=True)
+    if changed:
+        server.config.write_text(config)
+    if server.running():
+        if changed:
+            with step(f"reloading {name} (configuration changed)"):
+                reload(server.url)
+        else:
+            say(f"{name} on {server.url} ... already running")
+        return
+    with step(f"starting {name} on {server.url}"):
+        server.start()
+    undo(name, server.stop)

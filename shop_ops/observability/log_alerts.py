@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import dagster as dg
@@ -102,16 +103,8 @@ class ErrorLogResource(dg.ConfigurableResource):
         if self.store == "postgres":
             return logs.error_counts_per_minute(self.dsn, since, until)
         start = since.astimezone(UTC).replace(second=0, microsecond=0)
-        counts: dict[datetime, int] = {}
-        minute = start
-        while minute < until:
-            counts[minute] = 0
-            minute += timedelta(minutes=1)
-        for line in self._lines(start, until):
-            key = line.ts.replace(second=0, microsecond=0)
-            if key in counts:
-                counts[key] += 1
-        return counts
+        found = Counter(line.ts.replace(second=0, microsecond=0) for line in self._lines(start, until))
+        return logs.per_minute(found, since, until)
 
     def error_kinds(self, since: datetime, until: datetime) -> dict[str, int]:
         """Error lines per kind between `since` and `until`."""

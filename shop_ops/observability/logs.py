@@ -541,7 +541,12 @@ def error_counts_per_minute(
     with _connect(dsn) as conn, conn.cursor() as cur:
         cur.execute(sql, params)
         found = {minute.replace(tzinfo=UTC): int(count) for minute, count in cur.fetchall()}
-    counts, minute = {}, start
+    return per_minute(found, since, until)
+
+
+def per_minute(found: Mapping[datetime, int], since: datetime, until: datetime) -> dict[datetime, int]:
+    """Every UTC minute from `since`'s up to `until` (excluded) with its count in `found`, 0 where it has none."""
+    counts, minute, end = {}, _minute(since), until.astimezone(UTC)
     while minute < end:
         counts[minute] = found.get(minute, 0)
         minute += timedelta(minutes=1)

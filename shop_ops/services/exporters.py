@@ -28,11 +28,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 from shop_ops.services.processes import (
     ServiceError,
+    launch_daemon,
     pid_alive,
-    port_holder,
-    port_is_open,
     read_pid,
-    stop_pid,
+    require_free_port,
+    stop_own,
     wait_for_http,
 )
 
@@ -102,21 +102,11 @@ class Exporter:
         binary = self.binary()
         if self.running():
             return
-        if port_is_open(self.port):
-            holder = port_holder(self.port)
-            raise ServiceError(
-                f"port {self.port} for the {self.title} is already in use" + (f" by {holder}" if holder else "")
-            )
+        require_free_port(self.port, f"the {self.title}")
         self.folder.mkdir(parents=True, exist_ok=True)
         self.prepare()
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **self.extra_env()}
-        with open(self.log, "ab") as log:
-            # Its own session and no inherited stdout: a caller capturing our output must not wait on it.
-            self.process = subprocess.Popen(
-                [binary, *self.args()], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=env, start_new_session=True,
-            )  # fmt: skip
-        self.pidfile.write_text(f"{self.process.pid}\n")
+        self.process = launch_daemon([binary, *self.args()], self.log, self.pidfile, env=env)
         try:
             wait_for_http(self.metrics_url, timeout, self.process, self.log)
         except ServiceError as exc:
@@ -134,13 +124,8 @@ class Exporter:
 
     def stop(self, timeout: float = 10) -> None:
         """SIGTERM to its own pid (from the pid file when another process started it); SIGKILL after `timeout`."""
-        pid = self.process.pid if self.process is not None else read_pid(self.pidfile)
-        if pid is None or (self.process is None and not self._owns(pid)):
-            self.pidfile.unlink(missing_ok=True)
-            return
-        stop_pid(pid, self.process, timeout, f"the {self.title} on port {self.port}")
+        stop_own(self.process, self.pidfile, self._owns, timeout, f"the {self.title} on port {self.port}")
         self.process = None
-        self.pidfile.unlink(missing_ok=True)
 
 
 @dataclass

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -369,23 +370,14 @@ class PrometheusServer:
         binary = shutil.which("prometheus")
         if binary is None:
             raise ServiceError("prometheus not found: install Debian's prometheus package (make install)")
-        if port_is_open(self.port):
-            holder = port_holder(self.port)
-            raise ServiceError(
-                f"port {self.port} for Prometheus is already in use" + (f" by {holder}" if holder else "")
-            )
+        require_free_port(self.port, "Prometheus")
         if not self.config.is_file():
             raise ServiceError(f"Prometheus configuration {self.config} does not exist")
         self.datadir.mkdir(parents=True, exist_ok=True)
         args = [binary, f"--config.file={self.config}", f"--web.listen-address=127.0.0.1:{self.port}",
                 f"--storage.tsdb.path={self.tsdb}", f"--storage.tsdb.retention.time={self.retention}",
                 "--web.enable-lifecycle", "--log.level=info", f"--web.external-url={self.external_url or self.url}"]  # fmt: skip
-        with open(self.log, "ab") as log:
-            # Its own session and no inherited stdout: a caller capturing our output must not wait on it.
-            self.process = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        self.pidfile.write_text(f"{self.process.pid}\n")
+        self.process = launch_daemon(args, self.log, self.pidfile)
         try:
             wait_for_http(f"{self.url}/-/ready", timeout, self.process, self.log)
         except ServiceError:
@@ -399,12 +391,13 @@ class PrometheusServer:
 
     def stop(self, timeout: float = 15) -> None:
         """SIGTERM to its own pid (from the pid file when another process started it); SIGKILL after `timeout`."""
-        pid = self.process.pid if self.process else _read_pid(self.pidfile)
-        if pid is None or (self.process is None and not pid_alive(pid, str(self.tsdb))):
-            self.pidfile.unlink(missing_ok=True)
-            return
-        stop_pid(pid, self.process, timeout, f"Prometheus ({self.datadir})")
-        self.pidfile.unlink(missing_ok=True)
+        stop_own(
+            self.process,
+            self.pidfile,
+            lambda pid: pid_alive(pid, str(self.tsdb)),
+            timeout,
+            f"Prometheus ({self.datadir})",
+        )
 
 
 @dataclass
@@ -447,23 +440,14 @@ class AlertmanagerServer:
             raise ServiceError(
                 "prometheus-alertmanager not found: install Debian's prometheus-alertmanager package (make install)"
             )
-        if port_is_open(self.port):
-            holder = port_holder(self.port)
-            raise ServiceError(
-                f"port {self.port} for Alertmanager is already in use" + (f" by {holder}" if holder else "")
-            )
+        require_free_port(self.port, "Alertmanager")
         if not self.config.is_file():
             raise ServiceError(f"Alertmanager configuration {self.config} does not exist")
         self.storage.mkdir(parents=True, exist_ok=True)
         args = [binary, f"--config.file={self.config}", f"--web.listen-address=127.0.0.1:{self.port}",
                 f"--web.external-url={self.external_url or self.url}", f"--storage.path={self.storage}",
                 f"--data.retention={self.retention}", "--cluster.listen-address=", "--log.level=info"]  # fmt: skip
-        with open(self.log, "ab") as log:
-            # Its own session and no inherited stdout: a caller capturing our output must not wait on it.
-            self.process = subprocess.Popen(
-                args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        self.pidfile.write_text(f"{self.process.pid}\n")
+        self.process = launch_daemon(args, self.log, self.pidfile)
         try:
             wait_for_http(f"{self.url}/-/ready", timeout, self.process, self.log)
         except ServiceError:
@@ -477,12 +461,45 @@ class AlertmanagerServer:
 
     def stop(self, timeout: float = 15) -> None:
         """SIGTERM to its own pid (from the pid file when another process started it); SIGKILL after `timeout`."""
-        pid = self.process.pid if self.process else _read_pid(self.pidfile)
-        if pid is None or (self.process is None and not pid_alive(pid, str(self.storage))):
-            self.pidfile.unlink(missing_ok=True)
-            return
-        stop_pid(pid, self.process, timeout, f"Alertmanager ({self.datadir})")
-        self.pidfile.unlink(missing_ok=True)
+        stop_own(
+            self.process,
+            self.pidfile,
+            lambda pid: pid_alive(pid, str(self.storage)),
+            timeout,
+            f"Alertmanager ({self.datadir})",
+        )
+
+
+def require_free_port(port: int, what: str) -> None:
+    """ServiceError naming the holder when `port` is taken already."""
+    if port_is_open(port):
+        holder = port_holder(port)
+        raise ServiceError(f"port {port} for {what} is already in use" + (f" by {holder}" if holder else ""))
+
+
+def launch_daemon(
+    args: list[str], log_path: Path, pidfile: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `args` in its own session, output appended to `log_path`, its pid written to `pidfile`.
+
+    Its own session and no inherited stdout: a caller capturing our output must not wait on it.
+    """
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    pidfile.write_text(f"{process.pid}\n")
+    return process
+
+
+def stop_own(
+    process: subprocess.Popen[bytes] | None, pidfile: Path, owns: Callable[[int], bool], timeout: float, what: str
+) -> None:
+    """Stop the process we started, or the one `pidfile` names if `owns` says it is ours (stop_pid); drop the pid file."""
+    pid = process.pid if process is not None else read_pid(pidfile)
+    if pid is not None and (process is not None or owns(pid)):
+        stop_pid(pid, process, timeout, what)
+    pidfile.unlink(missing_ok=True)
 
 
 def stop_pid(pid: int, process: subprocess.Popen[bytes] | None, timeout: float, what: str) -> None:

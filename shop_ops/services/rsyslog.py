@@ -9,9 +9,7 @@ rsyslog wrote its "start" message (all inputs are set up) after this start.
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import subprocess
 import time
 from dataclasses import dataclass
@@ -142,12 +140,6 @@ class RsyslogServer:
         """The rsyslogd of this folder is alive (its pid names a live rsyslogd reading this configuration)."""
         pid = self.pid
         return pid is not None and pid_alive(pid, str(self.config))
-
-    def reopen_files(self) -> None:
-        """SIGHUP: rsyslog closes and reopens the files it writes (after logrotate moved them)."""
-        pid = self.pid
-        if pid is not None and pid_alive(pid, str(self.config)):
-            os.kill(pid, signal.SIGHUP)
 
     def stop(self, timeout: float = 15) -> None:
         """SIGTERM to its own pid (rsyslog flushes its queue to the work directory), SIGKILL after `timeout`."""

@@ -9,7 +9,7 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
@@ -24,7 +24,7 @@ from shop_ops.resources.containers import ContainerError, DockerEngine, containe
 from shop_ops.resources.router import Router, Upstreams
 from shop_ops.services.processes import PostgresCluster, free_port
 from shop_ops.services.rsyslog import RsyslogServer
-from tests.support import ShopServer
+from tests.support import ShopServer, wait_until
 
 WRITER_PASSWORD = "writer-password-not-a-secret"
 BASE_IMAGE = "localhost/shop-base-python:bookworm"  # built once into the repository's podman storage
@@ -82,16 +82,6 @@ def collector(sources, store_dsn: str, postgres: PostgresCluster, tmp_path_facto
     assert not server.running()
 
 
-def wait_for(find: Callable[[], list[logs.LogRecord]], what: str, timeout: float = 12) -> list[logs.LogRecord]:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = find()
-        if found:
-            return found
-        assert time.monotonic() < deadline, f"no record of {what} within {timeout:.0f}s"
-        time.sleep(0.2)
-
-
 def append(path: Path, *lines: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as fh:
@@ -113,32 +103,38 @@ def test_lines_arrive_parsed_labelled_and_without_the_podman_prefix(collector, s
     marker = f'relation "missing_{time.time_ns()}" does not exist'
     append(sources["pg_lines"], f"2026-11-30 18:00:02.123 UTC [4242] ERROR:  {marker}")
 
-    [backend] = wait_for(lambda: logs.records(store_dsn, request_id=rid), "the podman line")
+    [backend] = wait_until("the podman line", lambda: logs.records(store_dsn, request_id=rid), timeout=12, step=0.2)
     labels = (backend.service, backend.environment, backend.slot, backend.release)
     assert labels == ("backend", "production", "green", "1.4.0")
     assert backend.fields == doc  # every JSON key kept, nothing of the prefix
     assert backend.message == "unhandled error" and backend.level == "error"
     assert backend.ts == datetime(2026, 11, 30, 17, 59, 54, 150000, tzinfo=UTC)
     assert backend.error_kind == "KeyError"
-    plain = wait_for(
+    plain = wait_until(
+        "the plain container line",
         lambda: [
             r for r in logs.records(store_dsn, service="backend", environment="production") if "granian" in r.message
         ],
-        "the plain container line",
+        timeout=12,
+        step=0.2,
     )
     assert plain[0].message == "[INFO] Starting granian (plain text)" and plain[0].fields == {}
     assert plain[0].level == "info" and plain[0].slot == "green"
 
-    [access] = wait_for(lambda: logs.records(store_dsn, request_id=router_rid), "the router line")
+    [access] = wait_until(
+        "the router line", lambda: logs.records(store_dsn, request_id=router_rid), timeout=12, step=0.2
+    )
     assert (access.service, access.environment, access.slot) == ("router", "production", "blue")
     assert access.fields["status"] == 503 and access.fields["uri"] == "/api/products/7"
     assert access.level == "error" and access.error_kind == "http_503" and access.message == "GET /api/products/7 503"
 
-    [pg] = wait_for(
+    [pg] = wait_until(
+        "the PostgreSQL line",
         lambda: [
             r for r in logs.records(store_dsn, service="postgresql", environment="production") if marker in r.message
         ],
-        "the PostgreSQL line",
+        timeout=12,
+        step=0.2,
     )
     assert pg.level == "error" and pg.fields == {}
     assert pg.ts == datetime(2026, 11, 30, 18, 0, 2, 123000, tzinfo=UTC)
@@ -163,7 +159,9 @@ def test_a_container_logs_to_its_log_path_which_outlives_it_and_is_collected(eng
         name, BASE_IMAGE, ["python3", "-c", f"print({line!r}, flush=True)"], stop_timeout=1, log_path=path
     )
     try:
-        [row] = wait_for(lambda: logs.records(store_dsn, request_id=rid), "the container's line")
+        [row] = wait_until(
+            "the container's line", lambda: logs.records(store_dsn, request_id=rid), timeout=12, step=0.2
+        )
     finally:
         engine.stop_service(name, timeout=0)
     assert (row.service, row.slot, row.release, row.message) == ("backend", "blue", "2.0.0", "from a container")
@@ -190,11 +188,13 @@ def test_a_request_id_of_the_router_log_is_in_the_backend_log(collector, router,
     assert res.status_code == 200
     rid = res.headers["x-request-id"]
     assert rid != "visitor-chosen-id"  # nginx's own id, sent to the backend and logged by both
-    found = wait_for(
+    found = wait_until(
+        "the request in both logs",
         lambda: (lambda rows: rows if {r.service for r in rows} == {"router", "backend"} else [])(
             logs.records(store_dsn, request_id=rid)
         ),
-        "the request in both logs",
+        timeout=12,
+        step=0.2,
     )
     by_service = {r.service: r for r in found}
     assert by_service["router"].fields["uri"] == "/api/products/5" and by_service["router"].fields["status"] == 200
@@ -212,12 +212,14 @@ def test_a_secret_sent_to_the_shop_never_reaches_the_store(collector, router, st
     assert ok.status_code == 200 and failed.status_code == 401
     for res in (ok, failed):
         rid = res.headers["x-request-id"]
-        wait_for(
+        wait_until(
+            "the admin requests",
             lambda rid=rid: (
                 [r for r in logs.records(store_dsn, request_id=rid) if r.service == "backend"]
                 and logs.records(store_dsn, request_id=rid, service="router")
             ),
-            "the admin requests",
+            timeout=12,
+            step=0.2,
         )
     with psycopg2.connect(store_dsn) as conn, conn.cursor() as cur:
         cur.execute(
@@ -234,7 +236,9 @@ def test_credentials_in_a_line_are_masked(collector, sources, store_dsn):
     doc = {"level": "warning", "msg": "retrying with Authorization: Bearer abc.def.ghi", "request_id": rid,
            "password": "hunter2", "dsn": "postgresql://shop:pw@db/shop?password=s3cr3t"}  # fmt: skip
     append(sources["router_lines"], json.dumps(doc))
-    [row] = wait_for(lambda: logs.records(store_dsn, request_id=rid), "the line with credentials")
+    [row] = wait_until(
+        "the line with credentials", lambda: logs.records(store_dsn, request_id=rid), timeout=12, step=0.2
+    )
     stored = row.message + json.dumps(row.fields)
     for secret in ("abc.def.ghi", "hunter2", "s3cr3t"):
         assert secret not in stored
@@ -290,7 +294,9 @@ def test_root_only_checkout_password_login_and_store_outage(root_only_checkout, 
     try:
         rid = f"root-only-{time.time_ns()}"
         append(source, json.dumps({"level": "info", "msg": "from a root-only checkout", "request_id": rid}))
-        [row] = wait_for(lambda: logs.records(admin, request_id=rid), "the line from the root-only checkout")
+        [row] = wait_until(
+            "the line from the root-only checkout", lambda: logs.records(admin, request_id=rid), timeout=12, step=0.2
+        )
         assert row.source_file == str(source)
         # The store goes away for a while: lines wait in rsyslog's queue and arrive once it is back.
         password_cluster.stop()
@@ -298,7 +304,12 @@ def test_root_only_checkout_password_login_and_store_outage(root_only_checkout, 
         append(source, json.dumps({"level": "info", "msg": "written while the store was down", "request_id": later}))
         time.sleep(1)
         password_cluster.start()
-        wait_for(lambda: logs.records(admin, request_id=later), "the line written while the store was down", 20)
+        wait_until(
+            "the line written while the store was down",
+            lambda: logs.records(admin, request_id=later),
+            timeout=20,
+            step=0.2,
+        )
     finally:
         server.stop()
     assert not server.running()
@@ -317,7 +328,7 @@ def test_rotated_source_file_keeps_flowing(collector, sources, store_dsn):
     assert path.stat().st_size == 0 and Path(f"{path}.1").exists()
     rid = f"rot-b-{time.time_ns()}"
     append(path, json.dumps({"level": "info", "msg": "after rotation", "request_id": rid}))
-    wait_for(lambda: logs.records(store_dsn, request_id=rid), "the line written after rotation")
+    wait_until("the line written after rotation", lambda: logs.records(store_dsn, request_id=rid), timeout=12, step=0.2)
 
 
 def test_retention_deletes_only_old_rows(store_dsn):
@@ -420,6 +431,6 @@ def test_odd_bytes_do_not_block_the_queue(collector, sources, store_dsn):
         fh.write(b'{"level": "error", "msg": "lone \\ud800 surrogate and nul \\u0000 here", "code": "odd"}\n')
     rid = f"after-odd-{time.time_ns()}"
     append(sources["router_lines"], json.dumps({"level": "info", "msg": "after the odd lines", "request_id": rid}))
-    wait_for(lambda: logs.records(store_dsn, request_id=rid), "the line after the odd ones")
+    wait_until("the line after the odd ones", lambda: logs.records(store_dsn, request_id=rid), timeout=12, step=0.2)
     odd = [r for r in logs.records(store_dsn, service="router", environment="production") if "latin-1" in r.message]
     assert [r.message for r in odd] == ["not json ?? latin-1 caf? red"]  # bytes fixed, colour codes gone
