@@ -6,6 +6,7 @@ Plain functions and classes used by the local environment and by the test fixtur
 from __future__ import annotations
 
 import os
+import random
 import shlex
 import shutil
 import signal
@@ -25,11 +26,36 @@ class ServiceError(RuntimeError):
     """A service did not start or stop; the message names it and says what to do."""
 
 
+# Ports below the kernel's ephemeral range: an outgoing connection never takes one of them between
+# the moment a port is chosen and the moment its server binds it (CI once lost a run to that).
+_LOWEST_PORT = 15000
+_handed_out: set[int] = set()
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing uses right now, outside the ephemeral range, not handed out before."""
+    low = _ephemeral_range()[0]
+    candidates = range(_LOWEST_PORT, low - 16)  # room for a run of consecutive ports after it
+    for _ in range(200):
+        port = random.choice(candidates)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise ServiceError(f"no free TCP port between {_LOWEST_PORT} and {low - 16} on 127.0.0.1 after 200 tries")
 
 
 def port_is_open(port: int, host: str = "127.0.0.1") -> bool:

@@ -50,3 +50,12 @@ def test_cluster_behind_a_folder_its_user_cannot_enter_is_refused_by_name(root_o
     cluster = PostgresCluster(root_only_checkout / "data", free_port())
     with pytest.raises(ServiceError, match=r"cannot enter .*shop ops checkout"):
         cluster.init()
+
+
+def test_free_ports_are_distinct_and_outside_the_kernels_ephemeral_range() -> None:
+    # An outgoing connection takes its local port from the ephemeral range; a port chosen there
+    # could be taken between choosing it and binding it (the stack's exporter once lost that race).
+    low, high = (int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    ports = [free_port() for _ in range(200)]
+    assert len(set(ports)) == len(ports)
+    assert not [p for p in ports if low <= p <= high]
