@@ -87,6 +87,10 @@ class Carts:
             await pipe.execute()
         return await self.render(cart_id, lines)
 
+    async def drop(self, cart_id: str) -> None:
+        """Delete the cart: it became an order (in the cart store, which may be another Redis than the cache)."""
+        await self.redis.delete(cart_key(cart_id))
+
     @staticmethod
     def _check_stock(product: dict[str, Any], quantity: int) -> None:
         if quantity > MAX_QUANTITY:

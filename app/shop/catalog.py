@@ -8,7 +8,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from shop.cache import ResponseCache
+from shop.cache import CacheUnavailable, ResponseCache
 from shop.db import fetchrow
 from shop.errors import ApiError, not_found
 
@@ -76,14 +76,19 @@ class Catalog:
     def __init__(self, engine: AsyncEngine, cache: ResponseCache) -> None:
         self.engine = engine
         self.cache = cache
+        self._last_version = "0"  # the catalog version last read from Redis, used while Redis is unavailable
 
     async def _version(self) -> str:
         cached = self.cache.local.get(VERSION_KEY)
         if cached is not None:
             return cached.decode()
-        value = await self.cache.redis.get(VERSION_KEY)
+        try:
+            value = await self.cache.shared(lambda: self.cache.redis.get(VERSION_KEY))
+        except CacheUnavailable:
+            return self._last_version  # pages come from PostgreSQL meanwhile (ResponseCache)
         version = value.decode() if value is not None else "0"
         self.cache.local.put(VERSION_KEY, version.encode())
+        self._last_version = version
         return version
 
     async def search(self, q: str, category: str, page: int, limit: int) -> bytes:
@@ -148,10 +153,9 @@ class Catalog:
         assert value is not None
         return value
 
-    async def stock_changed(self, product_ids: list[int], also_delete: list[str] | None = None) -> None:
-        """Drop the cached pages of products whose stock changed (search pages expire by TTL),
-        and `also_delete` other Redis keys in the same round trip."""
-        await self.cache.invalidate(*(f"product:{pid}" for pid in product_ids), redis_only=also_delete or [])
+    async def stock_changed(self, product_ids: list[int]) -> None:
+        """Drop the cached pages of products whose stock changed (search pages expire by TTL)."""
+        await self.cache.invalidate(*(f"product:{pid}" for pid in product_ids))
 
     async def update_product(self, product_id: int, changes: dict[str, Any]) -> dict[str, Any]:
         """Apply `changes` to a product and invalidate every cached page that may show it."""

@@ -10,7 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from shop import metrics
-from shop.carts import Carts, cart_key
+from shop.carts import Carts
 from shop.catalog import Catalog
 from shop.db import fetchrow
 from shop.errors import ApiError, not_found
@@ -123,7 +123,8 @@ class Checkout:
             if exc.column_name != "total_cents":
                 raise
             raise ApiError(409, "product_unavailable", "a product in the cart is no longer sold") from None
-        await self.catalog.stock_changed(ids, also_delete=[cart_key(cart_id)])
+        await self.catalog.stock_changed(ids)
+        await self.carts.drop(cart_id)
         metrics.ORDERS.labels(str(synthetic).lower()).inc()
         return order_doc(row), True
 

@@ -86,16 +86,88 @@ def database_url(settings: Settings) -> URL:
     return url
 
 
+def statement_cache_args(pooler: str) -> dict[str, Any]:
+    """asyncpg's connect arguments (and SQLAlchemy's DBAPI ones) for what sits between the backend and PostgreSQL.
+
+    `pgbouncer`: PgBouncer 1.18 in transaction pooling hands each transaction (each autocommit
+    statement) any server connection, and keeps no prepared statements. So no statement caches,
+    and every statement unnamed: asyncpg describes it with Parse/Describe/Flush (no Sync) and then
+    sends Parse again with Bind/Execute and one Sync, and PgBouncer keeps the server connection
+    linked until that Sync's ReadyForQuery, so a statement is parsed on the server connection that
+    runs it (tests/ops/test_pgbouncer.py proves it under load). Named statements, even with unique names, would pile up on
+    the server connections (the Close comes in a later transaction, on another connection).
+    Every execution is planned with its parameters: the custom plans trigram search needs.
+    `none` (a direct connection): both caches on (asyncpg's 100 statements, SQLAlchemy's 100),
+    with the role's plan_cache_mode = force_custom_plan for the cached ones.
+    """
+    if pooler == "none":
+        return {}
+    return {
+        "statement_cache_size": 0,
+        "prepared_statement_cache_size": 0,
+        "prepared_statement_name_func": _unnamed,
+    }
+
+
+def _unnamed() -> str:
+    """The unnamed prepared statement (""): replaced by the next Parse on the same server connection."""
+    return ""
+
+
 def create_engine(settings: Settings) -> AsyncEngine:
-    """An asyncpg engine; custom plans so trigram search uses its index with prepared statements."""
+    """An asyncpg engine, through PgBouncer or direct (`database_pooler`); pool and timeouts from the settings."""
     return create_async_engine(
         database_url(settings),
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_pool_size,
         pool_pre_ping=False,
+        # A hung server costs a request database_timeout_seconds (to connect, to get a pooled
+        # connection, or per statement: database_timeouts), not forever; the request then answers 503
+        # (shop/dependencies.py).
+        pool_timeout=settings.database_timeout_seconds,
         connect_args={
-            "server_settings": {"plan_cache_mode": "force_custom_plan", "application_name": "shop"},
-            "timeout": 5,
+            # Only parameters PgBouncer passes on: session settings (plan_cache_mode, timeouts) are the
+            # role's (ALTER ROLE shop SET ...), so they hold through a pooler too.
+            "server_settings": {"application_name": "shop"},
+            **statement_cache_args(settings.database_pooler),
+            **database_timeouts(settings),
+        },
+    )
+
+
+def database_timeouts(settings: Settings) -> dict[str, float]:
+    """asyncpg's connect arguments that bound a connection's waits by `database_timeout_seconds`.
+
+    `timeout`: connecting (TCP and the startup handshake). `command_timeout`: each statement, half
+    the setting, because when a statement times out asyncpg then spends up to command_timeout more
+    sending PostgreSQL a cancel request (and closes the connection if that times out too, as it
+    does on a hung server): a statement on a hung server costs the whole setting, not twice it.
+    """
+    return {"timeout": settings.database_timeout_seconds, "command_timeout": settings.database_timeout_seconds / 2}
+
+
+REPLICA_APPLICATION_NAME = "shop-reporting"
+
+
+def create_replica_engine(settings: Settings) -> AsyncEngine | None:
+    """An asyncpg engine on the streaming replica (SHOP_DATABASE_REPLICA_URL, the primary's password),
+    or None without one. Reporting reads only (shop/reporting.py): a small pool, pinged before use (a
+    replica restart must not cost a fallback), connect and statements bounded by the database timeout
+    so that a hung replica costs a read that long before it goes to the primary."""
+    if settings.database_replica_url is None:
+        return None
+    url = make_url(settings.database_replica_url)
+    if settings.database_password is not None:
+        url = url.set(password=settings.database_password.get_secret_value())
+    return create_async_engine(
+        url,
+        pool_size=2,
+        max_overflow=settings.database_pool_size,
+        pool_pre_ping=True,
+        pool_timeout=settings.database_timeout_seconds,
+        connect_args={
+            "server_settings": {"application_name": REPLICA_APPLICATION_NAME},
+            **database_timeouts(settings),
         },
     )
 
@@ -106,7 +178,9 @@ async def fetchrow(engine: AsyncEngine, sql: str, *args: Any) -> Any:
 
     The hot paths' single statements go here: SQLAlchemy's `conn.execute` wraps even one read in
     BEGIN ... ROLLBACK (two more round trips to PostgreSQL) and runs its Core layers in a greenlet;
-    asyncpg prepares the statement once per connection (docs/performance.md).
+    asyncpg prepares the statement once per connection when its cache is on (docs/performance.md).
+    Through PgBouncer (statement_cache_args) the statement is unnamed and no Sync comes between its
+    Parse and its Bind/Execute: one autocommit statement on one server connection.
     """
     async with engine.connect() as conn:
         driver = (await conn.get_raw_connection()).driver_connection

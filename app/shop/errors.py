@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -21,6 +21,8 @@ class ErrorDetail(BaseModel):
     code: str = Field(examples=["not_found"])
     message: str = Field(examples=["Product 42 not found"])
     request_id: str = Field(examples=["6f1c2a0e9b7d4c3a"])
+    # Only in 503 dependency_unavailable answers: what is unavailable.
+    dependency: Literal["database", "redis"] | None = Field(default=None, examples=["redis"])
 
 
 class ErrorBody(BaseModel):
@@ -41,5 +43,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         404: "Unknown id",
         409: "Conflict (insufficient stock, reused Idempotency-Key)",
         422: "Invalid input",
+        503: "A dependency (`database` or `redis`, named in `error.dependency`) is unavailable; retry shortly",
     }.items()
 }

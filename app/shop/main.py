@@ -11,9 +11,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from shop import logs
+from shop import logs, metrics
 from shop.api import api_router
 from shop.api.responses import error_response
+from shop.dependencies import CANDIDATES as DEPENDENCY_FAILURES
+from shop.dependencies import NAMES as DEPENDENCY_NAMES
+from shop.dependencies import unavailable_dependency
 from shop.errors import ApiError
 from shop.middleware import RequestContext
 from shop.services import open_services
@@ -64,6 +67,27 @@ async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
     return error_response(request, exc.status_code, code, str(exc.detail), headers or None)
 
 
+async def dependency_error(request: Request, exc: Exception) -> Response:
+    """503 naming the dependency when PostgreSQL or Redis is unavailable; any other failure stays a 500."""
+    dependency = unavailable_dependency(exc)
+    if dependency is None:
+        raise exc
+    metrics.DEPENDENCY_UNAVAILABLE.labels(dependency).inc()
+    log.warning(
+        "dependency unavailable",
+        extra={"fields": {"request_id": request.scope["state"].get("request_id"), "dependency": dependency,
+                          "error": type(exc).__name__}},
+    )  # fmt: skip
+    return error_response(
+        request,
+        503,
+        "dependency_unavailable",
+        f"{DEPENDENCY_NAMES[dependency]} is unavailable ({type(exc).__name__}); retry shortly",
+        {"Retry-After": "1"},
+        dependency=dependency,
+    )
+
+
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error", extra={"fields": {"request_id": request.scope["state"].get("request_id")}})
     return error_response(request, 500, "internal_error", "unexpected error; the request id is in the logs")
@@ -86,6 +110,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(ApiError, api_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, http_error)  # type: ignore[arg-type]
+    for exc_class in DEPENDENCY_FAILURES:
+        app.add_exception_handler(exc_class, dependency_error)
     app.add_exception_handler(Exception, unexpected_error)
     return app
 

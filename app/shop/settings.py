@@ -29,9 +29,30 @@ class Settings(BaseSettings):
     )
     database_password: SecretStr | None = None
     database_pool_size: int = Field(default=10, ge=1, le=200)
-    redis_url: str = Field(description="e.g. redis://127.0.0.1:6379/0")
+    # What is between the backend and PostgreSQL. `pgbouncer` (transaction pooling; safe direct too):
+    # no statement caches, unnamed statements. `none` (a direct connection only): asyncpg's and
+    # SQLAlchemy's statement caches (shop/db.py; bench/README.md has what each costs).
+    database_pooler: Literal["pgbouncer", "none"] = "pgbouncer"
+    # Reporting reads (admin statistics) go here when set: a streaming replica of the database.
+    database_replica_url: str | None = Field(default=None, description="like SHOP_DATABASE_URL, same password")
+    redis_url: str = Field(description="the cache, e.g. redis://shop@127.0.0.1:6379/0")
+    # The same password for the cache, the cart store and Sentinel (the URLs' user, e.g. `shop`).
     redis_password: SecretStr | None = None
+    # The cart store (never evicts): this URL, or the primary that Sentinel names; default: the cache's URL.
+    carts_redis_url: str | None = Field(default=None, description="e.g. redis://shop@127.0.0.1:6380/0")
+    carts_sentinels: str | None = Field(default=None, description="host:port[,host:port...] of Sentinels")
+    carts_sentinel_service: str = "shop-carts"
+    # Through Sentinel: how long a cart command keeps retrying a refused or reset connection (a failover
+    # under way: the primary died, the replica is being promoted) before the request fails with 503.
+    redis_failover_wait_seconds: float = Field(default=10.0, ge=0, le=120)
     redis_max_connections: int = Field(default=50, ge=1, le=10_000)
+    # Client-side bounds, so a hung server (no answer, no error) costs a request this long, not forever:
+    # Redis: connect, each command, and the wait for a pooled connection.
+    redis_timeout_seconds: float = Field(default=1.0, gt=0, le=60)
+    # PostgreSQL: connect, the wait for a pooled connection, and each statement (cut off at half of it,
+    # the other half for cancelling it: shop/db.py database_timeouts). The role's statement_timeout is
+    # the server's own limit; this one also holds when the server does not answer.
+    database_timeout_seconds: float = Field(default=2.0, gt=0, le=300)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     workers: int = Field(default=2, ge=1, le=64)
@@ -59,12 +80,35 @@ class Settings(BaseSettings):
             raise ValueError("names no database: end it with /DBNAME")
         return url.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
 
-    @field_validator("redis_url")
+    @field_validator("database_replica_url")
     @classmethod
-    def _redis_url(cls, value: str) -> str:
-        if not value.startswith(("redis://", "rediss://", "unix://")):
+    def _database_replica_url(cls, value: str | None) -> str | None:
+        return None if value is None else cls._database_url(value)
+
+    @field_validator("redis_url", "carts_redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
+
+    @field_validator("carts_sentinels")
+    @classmethod
+    def _sentinels(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        for address in value.split(","):
+            host, _, port = address.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"{address!r} is not host:port; list Sentinels as host:port,host:port")
+        return value
+
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """The Sentinels of the cart store as (host, port); empty when carts use a plain URL."""
+        if not self.carts_sentinels:
+            return []
+        pairs = (a.strip().rpartition(":") for a in self.carts_sentinels.split(","))
+        return [(host, int(port)) for host, _, port in pairs]
 
 
 def _read_secret_files(environ: dict[str, str]) -> dict[str, str]:

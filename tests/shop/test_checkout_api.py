@@ -201,5 +201,6 @@ def test_order_lookups_recover_when_the_database_drops_the_connections(
         )
         assert int(killed) >= 1
         statuses = [client.get(f"/api/orders/{order['id']}").status_code for _ in range(30)]
-        assert set(statuses) <= {200, 500} and statuses[-10:] == [200] * 10, statuses
-        assert statuses.count(500) <= int(killed), statuses
+        # A request on a terminated connection answers 503 naming the database (shop/dependencies.py).
+        assert set(statuses) <= {200, 503} and statuses[-10:] == [200] * 10, statuses
+        assert statuses.count(503) <= int(killed), statuses

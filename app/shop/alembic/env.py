@@ -42,7 +42,10 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_async() -> None:
-    engine = create_async_engine(_url(), connect_args={"timeout": 10})
+    # A direct session (never through PgBouncer): the shop role's statement timeouts are for serving,
+    # not for building an index over a large table.
+    no_timeouts = {"statement_timeout": "0", "idle_in_transaction_session_timeout": "0"}
+    engine = create_async_engine(_url(), connect_args={"timeout": 10, "server_settings": no_timeouts})
     try:
         async with engine.connect() as connection:
             await connection.run_sync(_run)

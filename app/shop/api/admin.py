@@ -24,11 +24,13 @@ from shop.schemas import (
 router = APIRouter(prefix="/api/admin", tags=["admin"])
 
 ADMIN_ERRORS = {**ERRORS, 401: {"model": ErrorBody, "description": "Missing or wrong admin bearer token"}}
-# The bulk operations name no id and cannot conflict: malformed JSON, the token, invalid input.
+# The bulk operations name no id and cannot conflict: malformed JSON, the token, invalid input, and
+# (as every route that reaches PostgreSQL or Redis) 503 when one is unavailable.
 BULK_ERRORS = {
     400: {"model": ErrorBody, "description": "The body is not valid JSON"},
     401: ADMIN_ERRORS[401],
     422: ADMIN_ERRORS[422],
+    503: ADMIN_ERRORS[503],
 }
 
 
@@ -89,7 +91,7 @@ MAX_WINDOW_DAYS = 366
 @router.get(
     "/statistics/orders",
     response_model=OrderStatistics,
-    responses={401: ADMIN_ERRORS[401], 422: ADMIN_ERRORS[422]},
+    responses={401: ADMIN_ERRORS[401], 422: ADMIN_ERRORS[422], 503: ADMIN_ERRORS[503]},
     summary="Orders and revenue over a time window",
     response_description="Real orders and revenue; synthetic orders counted apart",
 )

@@ -18,7 +18,7 @@ router = APIRouter(prefix="/api/carts", tags=["cart"])
 CartId = Annotated[str, StorableText]
 
 
-@router.post("", response_model=Cart, status_code=201)
+@router.post("", response_model=Cart, status_code=201, responses={503: ERRORS[503]})
 async def create_cart(svc: ServicesDep) -> Response:
     return json_response(await svc.carts.create(), 201)
 

@@ -33,6 +33,6 @@ async def get_product(svc: ServicesDep, product_id: int) -> Response:
     return json_response(await svc.catalog.product_json(product_id))
 
 
-@router.get("/categories", response_model=list[str])
+@router.get("/categories", response_model=list[str], responses={503: ERRORS[503]})
 async def list_categories(svc: ServicesDep) -> Response:
     return json_response(await svc.catalog.categories_json())

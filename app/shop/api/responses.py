@@ -18,8 +18,16 @@ def json_response(body: bytes | dict[str, Any], status: int = 200, headers: dict
 
 
 def error_response(
-    request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    dependency: str | None = None,
 ) -> Response:
-    """The ErrorBody answer, carrying the request id the middleware assigned."""
+    """The ErrorBody answer, carrying the request id the middleware assigned (and the unavailable dependency)."""
     request_id = request.scope.get("state", {}).get("request_id", "")
-    return json_response({"error": {"code": code, "message": message, "request_id": request_id}}, status, headers)
+    error = {"code": code, "message": message, "request_id": request_id}
+    if dependency is not None:
+        error["dependency"] = dependency
+    return json_response({"error": error}, status, headers)
