@@ -13,6 +13,8 @@ variable holding the secret itself:
   0.11 reads these when `DATA_SOURCE_NAME` is unset); a DSN holding a password is refused.
 - `RedisExporter`: `-redis.password-file` names a JSON file {"redis://host:port": password}
   (mode 0600, in the exporter's folder), written from the plain secret file it is given.
+- `PgBouncerExporter`: libpq reads the stats user's password from a pgpass file (`PGPASSFILE`,
+  mode 0600, written by `PgBouncer.sync_auth`).
 """
 
 from __future__ import annotations
@@ -155,6 +157,9 @@ class PostgresExporter(Exporter):
 
     dsn: str
     password_file: Path | None = None
+    # Custom queries (`--extend.query-path`), e.g. infra/prometheus/postgres-exporter/queries.yaml: 0.11
+    # serves no replication lag in seconds of its own.
+    queries: Path | None = None
 
     program: ClassVar[str] = "prometheus-postgres-exporter"
     package: ClassVar[str] = "prometheus-postgres-exporter"
@@ -183,9 +188,14 @@ class PostgresExporter(Exporter):
     def prepare(self) -> None:
         if self.password_file is not None and not self.password_file.is_file():
             raise ServiceError(f"the postgres exporter's password file {self.password_file} does not exist")
+        if self.queries is not None and not self.queries.is_file():
+            raise ServiceError(f"the postgres exporter's queries file {self.queries} does not exist")
 
     def args(self) -> list[str]:
-        return [f"--web.listen-address={self.address}", "--log.level=warn"]
+        args = [f"--web.listen-address={self.address}", "--log.level=warn"]
+        if self.queries is not None:
+            args.append(f"--extend.query-path={self.queries.resolve()}")
+        return args
 
     def extra_env(self) -> dict[str, str]:
         user = urlsplit(self.dsn).username or ""
@@ -208,6 +218,8 @@ class RedisExporter(Exporter):
 
     redis_address: str
     password_file: Path | None = None
+    # The ACL user the password belongs to (None: the default user).
+    user: str | None = None
 
     program: ClassVar[str] = "prometheus-redis-exporter"
     package: ClassVar[str] = "prometheus-redis-exporter"
@@ -239,6 +251,8 @@ class RedisExporter(Exporter):
         args = [f"-web.listen-address={self.address}", f"-redis.addr={self.redis_url}"]
         if self.password_file is not None:
             args.append(f"-redis.password-file={self.password_map}")
+        if self.user is not None:
+            args.append(f"-redis.user={self.user}")
         return args
 
 
@@ -286,3 +300,60 @@ class Pushgateway(Exporter):
             f"--persistence.interval={self.persistence_interval}",
             "--log.level=warn",
         ]
+
+
+@dataclass(kw_only=True)
+class PgBouncerExporter(Exporter):
+    """Debian's prometheus-pgbouncer-exporter (1.7) for the PgBouncer on 127.0.0.1:`pgbouncer_port`.
+
+    Run through `pgbouncer_exporter_compat` (by the Python the package is installed into): 1.7 reads
+    `SHOW STATS` columns PgBouncer 1.18 no longer has. It logs in to the console as `user` (a
+    `stats_users` entry) with the password from `pgpass_file` (libpq's PGPASSFILE, mode 0600), and
+    reports the pools of `database` only (not the console's own).
+    """
+
+    pgbouncer_port: int
+    user: str
+    pgpass_file: Path
+    database: str
+
+    program: ClassVar[str] = "prometheus-pgbouncer-exporter"
+    package: ClassVar[str] = "prometheus-pgbouncer-exporter"
+    title: ClassVar[str] = "pgbouncer exporter"
+
+    @property
+    def compat_script(self) -> Path:
+        return Path(__file__).resolve().with_name("pgbouncer_exporter_compat.py")
+
+    def binary(self) -> str:
+        """The interpreter of Debian's program (its `#!` line): the compat script imports its package."""
+        program = super().binary()
+        with open(program, "rb") as fh:
+            first = fh.readline().decode(errors="replace").strip()
+        if not first.startswith("#!/"):
+            raise ServiceError(f"{program} is not the Python script of Debian's {self.package} package")
+        return first[2:].split()[0]
+
+    def prepare(self) -> None:
+        if not self.pgpass_file.is_file():
+            raise ServiceError(
+                f"the pgbouncer exporter's password file {self.pgpass_file} does not exist: "
+                "PgBouncer.sync_auth writes it"
+            )
+
+    def args(self) -> list[str]:
+        return [
+            str(self.compat_script),
+            "--host=127.0.0.1",
+            f"--port={self.port}",
+            "--pgbouncer-host=127.0.0.1",
+            f"--pgbouncer-port={self.pgbouncer_port}",
+            f"--pgbouncer-user={self.user}",
+            f"--database={self.database}",
+        ]
+
+    def extra_env(self) -> dict[str, str]:
+        return {"PGPASSFILE": str(self.pgpass_file.resolve()), "PGSSLMODE": "disable", "PGCONNECT_TIMEOUT": "3"}
+
+    def _owns(self, pid: int) -> bool:
+        return pid_alive(pid, str(self.compat_script)) and pid_alive(pid, f"--port={self.port} ")

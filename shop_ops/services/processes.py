@@ -5,15 +5,21 @@ Plain functions and classes used by the local environment and by the test fixtur
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import os
 import random
+import re
+import secrets
 import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+import unicodedata
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -282,6 +288,14 @@ class PostgresCluster:
             raise ServiceError(f"psql on port {self.port}: {result.stderr.strip()}")
         return result.stdout.strip()
 
+    def set_role_defaults(self, role: str, values: dict[str, str]) -> None:
+        """`ALTER ROLE role SET name = value` for each: the role's sessions start with them (through a pooler too)."""
+        for name, value in values.items():
+            if not re.fullmatch(r"[a-z_.]+", name):
+                raise ServiceError(f"{name!r} is not a PostgreSQL setting name")
+            literal = "'" + value.replace("'", "''") + "'"
+            self.psql(f'ALTER ROLE "{role}" SET {name} = {literal}')
+
     def create_database(self, name: str, owner: str | None = None) -> None:
         if self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'"):
             return
@@ -289,22 +303,409 @@ class PostgresCluster:
             self.psql(f'CREATE ROLE "{owner}" LOGIN')
         self.psql(f'CREATE DATABASE "{name}"' + (f' OWNER "{owner}"' if owner else ""))
 
+    def create_extension(self, name: str, database: str) -> None:
+        """`CREATE EXTENSION IF NOT EXISTS name` in `database`, as the superuser."""
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+            raise ServiceError(f"{name!r} is not an extension name")
+        self.psql(f'CREATE EXTENSION IF NOT EXISTS "{name}"', database)
+
+    def apply_settings(self, settings: Mapping[str, str], timeout: float = 30) -> bool:
+        """Switch this running cluster to `settings` (name -> plain value, not a postgresql.conf literal);
+        True if it had to restart.
+
+        ALTER SYSTEM (postgresql.auto.conf overrides postgresql.conf), then a reload, waited for
+        until new sessions see it; a restart only when a setting that needs one (context
+        `postmaster`, e.g. shared_preload_libraries, wal_level) differs or is pending.
+        """
+        for name in settings:
+            if not re.fullmatch(r"[a-z_][a-z0-9_.]*", name):
+                raise ServiceError(f"{name!r} is not a PostgreSQL setting name")
+        loaded = self.psql("SELECT pg_conf_load_time()")
+        self.psql("".join(f"ALTER SYSTEM SET {name} = {_sql_string(value)};\n" for name, value in settings.items()))
+        self.psql("SELECT pg_reload_conf()")
+        # A reload is asynchronous: a session forked after the postmaster re-read the files has its load time.
+        deadline = time.monotonic() + timeout
+        while self.psql(f"SELECT pg_conf_load_time() > {_sql_string(loaded)}::timestamptz") != "t":
+            if time.monotonic() > deadline:
+                raise ServiceError(
+                    f"PostgreSQL on port {self.port} did not reload its configuration within {timeout:.0f}s"
+                )
+            time.sleep(0.05)
+        names = ", ".join(_sql_string(name) for name in settings)
+        rows = self.psql(f"SELECT name, setting, context, pending_restart FROM pg_settings WHERE name IN ({names})")
+        restart = False
+        for row in rows.splitlines():
+            name, setting, context, pending = row.split("|")
+            if context == "postmaster" and (setting != settings[name] or pending == "t"):
+                restart = True
+        if restart:
+            self.stop()
+            self.start(timeout=timeout)
+        return restart
+
+    def set_role_password(self, role: str, password: str) -> None:
+        """Create the login role `role` or set its password, without the password in any statement.
+
+        The statement carries a SCRAM-SHA-256 verifier computed here, and its session turns off
+        every log of statements (slow-query log, log_statement, the statement of a failed command)
+        and pg_stat_statements' record of utility commands: a password never reaches the server
+        log, the central log store or the statistics, whatever the cluster's logging settings.
+        """
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", role):
+            raise ServiceError(f"{role!r}: use lower-case letters, digits and '_' for a role name")
+        command = "ALTER" if self.psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{role}'") else "CREATE"
+        self.psql(
+            "SET log_statement = 'none';\n"
+            "SET log_min_duration_statement = -1;\n"
+            "SET log_min_error_statement = panic;\n"
+            "SET pg_stat_statements.track_utility = off;\n"
+            f'{command} ROLE "{role}" WITH LOGIN PASSWORD {_sql_string(scram_verifier(password))};\n'
+        )
+
+
+def scram_verifier(password: str, iterations: int = 4096, salt: bytes | None = None) -> str:
+    """The SCRAM-SHA-256 verifier PostgreSQL stores for `password` (what `\\password` and libpq send instead of it).
+
+    PostgreSQL prepares a password with SASLprep first; for an ASCII password that changes
+    nothing, otherwise NFKC normalisation (SASLprep's mapping) is applied here too.
+    """
+    if not password:
+        raise ServiceError("an empty password: write one into the password file")
+    prepared = password if password.isascii() else unicodedata.normalize("NFKC", password)
+    salt = salt if salt is not None else os.urandom(16)
+    salted = hashlib.pbkdf2_hmac("sha256", prepared.encode(), salt, iterations)
+    stored_key = hashlib.sha256(hmac.new(salted, b"Client Key", "sha256").digest()).digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+    b64 = base64.b64encode
+    return f"SCRAM-SHA-256${iterations}:{b64(salt).decode()}${b64(stored_key).decode()}:{b64(server_key).decode()}"
+
+
+def _sql_string(value: str) -> str:
+    """A standard-conforming SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _conninfo_value(value: str) -> str:
+    """One libpq connection-string value, quoted (a path may hold spaces or quotes)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _pgpass_field(value: str) -> str:
+    """One field of a libpq password file: `:` and `\\` escaped."""
+    return value.replace("\\", "\\\\").replace(":", "\\:")
+
+
+@dataclass(kw_only=True)
+class PostgresReplica(PostgresCluster):
+    """A hot standby of `primary` in its own `datadir` on its own `port`, streaming through a physical slot.
+
+    Built once with `pg_basebackup -R -X stream -S <slot>` from the primary; started and stopped
+    like any cluster (the inherited `start`, `stop`, `running`, `ready`, `psql`). It replicates as
+    `replication_user` (LOGIN REPLICATION), whose password is in `password_file` (0600, made on
+    first use); PostgreSQL's walreceiver reads it from a libpq password file of its own
+    (`passfile`, 0600, PostgreSQL's OS user), never from a command line or the configuration.
+    """
+
+    primary: PostgresCluster
+    password_file: Path
+    # The primary keeps the WAL this replica has not received yet in this slot (a name per replica).
+    slot: str = "replica"
+    replication_user: str = "replicator"
+    # Long reporting queries are not cancelled by replayed vacuum cleanups (the primary keeps those rows).
+    hot_standby_feedback: bool = True
+
+    def __post_init__(self) -> None:
+        for what, name in (("slot", self.slot), ("replication_user", self.replication_user)):
+            if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
+                raise ValueError(f"{what} {name!r} must be lower-case letters, digits and _ (a PostgreSQL name)")
+
+    @property
+    def passfile(self) -> Path:
+        """The walreceiver's libpq password file, beside the data folder (pg_basebackup needs an empty one)."""
+        return self.datadir.parent / f"{self.datadir.name}.pgpass"
+
+    def init(self) -> None:
+        """The base backup from the primary, once (an existing data folder is kept as it is)."""
+        if not (self.datadir / "PG_VERSION").exists():
+            self._base_backup()
+
+    def create(self, timeout: float = 60) -> str:
+        """Make the replica run and stream from the primary; say what was done, in one line.
+
+        Idempotent: a missing data folder is built from the primary (which must be up); an
+        existing one is started as it is, not rebuilt, unless the primary answers and no longer
+        keeps this replica's slot (dropped, or invalidated by max_slot_wal_keep_size: the WAL the
+        replica needs is gone), then it is rebuilt. With the primary down the replica still starts
+        (its last state serves reads; it resumes streaming when the primary is back). When the
+        primary answers, a replica it started streams before this returns (else ServiceError).
+        """
+        where = f"replica of 127.0.0.1:{self.primary.port} on 127.0.0.1:{self.port} ({self.datadir})"
+        if not (self.datadir / "PG_VERSION").exists():
+            self._base_backup()
+            self.start(timeout)
+            self._wait_streaming(timeout)
+            return f"{where}: built with pg_basebackup (slot {self.slot}) and started"
+        if not (self.datadir / "standby.signal").exists():
+            raise ServiceError(
+                f"{self.datadir} has no standby.signal: it was promoted and is a primary now, not a replica of "
+                f"127.0.0.1:{self.primary.port}. Point the shop at one of the two (docs/runbooks/failover.md); "
+                "to build a new replica here, stop it and move the folder away"
+            )
+        primary_up = self.primary.ready()
+        problem = self.slot_problem() if primary_up else None
+        if problem:
+            self.stop()
+            shutil.rmtree(self.datadir)
+            self._base_backup()
+            self.start(timeout)
+            self._wait_streaming(timeout)
+            return f"{where}: rebuilt, because {problem}"
+        if self.running():
+            return f"{where}: already running"
+        self.start(timeout)
+        if not primary_up:
+            return f"{where}: started; the primary does not answer, it streams once it does"
+        self._wait_streaming(timeout)
+        return f"{where}: started"
+
+    def _wait_streaming(self, timeout: float) -> None:
+        """Until its walreceiver streams from the primary; ServiceError with the replica's log after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while not self.streaming():
+            if time.monotonic() > deadline:
+                log = self.datadir / "server.log"
+                tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+                raise ServiceError(
+                    f"the replica on port {self.port} runs but does not stream from 127.0.0.1:{self.primary.port} "
+                    f"within {timeout:.0f}s (replication password, pg_hba.conf, or the WAL it needs gone?): {tail}"
+                )
+            time.sleep(0.1)
+
+    def slot_problem(self) -> str | None:
+        """Why the primary cannot feed this replica any more (no slot, or a lost one); None if it can."""
+        status = self._slot_status()
+        if not status:
+            return (
+                f"the primary on port {self.primary.port} has no replication slot {self.slot} (dropped, or a new "
+                "primary): the WAL the replica needs to catch up may be gone"
+            )
+        if status == "lost":
+            return (
+                f"the primary on port {self.primary.port} removed WAL that slot {self.slot} still needed "
+                "(wal_status lost: the replica fell more than max_slot_wal_keep_size behind)"
+            )
+        return None
+
+    def _slot_status(self) -> str:
+        """The slot's wal_status on the primary (reserved, extended, unreserved, lost); "" when there is no such slot."""
+        return self.primary.psql(
+            f"SELECT coalesce(wal_status, '?') FROM pg_replication_slots WHERE slot_name = '{self.slot}'"
+        )
+
+    def _ensure_replication_role(self) -> str:
+        """The replication role on the primary, with the password of `password_file` (made once, 0600)."""
+        if not self.password_file.exists():
+            self.password_file.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(secrets.token_urlsafe(24) + "\n")
+        password = self.password_file.read_text().strip()
+        if not password:
+            raise ServiceError(
+                f"the replication password file {self.password_file} is empty: delete it (a new one is made)"
+            )
+        literal = "'" + password.replace("'", "''") + "'"
+        exists = self.primary.psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{self.replication_user}'")
+        verb = "ALTER" if exists else "CREATE"
+        self.primary.psql(f'{verb} ROLE "{self.replication_user}" WITH LOGIN REPLICATION PASSWORD {literal}')
+        return password
+
+    def _write_passfile(self, password: str) -> None:
+        line = ":".join(
+            _pgpass_field(v) for v in ("127.0.0.1", str(self.primary.port), "*", self.replication_user, password)
+        )
+        self.passfile.unlink(missing_ok=True)
+        fd = os.open(self.passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(line + "\n")
+        hand_to_pg_user(self.passfile)
+
+    def _base_backup(self) -> None:
+        if self.primary.tcp_auth == "trust":
+            raise ServiceError(
+                f"the primary on port {self.primary.port} trusts TCP logins (tcp_auth trust): a replica needs "
+                "tcp_auth scram-sha-256 on it, so that replication authenticates with a password"
+            )
+        self.datadir.parent.mkdir(parents=True, exist_ok=True)
+        if not pg_user_can_enter(self.datadir.parent):
+            raise ServiceError(
+                f"PostgreSQL runs as the OS user {pg_os_user()}, which cannot enter {self.datadir.parent}: "
+                "put the replica's data folder where that user can reach it"
+            )
+        if self.datadir.exists() and any(self.datadir.iterdir()):
+            raise ServiceError(
+                f"{self.datadir} is not empty but holds no cluster (PG_VERSION): a base backup needs an empty "
+                "folder; look at what is there and move it away"
+            )
+        self._write_passfile(self._ensure_replication_role())
+        status = self._slot_status()
+        if status == "lost":
+            self.primary.psql(f"SELECT pg_drop_replication_slot('{self.slot}')")
+        if status in ("", "lost"):
+            # Reserved now: the WAL from here on stays until the replica has it.
+            self.primary.psql(f"SELECT pg_create_physical_replication_slot('{self.slot}', true)")
+        self.datadir.mkdir(mode=0o700, exist_ok=True)
+        hand_to_pg_user(self.datadir)
+        conninfo = " ".join(
+            f"{key}={_conninfo_value(value)}"
+            for key, value in (
+                ("host", "127.0.0.1"), ("port", str(self.primary.port)), ("user", self.replication_user),
+                ("passfile", str(self.passfile)), ("application_name", self.slot),
+            )
+        )  # fmt: skip
+        try:
+            # -c fast: a checkpoint now, not one spread over checkpoint_timeout; -w: never prompt.
+            _run(
+                [pg_bin("pg_basebackup"), "-D", str(self.datadir), "-d", conninfo, "-R", "-X", "stream",
+                 "-S", self.slot, "-c", "fast", "-w"],
+                f"pg_basebackup of the replica {self.datadir} from port {self.primary.port}",
+            )  # fmt: skip
+        except ServiceError:
+            shutil.rmtree(self.datadir, ignore_errors=True)
+            raise
+        # The copy carries the primary's settings: the socket folder and anything else of the replica's
+        # own go after the primary_conninfo that -R wrote (later lines win).
+        conf = {
+            "unix_socket_directories": conf_string(f'"{self.socket_dir}"'),
+            "hot_standby": "on",
+            "hot_standby_feedback": "on" if self.hot_standby_feedback else "off",
+            **self.extra_conf,
+        }
+        with open(self.datadir / "postgresql.auto.conf", "a") as fh:
+            fh.write(f"\n# shop-ops: replica of 127.0.0.1:{self.primary.port}\n")
+            fh.write("".join(f"{k} = {v}\n" for k, v in conf.items()))
+        for stale in ("server.log", "postmaster.opts"):
+            (self.datadir / stale).unlink(missing_ok=True)
+        for stale in self.socket_dir.glob(".s.PGSQL.*"):
+            stale.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------------ probes and promotion
+    def in_recovery(self) -> bool:
+        """It is still a standby (not promoted)."""
+        return self.psql("SELECT pg_is_in_recovery()") == "t"
+
+    def streaming(self) -> bool:
+        """Its walreceiver streams from the primary now."""
+        return self.psql("SELECT status FROM pg_stat_wal_receiver") == "streaming"
+
+    def lag_seconds(self) -> float:
+        """How far replay is behind: 0 when it has replayed all it received, else the age of the last replayed commit."""
+        return float(
+            self.psql(
+                "SELECT CASE WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0 "
+                "ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0) END"
+            )
+        )
+
+    def wait_caught_up(self, timeout: float = 30) -> None:
+        """Until it has replayed everything the primary had written when called; ServiceError after `timeout`."""
+        target = self.primary.psql("SELECT pg_current_wal_lsn()")
+        deadline = time.monotonic() + timeout
+        while self.psql(f"SELECT pg_last_wal_replay_lsn() >= '{target}'::pg_lsn") != "t":
+            if time.monotonic() > deadline:
+                raise ServiceError(
+                    f"the replica on port {self.port} did not replay up to {target} within {timeout:.0f}s; "
+                    f"see {self.datadir / 'server.log'} and pg_stat_replication on port {self.primary.port}"
+                )
+            time.sleep(0.1)
+
+    def promote(self, timeout: float = 60) -> None:
+        """`pg_ctl promote`: it stops following the primary and accepts writes (a new timeline).
+
+        The primary keeps the slot (and with it WAL) until someone drops it there: see
+        docs/runbooks/failover.md.
+        """
+        if not self.running():
+            raise ServiceError(f"the replica on port {self.port} does not run: start it before promoting it")
+        _run(
+            [pg_bin("pg_ctl"), "-D", str(self.datadir), "-w", "-t", str(int(timeout)), "promote"],
+            f"promotion of the replica on port {self.port}",
+        )
+
+
+def redis_word(value: str) -> str:
+    """One word of a redis.conf line: as is when plain, else double-quoted with escapes."""
+    if value and re.fullmatch(r"[A-Za-z0-9_.,:/@%+=~&|*<>#!^?-]+", value):
+        return value
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
 
 @dataclass
 class RedisServer:
-    """A Redis 7 server on 127.0.0.1:`port`, data in `datadir`."""
+    """A Redis 7 server on 127.0.0.1:`port`, data in `datadir`, configured by `<datadir>/redis.conf` (mode 0600).
+
+    Without `settings` and `users` a throwaway server: no persistence, no memory limit, the default
+    user with `password` (or none). `settings` are more redis.conf directives, written as given (a
+    cache's maxmemory, a cart store's AOF, a replica's `replicaof`); `users` its ACL `user` lines
+    (then the default user is off unless a line turns it on). Secrets go only into the 0600 file, never
+    on a command line. It runs with umask 077, so a CONFIG REWRITE (Sentinel asks for one when it
+    changes a server's role) keeps the file private (shop_ops/services/redis.py builds the shop's
+    servers and decides their roles).
+    """
 
     datadir: Path
     port: int
     password: str | None = None
     process: subprocess.Popen[bytes] | None = None
+    settings: dict[str, str] = field(default_factory=dict)
+    users: list[str] = field(default_factory=list)
 
     @property
     def pidfile(self) -> Path:
         return self.datadir / "redis.pid"
 
+    @property
+    def config_file(self) -> Path:
+        return self.datadir / "redis.conf"
+
+    @property
+    def log(self) -> Path:
+        return self.datadir / "redis.log"
+
     def url(self, db: int = 0) -> str:
         return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def config_lines(self) -> list[str]:
+        """The redis.conf this server starts with."""
+        settings = {"save": '""', "appendonly": "no", **self.settings}
+        lines = [
+            "# shop-ops: written at each start; the server may rewrite it (CONFIG REWRITE)",
+            "bind 127.0.0.1",
+            f"port {self.port}",
+            f"dir {redis_word(str(self.datadir))}",
+            f"pidfile {redis_word(str(self.pidfile))}",
+            f"logfile {redis_word(str(self.log))}",
+            "daemonize no",
+        ]
+        if self.password:
+            lines.append(f"requirepass {redis_word(self.password)}")
+        lines += [f"{name} {value}" for name, value in settings.items()]
+        if self.users and not any(u.split()[1:2] == ["default"] for u in self.users):
+            lines.append("user default off")
+        lines += self.users
+        return lines
+
+    def write_config(self) -> None:
+        """`<datadir>/redis.conf`, created with mode 0600 (it holds passwords)."""
+        self.datadir.mkdir(parents=True, exist_ok=True)
+        self.datadir.chmod(0o700)
+        text = "\n".join(self.config_lines()) + "\n"
+        tmp = self.config_file.with_suffix(".tmp")
+        tmp.unlink(missing_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        tmp.replace(self.config_file)
 
     def start(self, timeout: float = 10) -> None:
         if port_is_open(self.port):
@@ -312,21 +713,17 @@ class RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
             raise ServiceError("redis-server not found: install it (apt-get install redis-server)")
-        self.datadir.mkdir(parents=True, exist_ok=True)
-        args = [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.datadir),
-                "--pidfile", str(self.pidfile), "--save", "", "--appendonly", "no",
-                "--logfile", str(self.datadir / "redis.log")]  # fmt: skip
-        if self.password:
-            args += ["--requirepass", self.password]
+        self.write_config()
         # No inherited stdout/stderr: a caller capturing our output must not wait on the server.
         self.process = subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True,
+            [binary, str(self.config_file)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True, umask=0o077,
         )  # fmt: skip
         deadline = time.monotonic() + timeout
         while not port_is_open(self.port):
             if self.process.poll() is not None or time.monotonic() > deadline:
-                raise ServiceError(f"Redis on port {self.port} did not start; see {self.datadir / 'redis.log'}")
+                tail = self.log.read_text(errors="replace")[-1500:] if self.log.exists() else ""
+                raise ServiceError(f"Redis on port {self.port} did not start; see {self.log}: {tail}")
             time.sleep(0.05)
 
     def running(self) -> bool:
@@ -343,9 +740,23 @@ class RedisServer:
         except OSError:
             return False
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash looks (nothing flushed, no goodbye to replicas or Sentinel)."""
+        pid = self.process.pid if self.process else _read_pid(self.pidfile)
+        if pid is None or not pid_alive(pid, "redis-server"):
+            return
+        os.kill(pid, signal.SIGKILL)
+        if self.process is not None:
+            self.process.wait(timeout=10)
+        else:
+            wait_gone(pid, 10)
+
     def stop(self, timeout: float = 10) -> None:
         pid = self.process.pid if self.process else _read_pid(self.pidfile)
-        if pid is None or (self.process is None and not pid_alive(pid, "redis-server")):
+        gone = (
+            self.process.poll() is not None if self.process else pid is not None and not pid_alive(pid, "redis-server")
+        )
+        if pid is None or gone:  # our own child that exited (killed) was reaped: its pid may be someone else's now
             self.pidfile.unlink(missing_ok=True)
             return
         try:
