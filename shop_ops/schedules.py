@@ -1,4 +1,4 @@
-"""The schedules of the code location: nightly backups, weekly DR drills, nightly k6 runs, cost reports, budgets, SLOs.
+"""The schedules of the code location: nightly backups, DR drills, k6 runs, cost reports, budgets, SLOs, slow queries.
 
 Jobs are named, not imported: schedules, sensors and jobs are sibling rooms (`make lint`).
 `definitions.py` builds them with the default status of its profile (running locally).
@@ -80,6 +80,16 @@ def build_schedules(default_status: dg.DefaultScheduleStatus) -> list[dg.Schedul
         description="06:30 UTC: the SLO report (availability, p95, error budgets per environment and day).",
     )
 
+    # 06:45 UTC: each environment's top statements by total time (pg_stat_statements), one picture a day.
+    daily_slow_queries_schedule = dg.ScheduleDefinition(
+        name="daily_slow_queries_schedule",
+        target=dg.AssetSelection.groups("database") & dg.AssetSelection.key_substring("slow_queries"),
+        cron_schedule="45 6 * * *",
+        execution_timezone="UTC",
+        default_status=default_status,
+        description="06:45 UTC: each environment's top statements by total execution time (slow_queries).",
+    )
+
     return [
         nightly_backup_schedule,
         weekly_dr_drill_schedule,
@@ -87,6 +97,7 @@ def build_schedules(default_status: dg.DefaultScheduleStatus) -> list[dg.Schedul
         monthly_cost_schedule,
         daily_budget_schedule,
         daily_slo_schedule,
+        daily_slow_queries_schedule,
     ]
 
 

@@ -208,11 +208,6 @@ def segment_name(timeline: int, position: int, wal_segment_bytes: int = WAL_SEGM
     return f"{timeline:08X}{position // per_log:08X}{position % per_log:08X}"
 
 
-def _sql_literal(value: str) -> str:
-    """An SQL string literal (standard_conforming_strings is on in PostgreSQL 15)."""
-    return "'" + value.replace("'", "''") + "'"
-
-
 def _printable(text: str) -> str:
     """Text without control characters (decrypted garbage, terminal escapes)."""
     return "".join(ch if ch.isprintable() or ch in "\n\t" else "?" for ch in text)
@@ -413,22 +408,11 @@ class PgBackRest:
 
         ALTER SYSTEM (postgresql.auto.conf overrides an older `cp` archive_command in
         postgresql.conf), then a reload; wal_level, archive_mode and track_commit_timestamp only
-        change with a restart, done here when one of them differs.
+        change with a restart, done here when one of them differs (`PostgresCluster.apply_settings`).
         """
         settings = self._settings(archive_timeout)
-        cluster.psql("".join(f"ALTER SYSTEM SET {name} = {_sql_literal(value)};\n" for name, value in settings.items()))
-        cluster.psql("SELECT pg_reload_conf()")
-        names = ", ".join(_sql_literal(name) for name in settings)
-        rows = cluster.psql(f"SELECT name, setting, context, pending_restart FROM pg_settings WHERE name IN ({names})")
-        restart = False
-        for row in rows.splitlines():
-            name, setting, context, pending = row.split("|")
-            if context == "postmaster" and (setting != settings[name] or pending == "t"):
-                restart = True
-        if restart:
-            cluster.stop()
-            cluster.start(timeout=timeout)
-        # A reload is asynchronous: wait until a new session sees the archive_command.
+        restart = cluster.apply_settings(settings, timeout=timeout)
+        # A new session sees the archive_command (apply_settings waited for the reload).
         deadline = time.monotonic() + timeout
         while cluster.psql("SELECT current_setting('archive_command')") != settings["archive_command"]:
             if time.monotonic() > deadline:

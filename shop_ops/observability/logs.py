@@ -14,7 +14,9 @@ and release. Lines are parsed by rsyslog itself, by format:
   `labels_from_filename` the slot and release come from the file's name, `<service>_<slot>_<release>.log`
   (`container_log_path` of shop_ops/resources/containers.py, where `DockerEngine.start_service` takes `log_path`).
 - `postgresql`, `redis`, `dagster`: plain lines; time and level are read from each program's own
-  line prefix; PostgreSQL and dagster continuation lines join their first line.
+  line prefix; PostgreSQL and dagster continuation lines join their first line. A PostgreSQL
+  slow-query line (`log_min_duration_statement`: `LOG:  duration: 512.345 ms  statement: ...`) is a
+  `warning` with fields `{"kind": "slow_query", "duration_ms": 512.345}` (`slow_queries()` finds them).
 - `plain`: the line as it is (a bracketed `[LEVEL]` gives the level).
 
 Output: `ompgsql` inserts one row per line into `logs.records` (`ensure_schema`). rsyslog connects
@@ -50,6 +52,7 @@ from urllib.parse import quote, urlencode
 import psycopg2
 
 from shop_ops.resources.containers import CONTAINER_LOG_REGEX
+from shop_ops.services.processes import scram_verifier
 from shop_ops.services.rsyslog import RsyslogServer
 
 LogFormat = Literal["json", "podman", "postgresql", "redis", "dagster", "plain"]
@@ -202,7 +205,14 @@ ruleset(name="shop_parse") {
     set $.message = $.line;
     if $.format == "postgresql" then {
       set $.ts = re_extract($.line, "^([0-9]{4}-[0-9]{2}-[0-9]{2} [0-9:.]+ [A-Za-z0-9+:-]+) [[][0-9]+[]] ", 0, 1, "");
-      set $.level = re_extract($.line, "^[0-9-]+ [0-9:.]+ [^ ]+ [[][0-9]+[]] ([A-Z0-9]+):", 0, 1, "");
+      # PostgreSQL writes `LOG:  ...`, PgBouncer (the same line prefix) `LOG C-0x...: ...`.
+      set $.level = re_extract($.line, "^[0-9-]+ [0-9:.]+ [^ ]+ [[][0-9]+[]] ([A-Z0-9]+):? ", 0, 1, "");
+      # log_min_duration_statement's line: a slow query, a warning with its kind and duration in fields.
+      set $.duration = re_extract($.line, "^[0-9-]+ [0-9:.]+ [^ ]+ [[][0-9]+[]] LOG:  duration: ([0-9]+[.]?[0-9]*) ms  ", 0, 1, "");
+      if $.duration != "" then {
+        set $.level = "warning";
+        set $.fields = '{"kind": "slow_query", "duration_ms": ' & $.duration & '}';
+      }
     } else if $.format == "redis" then {
       set $.ts = re_extract($.line, "^[0-9]+:[A-Z] ([0-9]{2} [A-Za-z]{3} [0-9]{4} [0-9:.]+) [.*#-] ", 0, 1, "");
       set $.level = re_extract($.line, "^[0-9]+:[A-Z] [0-9]{2} [A-Za-z]{3} [0-9]{4} [0-9:.]+ ([.*#-]) ", 0, 1, "");
@@ -410,11 +420,11 @@ CREATE OR REPLACE FUNCTION logs.norm_level(value text) RETURNS text LANGUAGE sql
     END
 $$;
 
--- Terminal colour codes out, credentials masked: a safety net, nothing logs them on purpose.
+-- Terminal colour codes out, credentials masked (SQL's `PASSWORD '...'` too): a safety net, nothing logs them on purpose.
 CREATE OR REPLACE FUNCTION logs.clean(value text) RETURNS text LANGUAGE sql IMMUTABLE AS $$
     SELECT regexp_replace(
         regexp_replace(value, '(\\x1b|#033)\\[[0-9;]*m', '', 'g'),
-        '((?:password|passwd|secret|token|api[_-]?key|authorization)(?:\\\\?["''])?\\s*[:=]\\s*(?:\\\\?["''])?(?:bearer\\s+|basic\\s+)?|bearer\\s+|basic\\s+)[^\\s"'',&;\\\\]+',
+        '((?:password|passwd|secret|token|api[_-]?key|authorization)(?:\\\\?["''])?\\s*[:=]\\s*(?:\\\\?["''])?(?:bearer\\s+|basic\\s+)?|password\\s+''|bearer\\s+|basic\\s+)[^\\s"'',&;\\\\]+',
         '\\1[redacted]', 'gi')
 $$;
 """
@@ -450,7 +460,8 @@ def ensure_schema(dsn: str, writer: str | None = None, writer_password: str | No
         if cur.fetchone() is None:
             cur.execute(f"CREATE ROLE {writer} LOGIN")
         if writer_password is not None:
-            cur.execute(f"ALTER ROLE {writer} PASSWORD %s", (writer_password,))
+            # A verifier, not the password: the statement may be logged (slow-query log, errors).
+            cur.execute(f"ALTER ROLE {writer} PASSWORD %s", (scram_verifier(writer_password),))
         # rsyslog's statements rely on these whatever the server's defaults are.
         cur.execute(f"ALTER ROLE {writer} SET standard_conforming_strings = on")
         cur.execute(f"ALTER ROLE {writer} SET timezone = 'UTC'")
@@ -519,6 +530,24 @@ def records(
     )
     with _connect(dsn) as conn, conn.cursor() as cur:
         cur.execute(sql, [*params, limit])
+        return [LogRecord(*row) for row in cur.fetchall()]
+
+
+def slow_queries(
+    dsn: str, environment: str | None = None, since: datetime | None = None, limit: int = 1000
+) -> list[LogRecord]:
+    """PostgreSQL's slow-query lines (fields `kind` = slow_query, `duration_ms`), slowest first, at most `limit`."""
+    sql = (
+        "SELECT id, received_at, ts, service, environment, slot, release, level, request_id, message, fields,"
+        f" source_file, error_kind FROM {TABLE} WHERE fields ->> 'kind' = 'slow_query'"
+        + (" AND environment = %s" if environment else "")
+        + (" AND ts >= %s" if since else "")
+        + " ORDER BY CASE WHEN jsonb_typeof(fields -> 'duration_ms') = 'number'"
+        " THEN (fields ->> 'duration_ms')::float8 END DESC NULLS LAST, id LIMIT %s"
+    )
+    params = [value for value in (environment, since) if value] + [limit]
+    with _connect(dsn) as conn, conn.cursor() as cur:
+        cur.execute(sql, params)
         return [LogRecord(*row) for row in cur.fetchall()]
 
 

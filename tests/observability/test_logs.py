@@ -434,3 +434,31 @@ def test_odd_bytes_do_not_block_the_queue(collector, sources, store_dsn):
     wait_until("the line after the odd ones", lambda: logs.records(store_dsn, request_id=rid), timeout=12, step=0.2)
     odd = [r for r in logs.records(store_dsn, service="router", environment="production") if "latin-1" in r.message]
     assert [r.message for r in odd] == ["not json ?? latin-1 caf? red"]  # bytes fixed, colour codes gone
+
+
+def test_a_slow_query_is_stored_as_one_and_a_password_in_sql_is_masked(collector, sources, store_dsn, postgres):
+    """A real slow statement of a cluster (multi-line), and a crafted slow-log line that sets a password."""
+    marker = f"slow-{time.time_ns()}"
+    with psycopg2.connect(postgres.dsn()) as conn, conn.cursor() as cur:
+        cur.execute("SET log_min_duration_statement = 0")  # this session only: every statement is slow
+        cur.execute(f"SELECT pg_sleep(0.05),\n       '{marker}'")
+    conn.close()
+    role = marker.replace("-", "_")
+    append(sources["pg_lines"], "2026-11-30 18:00:03.000 UTC [4243] LOG:  duration: 1.500 ms  statement: "
+           f"ALTER ROLE {role} PASSWORD 'hunter3-{marker}'")  # fmt: skip
+
+    def found() -> list[logs.LogRecord]:
+        rows = [r for r in logs.slow_queries(store_dsn) if marker in r.message or role in r.message]
+        return rows if len(rows) == 2 else []
+
+    rows = {r.environment: r for r in wait_until("both slow-query records", found, timeout=12, step=0.2)}
+    real = rows["local"]
+    assert real.service == "postgresql" and real.level == "warning" and real.fields["kind"] == "slow_query"
+    assert 50 <= real.fields["duration_ms"] < 5000
+    assert "statement: SELECT pg_sleep(0.05)," in real.message and marker in real.message  # both lines, one record
+    crafted = rows["production"]
+    assert crafted.fields == {"kind": "slow_query", "duration_ms": 1.5}
+    assert f"hunter3-{marker}" not in crafted.message and "PASSWORD '[redacted]'" in crafted.message
+    assert crafted.ts == datetime(2026, 11, 30, 18, 0, 3, tzinfo=UTC)
+    assert real.id in {r.id for r in logs.slow_queries(store_dsn, environment="local")}
+    assert crafted.id not in {r.id for r in logs.slow_queries(store_dsn, environment="local")}

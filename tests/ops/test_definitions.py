@@ -25,7 +25,7 @@ def test_definitions_names_and_blocking_checks():
         "pipeline_state_backup", "staging/dr_drill", "production/dr_drill",
         "staging/load_test_baseline", "production/load_test_baseline", "staging/nightly_load_test",
         "production/nightly_load_test", "capacity_report", "cost_estimate", "actual_spend", "cost_report",
-        "terraform_scan", "slo_report",
+        "terraform_scan", "slo_report", "staging/slow_queries", "production/slow_queries",
     }  # fmt: skip
     checks = graph.asset_check_keys
     assert {(c.asset_key.to_user_string(), c.name) for c in checks} >= {
@@ -103,6 +103,12 @@ def test_definitions_names_and_blocking_checks():
         "availability_budget_left",
     ) not in blocking
     assert defs.resolve_schedule_def("daily_slo_schedule").cron_schedule == "30 6 * * *"
+    # Query insight: each environment's top statements, in the database group, daily.
+    slow = {dg.AssetKey([env, "slow_queries"]) for env in ("staging", "production")}
+    assert {graph.get(key).group_name for key in slow} == {"database"}
+    schedule = defs.resolve_schedule_def("daily_slow_queries_schedule")
+    assert schedule.cron_schedule == "45 6 * * *"
+    assert defs.resolve_job_def(schedule.job_name).asset_layer.selected_asset_keys == slow
     assert defs.resources["service_levels"].prometheus_url == "http://127.0.0.1:9090"
     assert defs.resolve_sensor_def("pipeline_metrics_sensor").minimum_interval_seconds == 60
     assert defs.resolve_sensor_def("log_alert_sensor").minimum_interval_seconds == 60
