@@ -26,7 +26,7 @@
 # infra/pricing are copied to /opt/shop-ops/infra (SHOP_OPS_INFRA) without .terraform/ folders
 # and Terraform state files.
 #
-# Debian packages (RUNNER_DEBS: PostgreSQL 15 client and server programs, pgBackRest): nothing
+# Debian packages (RUNNER_DEBS: PostgreSQL 15 client and server programs, pgBackRest, Redis): nothing
 # is downloaded inside a build (podman_build_replace: --network none), so the .deb files come
 # from the host's apt, which must be Debian of the base image's release (bookworm). The
 # packages get the versions installed on the host (else apt's candidate); `apt-get -s` against
@@ -49,7 +49,9 @@ source "$ROOT/scripts/host-wheels.sh"
 BASE_IMAGE=${RUNNER_BASE_IMAGE:-localhost/shop-base-python:bookworm}
 REPO=localhost/shop-ops-runner
 WORK=$ROOT/.build/runner
-RUNNER_DEBS=(postgresql-client-15 postgresql-15 pgbackrest)
+# redis-server and redis-tools: the cart store's RDB snapshot (redis-cli --rdb) and its restore test
+# (a scratch redis-server) in nightly_backup.
+RUNNER_DEBS=(postgresql-client-15 postgresql-15 pgbackrest redis-server redis-tools)
 DEB_CACHE=$SHOP_OPS_CACHE/runner-debs
 CHECKOV_REQUIREMENTS=scripts/checkov-requirements.txt
 CHECKOV_REPO=localhost/shop-ops-checkov

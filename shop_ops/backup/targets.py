@@ -32,6 +32,7 @@ import psycopg2
 from pydantic import Field
 
 from shop_ops.backup import crypto
+from shop_ops.backup.carts import CartsFingerprint, snapshot_carts, verify_restored
 from shop_ops.backup.fingerprint import Fingerprint, pin_settings
 from shop_ops.backup.heartbeat import SCHEMA as HEARTBEAT_SCHEMA
 from shop_ops.backup.heartbeat import TABLE as HEARTBEAT_TABLE
@@ -45,6 +46,7 @@ from shop_ops.services.processes import PostgresCluster, RedisServer, ServiceErr
 
 Log = Callable[[str], None]
 DUMP, FINGERPRINT, STATE = "dump", "fingerprint", "state"
+CARTS = "carts"  # the cart store's RDB snapshot, encrypted, beside the dump (issue 13)
 PIPELINE = "pipeline"  # the catalog's "environment" for the pipeline's own state
 FULL_EVERY = timedelta(days=7)  # a diff backup on other nights builds on the newest full one
 DRILL_WINDOW = timedelta(hours=24)
@@ -93,6 +95,7 @@ class BackupReport:
             "backend_image": meta["backend_image"] or "-",
             "key_id": meta["key_id"],
             **{f"physical_{k}": v for k, v in self.physical.items()},
+            **_carts_metadata(self.entry),
             "pruned": ", ".join(self.pruned) or "none",
         }
 
@@ -111,9 +114,11 @@ class RestoreReport:
     backend_image: str | None
     catalog_products: int | None
     location: str
+    carts_restored: int | None = None  # carts in the restored cart store snapshot (None: the backup has none)
 
     def metadata(self) -> dict[str, Any]:
         return {
+            "carts_restored": self.carts_restored if self.carts_restored is not None else -1,
             "rto_seconds": round(self.rto_seconds, 2),
             "restore_seconds": round(self.restore_seconds, 2),
             "restored_bytes": self.restored_bytes,
@@ -305,12 +310,30 @@ class LocalCluster(dg.Config):
     pgbackrest_dir: str = Field(description="pgBackRest's config, encrypted repository, log, lock and spool")
 
 
+class LocalCartStore(dg.Config):
+    """One local environment's cart store (Redis, issue 13) as the backup reaches it: as user `admin`."""
+
+    ports: list[int] = Field(description="the cart servers (primary and replica, either order) on 127.0.0.1")
+    admin_password_file: str = Field(description="the Redis user admin's password (mode 600)")
+
+    def admin_password(self) -> str:
+        try:
+            return Path(self.admin_password_file).read_text().strip()
+        except OSError as exc:
+            raise BackupError(
+                f"the cart store's admin password file {self.admin_password_file}: {exc.strerror}"
+            ) from None
+
+
 class LocalBackupTarget(BackupTarget):
-    """Local profile: pgBackRest + encrypted pg_dump per environment; scratch clusters for tests and drills."""
+    """Local profile: pgBackRest + encrypted pg_dump per environment, and an encrypted RDB snapshot of its
+    cart store where one is configured; scratch clusters and Redis servers for tests and drills."""
 
     postgres: PostgresResource
     containers: ContainersResource
     clusters: dict[str, LocalCluster]
+    # Environments with a cart store of their own: its RDB snapshot goes into the same catalog entry.
+    cart_stores: dict[str, LocalCartStore] = Field(default_factory=dict)
     scratch_dir: str = Field(description="scratch clusters go here (PostgreSQL's OS user must reach it)")
     process_max: int = 2
     archive_timeout_seconds: int = 20
@@ -365,7 +388,10 @@ class LocalBackupTarget(BackupTarget):
                 "wal_start": physical.wal_start,
                 "wal_stop": physical.wal_stop,
             }
-            entry = self._put(environment, day, {DUMP: dump.path, FINGERPRINT: fingerprint}, metadata)
+            files = {DUMP: dump.path, FINGERPRINT: fingerprint}
+            if environment in self.cart_stores:
+                files[CARTS], metadata["carts"] = self._snapshot_carts(environment, tmp, key, log)
+            entry = self._put(environment, day, files, metadata)
         log(f"{environment}: stored {entry.objects[DUMP].location}")
         expired = pg.expire(pg.retention_full, dry_run=self.prune_dry_run)
         pruned = self._prune(environment, day, log) + [f"pgbackrest {label}" for label in expired.expired]
@@ -404,12 +430,46 @@ class LocalBackupTarget(BackupTarget):
                         raise BackupError(
                             f"the backend on the restored database lists {products} products, the backup holds {want}"
                         )
+            carts = (
+                self._restore_test_carts(environment, store, entry, tmp, key, log) if CARTS in entry.objects else None
+            )
         rto = time.monotonic() - started
         _mark_verified(store, entry, {"rto_seconds": round(rto, 2)})
         return RestoreReport(
             environment, day, rto, restored.seconds, restored.restored_bytes, len(expected.tables), expected.rows,
-            image, products, entry.objects[DUMP].location,
+            image, products, entry.objects[DUMP].location, carts,
         )  # fmt: skip
+
+    def _snapshot_carts(self, environment: str, tmp: Path, key: bytes, log: Log) -> tuple[Path, dict[str, Any]]:
+        """The cart store's RDB, encrypted into `tmp`, and what the catalog records of it."""
+        cart_store = self.cart_stores[environment]
+        try:
+            snap = snapshot_carts(cart_store.ports, cart_store.admin_password(), tmp / "carts.rdb", tmp / "carts")
+        except ServiceError as exc:
+            raise BackupError(f"{environment}'s cart store: {exc}") from None
+        encrypted = tmp / "carts.rdb.enc"
+        _encrypt_file(snap.path, encrypted, key)
+        snap.path.unlink()
+        log(f"{environment}: cart store RDB from its {snap.source_role} (port {snap.source_port}), "
+            f"{snap.bytes / 1e6:.2f} MB in {snap.seconds:.1f}s, {snap.fingerprint.carts} carts")  # fmt: skip
+        return encrypted, {
+            "bytes": snap.bytes, "seconds": round(snap.seconds, 2), "source": snap.source_role,
+            "fingerprint": snap.fingerprint.to_dict(),
+        }  # fmt: skip
+
+    def _restore_test_carts(
+        self, environment: str, store: BackupStore, entry: CatalogEntry, tmp: Path, key: bytes, log: Log
+    ) -> int:
+        """Decrypt the stored RDB, load it into a scratch redis-server: the same carts as recorded."""
+        started = time.monotonic()
+        expected = CartsFingerprint.from_dict(entry.metadata["carts"]["fingerprint"])
+        fetched = _fetch(store, entry, CARTS, tmp / "carts.rdb.enc")
+        plain = tmp / "carts.rdb"
+        crypto.decrypt_file(fetched, plain, key)
+        found = verify_restored(plain, expected, tmp / "carts")
+        log(f"{environment}: cart store restored into a scratch redis-server: {found.carts} carts, "
+            f"{len(found.sample)} sampled carts equal, in {time.monotonic() - started:.1f}s")  # fmt: skip
+        return found.carts
 
     def _serve_restored(self, environment: str, image: str, scratch: PostgresCluster, tmp: Path, log: Log) -> int:
         """Start `image` against the restored database (and a scratch Redis); /readyz, then the catalog's product count."""
@@ -557,6 +617,19 @@ def _mark_verified(store: BackupStore, entry: CatalogEntry, metadata: dict[str, 
         return store.mark_verified(entry, metadata=metadata)
     except StoreError as exc:
         raise BackupError(f"recording the restore test of {entry.key}: {exc}") from None
+
+
+def _carts_metadata(entry: CatalogEntry) -> dict[str, Any]:
+    """The cart store snapshot's numbers for a backup's materialization (none when it has no snapshot)."""
+    carts = entry.metadata.get("carts")
+    if not carts or CARTS not in entry.objects:
+        return {}
+    return {
+        "carts": carts["fingerprint"]["carts"],
+        "carts_rdb_bytes": carts["bytes"],
+        "carts_seconds": carts["seconds"],
+        "carts_location": entry.objects[CARTS].location,
+    }
 
 
 def _encrypt_file(src: Path, dst: Path, key: bytes) -> None:

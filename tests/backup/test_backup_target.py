@@ -20,21 +20,24 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
+import redis
 
 from shop.migrate import upgrade
 from shop.seed import seed_catalog
 from shop_ops.backup.crypto import generate_key_file
 from shop_ops.backup.logical import BackupError
 from shop_ops.backup.physical import PgBackRest, new_key_file
-from shop_ops.backup.targets import LocalBackupTarget, LocalCluster
+from shop_ops.backup.targets import LocalBackupTarget, LocalCartStore, LocalCluster
 from shop_ops.resources.backup_store import BackupStoreResource
 from shop_ops.resources.containers import ContainersResource
 from shop_ops.resources.postgres import DatabaseTarget, PostgresResource
-from shop_ops.services.processes import PostgresCluster, free_port
+from shop_ops.services.processes import PostgresCluster, RedisServer, free_port
+from shop_ops.services.redis import RedisPasswords, cart_server
 
 pytestmark = pytest.mark.services
 
 PRODUCTS = 40
+CARTS = 50
 _order_ids = itertools.count(1)
 
 
@@ -47,7 +50,9 @@ class Source:
     target: LocalBackupTarget
 
 
-def _target(base: Path, cluster: PostgresCluster, key_file: Path, docker_host: str) -> LocalBackupTarget:
+def _target(
+    base: Path, cluster: PostgresCluster, key_file: Path, docker_host: str, carts: LocalCartStore
+) -> LocalBackupTarget:
     return LocalBackupTarget(
         backup_store=BackupStoreResource(folder=str(base / "store")),
         key_file=str(key_file),
@@ -59,10 +64,31 @@ def _target(base: Path, cluster: PostgresCluster, key_file: Path, docker_host: s
                 pgbackrest_dir=str(base / "staging" / "pgbackrest"),
             )
         },
+        cart_stores={"staging": carts},
         scratch_dir=str(base / "scratch"),
         process_max=1,
         archive_timeout_seconds=1,
     )  # fmt: skip
+
+
+def _cart_store(base: Path, started: list[RedisServer]) -> LocalCartStore:
+    """staging's cart store (primary and replica, added to `started`) holding CARTS carts; its admin password
+    in a 0600 file."""
+    passwords = RedisPasswords(shop="shop-not-a-secret", admin="admin-not-a-secret")
+    admin_file = base / "secrets" / "redis-admin"
+    admin_file.write_text(passwords.admin + "\n")
+    admin_file.chmod(0o600)
+    primary = cart_server(base / "staging" / "carts", free_port(), passwords, maxmemory_mb=16)
+    replica = cart_server(base / "staging" / "carts-replica", free_port(), passwords, 16, replica_of=primary.port)
+    for server in (primary, replica):
+        server.start()
+        started.append(server)
+    shop = redis.Redis(port=primary.port, username="shop", password=passwords.shop)
+    for i in range(CARTS):
+        shop.hset(f"cart:{i:032x}", mapping={"_": "1", str(i % PRODUCTS + 1): "2"})
+    admin = redis.Redis(port=primary.port, username="admin", password=passwords.admin)
+    assert admin.execute_command("WAIT", 1, 5000) == 1  # the replica has every cart
+    return LocalCartStore(ports=[primary.port, replica.port], admin_password_file=str(admin_file))
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +101,9 @@ def source(docker_api) -> Iterator[Source]:
     cluster = PostgresCluster(datadir=base / "staging" / "data", port=free_port())
     pg = PgBackRest.for_cluster(cluster, "staging", base / "staging" / "pgbackrest", key_file, process_max=1)
     heartbeat = None
+    cart_servers: list[RedisServer] = []
     try:
+        carts = _cart_store(base, cart_servers)
         pg.start_new_cluster(cluster, archive_timeout=1)
         cluster.create_database("shop", owner="shop")
         url = cluster.dsn("shop", user="shop", driver="postgresql+asyncpg")
@@ -85,8 +113,10 @@ def source(docker_api) -> Iterator[Source]:
             [sys.executable, "-m", "shop_ops.backup.heartbeat", "--port", str(cluster.port), "--interval", "0.2"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        yield Source(cluster, pg, base, key_file, _target(base, cluster, key_file, docker_api.docker_host))
+        yield Source(cluster, pg, base, key_file, _target(base, cluster, key_file, docker_api.docker_host, carts))
     finally:
+        for server in cart_servers:
+            server.stop()
         if heartbeat is not None:
             heartbeat.terminate()
             heartbeat.wait(timeout=10)
@@ -136,6 +166,10 @@ def test_backup_restore_test_and_drill(source: Source, built: dict) -> None:
     restored = target.restore_test("staging", day, lines.append)
     assert restored.catalog_products == PRODUCTS and restored.rows == meta["rows"]
     assert restored.rto_seconds > restored.restore_seconds > 0 and restored.restored_bytes > 0
+    # The cart store's RDB beside the dump, encrypted, restored into a scratch redis-server: every cart back.
+    assert meta["carts"] == CARTS and restored.carts_restored == CARTS
+    assert Path(meta["carts_location"]).parent == Path(meta["location"]).parent
+    assert Path(meta["carts_location"]).read_bytes()[:5] != b"REDIS"
     assert target.store().entry("staging", day).verified
     assert not list((source.base / "scratch").iterdir())  # the scratch cluster and files are gone
 
@@ -153,6 +187,19 @@ def test_backup_restore_test_and_drill(source: Source, built: dict) -> None:
     # Default target: a random time the archive covers.
     random_drill = target.drill("staging", None, lines.append)
     assert random_drill.target_time <= datetime.now(UTC)
+
+
+def test_the_cart_store_is_backed_up_beside_the_dump_and_restore_tested(source: Source) -> None:
+    target = source.target
+    day = date(2026, 11, 26)
+    lines: list[str] = []
+    meta = target.back_up("staging", day, None, "none", lines.append).metadata()
+    assert meta["carts"] == CARTS and meta["carts_rdb_bytes"] > 0
+    assert any("cart store RDB from its replica" in line for line in lines), lines
+    stored = Path(meta["carts_location"])
+    assert stored.parent == Path(meta["location"]).parent and stored.read_bytes()[:5] != b"REDIS"
+    restored = target.restore_test("staging", day, lines.append)
+    assert restored.carts_restored == CARTS and restored.metadata()["carts_restored"] == CARTS
 
 
 def test_a_corrupted_or_foreign_backup_fails_its_restore_test(source: Source) -> None:
