@@ -2,8 +2,8 @@
 
 Each starts on a free port, serves every metric name the rules in infra/prometheus/rules read
 from it (derived from the rule files), and stops by its own pid. The postgres exporter logs in
-to a cluster that demands a password (scram-sha-256) and the redis exporter to a Redis with
-`requirepass`, both with the password read from a file: it appears neither on their command
+to a cluster that demands a password (scram-sha-256) and the redis exporters to an environment's
+cart store, its replica and Sentinel as the ACL user `admin`, both with the password read from a file: it appears neither on their command
 lines nor in their environments. The Pushgateway keeps a push across a restart.
 """
 
@@ -31,7 +31,8 @@ from shop_ops.services.exporters import (
     Pushgateway,
     RedisExporter,
 )
-from shop_ops.services.processes import PostgresCluster, RedisServer, ServiceError, free_port, pid_alive
+from shop_ops.services.processes import PostgresCluster, ServiceError, free_port, pid_alive
+from shop_ops.services.redis import RedisPasswords, RedisTier
 
 pytestmark = pytest.mark.services  # runs the exporters, PostgreSQL, Redis and nginx
 
@@ -86,6 +87,8 @@ def secured_postgres() -> Iterator[tuple[PostgresCluster, Path]]:
         cluster.init()
         cluster.start()
         cluster.psql(f"CREATE ROLE exporter LOGIN PASSWORD '{PG_SECRET}'; GRANT pg_monitor TO exporter;")
+        # A slot, as a primary with a replica has (pg_replication_slots_*); it reserves no WAL.
+        cluster.psql("SELECT pg_create_physical_replication_slot('rules_check')")
         secret = base / "exporter-password"
         secret.write_text(PG_SECRET + "\n")
         secret.chmod(0o600)
@@ -96,14 +99,19 @@ def secured_postgres() -> Iterator[tuple[PostgresCluster, Path]]:
 
 
 @pytest.fixture(scope="module")
-def secured_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisServer, Path]]:
+def secured_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RedisTier, Path]]:
+    """An environment's cache, cart store with its replica and Sentinel; the `admin` user's password file."""
     folder = tmp_path_factory.mktemp("redis-secured")
-    server = RedisServer(datadir=folder / "data", port=free_port(), password=REDIS_SECRET)
-    server.start()
-    secret = folder / "redis-password"
+    secret = folder / "redis-admin-password"
     secret.write_text(REDIS_SECRET + "\n")
-    yield server, secret
-    server.stop()
+    tier = RedisTier(
+        environment="staging", folder=folder / "redis", passwords=RedisPasswords("shop-pw-x", REDIS_SECRET),
+        cache_port=free_port(), carts_port=free_port(), carts_replica_port=free_port(), sentinel_port=free_port(),
+        cache_maxmemory_mb=8, carts_maxmemory_mb=8, down_after_ms=1000, failover_timeout_ms=5000,
+    )  # fmt: skip
+    tier.start()
+    yield tier, secret
+    tier.stop()
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +129,7 @@ def router() -> Iterator[Router]:
 def exporters(
     tmp_path_factory: pytest.TempPathFactory,
     secured_postgres: tuple[PostgresCluster, Path],
-    secured_redis: tuple[RedisServer, Path],
+    secured_redis: tuple[RedisTier, Path],
     router: Router,
 ) -> Iterator[dict[str, Exporter]]:
     folder = tmp_path_factory.mktemp("exporters")
@@ -130,11 +138,23 @@ def exporters(
     started: dict[str, Exporter] = {
         "node": NodeExporter(folder / "node", free_port()),
         "postgres": PostgresExporter(
-            folder / "postgres", free_port(), dsn=cluster.dsn(user="exporter"), password_file=pg_secret
+            folder / "postgres",
+            free_port(),
+            dsn=cluster.dsn(user="exporter"),
+            password_file=pg_secret,
+            queries=ROOT / "infra" / "prometheus" / "postgres-exporter" / "queries.yaml",
         ),
-        "redis": RedisExporter(
-            folder / "redis", free_port(), redis_address=f"127.0.0.1:{redis.port}", password_file=redis_secret
-        ),
+        # The cart store's primary, its replica and Sentinel: the redis rules read all three.
+        **{
+            name: RedisExporter(
+                folder / name, free_port(), redis_address=f"127.0.0.1:{port}", password_file=redis_secret, user="admin"
+            )
+            for name, port in (
+                ("redis", redis.carts_port),
+                ("redis-replica", redis.carts_replica_port),
+                ("redis-sentinel", redis.sentinel_port),
+            )
+        },
         "router": NginxExporter(folder / "nginx", free_port(), status_url=router.status_url),
         "pushgateway": Pushgateway(folder / "pushgateway", free_port()),
     }
@@ -161,6 +181,8 @@ def test_the_rules_read_metrics_of_every_exporter() -> None:
 @pytest.mark.parametrize("kind", sorted(PREFIXES))
 def test_each_exporter_serves_what_the_rules_read(exporters: dict[str, Exporter], kind: str) -> None:
     samples = served(exporters[kind])
+    if kind == "redis":  # one job: the cart store's primary, its replica, Sentinel
+        samples = {**served(exporters["redis-sentinel"]), **served(exporters["redis-replica"]), **samples}
     missing = rule_metric_names()[kind] - set(samples)
     assert not missing, f"{kind} exporter does not serve {sorted(missing)}"
     up = f"{PREFIXES[kind]}_up"
