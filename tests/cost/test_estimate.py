@@ -69,6 +69,32 @@ def test_the_sizes_come_from_the_hcl() -> None:
     assert nat == 2 * 730
 
 
+def test_both_redis_of_each_environment_are_priced_from_the_hcl() -> None:
+    """The cache and the cart store are two replication groups of one module: each is a priced line, nodes x hours."""
+    usage = load_usage(USAGE)
+    for env in ENVIRONMENTS:
+        lines = estimate_root(TERRAFORM, env).lines
+        redis = lines[lines["kind"] == "elasticache"].set_index("address")
+        local = load(TERRAFORM / "environments" / env).resources
+        hours = usage[env]["hours_per_month"]
+        for module in ("cache", "carts"):
+            address = f"module.{module}.aws_elasticache_replication_group.this"
+            [group] = [r for r in local if r.address == address]
+            assert redis.loc[address, "key"] == group.attributes["node_type"], (env, module)
+            assert redis.loc[address, "quantity"] == group.attributes["num_cache_clusters"] * hours, (env, module)
+        assert redis.loc["module.carts.aws_elasticache_replication_group.this", "quantity"] >= 2 * hours, env
+
+
+def test_a_third_cart_node_moves_the_estimate_by_one_node(tmp_path: Path) -> None:
+    prices = load_prices(PRICES)
+    hours = load_usage(USAGE)["production"]["hours_per_month"]
+    before = estimate_root(TERRAFORM, "production").total_usd
+    copy = copy_terraform(tmp_path)
+    plant(copy, "production", "carts_nodes", "2", "3")
+    after = estimate_root(copy, "production").total_usd
+    assert after - before == pytest.approx(prices[("elasticache", "cache.m7g.large")].usd * hours, abs=1e-9)
+
+
 def copy_terraform(tmp_path: Path) -> Path:
     copy = tmp_path / "terraform"
     shutil.copytree(TERRAFORM, copy, ignore=shutil.ignore_patterns(".terraform"))

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from shop_ops.cost import hcl
-from shop_ops.cost.hcl import blocks, component_of, parse, single, text
+from shop_ops.cost.hcl import Resource, Unresolved, blocks, component_of, parse, single, text
 from shop_ops.settings import AwsEnvironment, AwsSettings, CostSettings, ImageSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -54,6 +54,9 @@ NOT_FROM_TERRAFORM = {
     "backend_budget_mb",
     "frontend_budget_mb",
 }
+
+# The two Redis of each environment, both calls of modules/cache: the cache may evict, the cart store must not.
+REDIS_MODULES = {"cache": "allkeys-lru", "carts": "noeviction"}
 
 TAG_KEYS = {"Project", "Environment", "Component", "Owner", "CostCenter"}
 # The AWS resource types used here that take tags. A type missing from both lists fails
@@ -271,7 +274,8 @@ def test_database_and_redis_admit_only_the_app(group: str) -> None:
     for env in ENVIRONMENTS:
         calls = merged(f"environments/{env}", "module")
         assert text(calls["database"]["security_group_id"]) == "module.security.database_security_group_id"
-        assert text(calls["cache"]["security_group_id"]) == "module.security.redis_security_group_id"
+        for redis in REDIS_MODULES:
+            assert text(calls[redis]["security_group_id"]) == "module.security.redis_security_group_id", (env, redis)
     for _, rtype, name, body in resources(root_files("modules/database")):
         if rtype == "aws_db_instance":
             assert body["publicly_accessible"] is False, f"aws_db_instance.{name} is publicly accessible"
@@ -375,15 +379,85 @@ def test_rds_is_encrypted_backed_up_and_multi_az_in_production() -> None:
     assert resolve("environments/production", production_cache["automatic_failover"]) is True
 
 
-def test_redis_is_encrypted_with_auth_and_lru() -> None:
+def test_rds_preloads_pg_stat_statements_and_logs_slow_statements() -> None:
+    """The slow_queries asset reads pg_stat_statements; slow statements reach the exported postgresql log."""
+    [group] = [b for _, t, _, b in resources(root_files("modules/database")) if t == "aws_db_parameter_group"]
+    params = {p["name"]: p for p in group["parameter"]}
+    preload = params["shared_preload_libraries"]
+    assert "pg_stat_statements" in str(preload["value"]).split(",")
+    assert preload.get("apply_method") == "pending-reboot"  # a static parameter: RDS refuses "immediate"
+    assert text(params["log_min_duration_statement"]["value"]) == "tostring(var.slow_query_ms)"
+    assert merged("modules/database", "variable")["slow_query_ms"]["default"] > 0
+    assert "postgresql" in text(merged("modules/database", "locals")["log_exports"])
+
+
+def test_the_redis_module_encrypts_and_takes_its_eviction_policy() -> None:
     found = {t: b for _, t, _, b in resources(root_files("modules/cache"))}
     group = found["aws_elasticache_replication_group"]
     assert group["at_rest_encryption_enabled"] is True and group["transit_encryption_enabled"] is True
     assert text(group["auth_token"]) == "var.auth_token"
     assert str(group["engine_version"]).startswith("${var.engine_version}")
     assert merged("modules/cache", "variable")["engine_version"]["default"].startswith("7")
-    params = {p["name"]: p["value"] for p in found["aws_elasticache_parameter_group"]["parameter"]}
-    assert params["maxmemory-policy"] == "allkeys-lru"
+    assert text(group["parameter_group_name"]) == "aws_elasticache_parameter_group.this.name"
+    # Each call has its own parameter group, named after its replication group.
+    params = found["aws_elasticache_parameter_group"]
+    assert "${var.name}" in params["name"]
+    assert {p["name"]: text(p["value"]) for p in params["parameter"]} == {"maxmemory-policy": "var.maxmemory_policy"}
+
+
+def redis_groups(env: str) -> dict[str, dict[str, Resource]]:
+    """module name -> {type: resource} of the ElastiCache resources of one environment, values evaluated."""
+    loaded = hcl.load(TERRAFORM / "environments" / env)
+    found: dict[str, dict[str, Resource]] = {}
+    for r in loaded.resources:
+        if r.type.startswith("aws_elasticache_"):
+            found.setdefault(r.module.removeprefix("module."), {})[r.type] = r
+    return found
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_each_environment_has_a_cache_that_evicts_and_a_cart_store_that_does_not(env: str) -> None:
+    """Carts live 7 days, so any eviction policy could drop one: they get a Redis of their own that never
+    evicts, survives a node (a replica in another zone, automatic failover) and is snapshotted daily."""
+    groups = redis_groups(env)
+    assert set(groups) == set(REDIS_MODULES), f"{env}: ElastiCache resources in {sorted(groups)}"
+    ids, parameter_groups = set(), set()
+    for module, policy in REDIS_MODULES.items():
+        group = groups[module]["aws_elasticache_replication_group"].attributes
+        parameters = groups[module]["aws_elasticache_parameter_group"].attributes
+        assert {p["name"]: p["value"] for p in parameters["parameter"]} == {"maxmemory-policy": policy}, module
+        assert group["at_rest_encryption_enabled"] is True and group["transit_encryption_enabled"] is True
+        # One password for both (SHOP_REDIS_PASSWORD): the token modules/secrets stores.
+        assert group["auth_token"] == Unresolved("module.secrets.redis_auth_token"), module
+        ids.add(group["replication_group_id"])
+        parameter_groups.add(parameters["name"])
+    assert ids == {f"shop-{env}-cache", f"shop-{env}-carts"} and len(parameter_groups) == 2
+    carts = groups["carts"]["aws_elasticache_replication_group"].attributes
+    assert carts["num_cache_clusters"] >= 2, f"{env}: the cart store has no replica"
+    assert carts["automatic_failover_enabled"] is True and carts["multi_az_enabled"] is True
+    # A week of daily snapshots in production: as long as a cart lives.
+    assert carts["snapshot_retention_limit"] >= (7 if env == "production" else 1)
+    cache = groups["cache"]["aws_elasticache_replication_group"].attributes
+    assert cache["snapshot_retention_limit"] == 0, "the cache holds nothing worth a snapshot"
+    if env == "production":
+        assert cache["num_cache_clusters"] >= 2 and cache["automatic_failover_enabled"] is True
+
+
+def test_the_backend_gets_both_redis_urls_and_one_password() -> None:
+    ecs = merged("modules/ecs", "locals")
+    environment = {e["name"]: text(e["value"]) for e in ecs["backend_environment"]}
+    assert environment["SHOP_REDIS_URL"] == "var.redis_url"
+    assert environment["SHOP_CARTS_REDIS_URL"] == "var.carts_redis_url"
+    assert not any("SENTINEL" in name for name in environment)  # ElastiCache fails over by DNS
+    secrets = {e["name"]: text(e["valueFrom"]) for e in ecs["backend_secrets"]}
+    assert secrets["SHOP_REDIS_PASSWORD"] == "var.redis_auth_secret_arn"
+    for env in ENVIRONMENTS:
+        call = merged(f"environments/{env}", "module")["ecs"]
+        assert text(call["redis_url"]) == "module.cache.url", env
+        assert text(call["carts_redis_url"]) == "module.carts.url", env
+        assert text(call["redis_auth_secret_arn"]) == "module.secrets.redis_auth_secret_arn", env
+    url = merged("modules/cache", "output")["url"]["value"]
+    assert url.startswith("rediss://") and "primary_endpoint_address" in url  # TLS, the failover-following name
 
 
 def test_alb_serves_tls12_plus_and_redirects_http() -> None:

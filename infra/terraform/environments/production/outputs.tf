@@ -94,8 +94,12 @@ output "database_proxy_endpoint" {
   value = module.database.proxy_endpoint
 }
 
-output "redis_primary_endpoint" {
+output "redis_cache_primary_endpoint" {
   value = module.cache.primary_endpoint
+}
+
+output "redis_carts_primary_endpoint" {
+  value = module.carts.primary_endpoint
 }
 
 output "bastion_instance_id" {

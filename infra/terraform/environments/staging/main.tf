@@ -24,9 +24,12 @@ locals {
   db_multi_az         = false
   db_read_replica     = false
   db_backup_days      = 7
-  redis_node_type     = "cache.t4g.micro"
-  redis_nodes         = 1
-  redis_failover      = false
+  cache_node_type     = "cache.t4g.micro"
+  cache_nodes         = 1
+  cache_failover      = false
+  carts_node_type     = "cache.t4g.micro"
+  carts_nodes         = 2
+  carts_snapshot_days = 1
   log_retention_days  = 30
   deletion_protection = false
 
@@ -153,17 +156,39 @@ module "database" {
   tags                     = local.tags
 }
 
+# Two Redis of the same module: the catalogue cache may evict (allkeys-lru) and keeps no snapshots;
+# the cart store never evicts (carts live 7 days), has a replica in another zone with automatic
+# failover, and daily snapshots. One AUTH token for both (SHOP_REDIS_PASSWORD).
 module "cache" {
   source = "../../modules/cache"
 
-  name               = local.service
-  node_type          = local.redis_node_type
-  num_cache_clusters = local.redis_nodes
-  automatic_failover = local.redis_failover
-  auth_token         = module.secrets.redis_auth_token
-  subnet_ids         = module.network.private_subnet_ids
-  security_group_id  = module.security.redis_security_group_id
-  tags               = local.tags
+  name                    = "${local.service}-cache"
+  purpose                 = "the catalogue cache"
+  node_type               = local.cache_node_type
+  num_cache_clusters      = local.cache_nodes
+  automatic_failover      = local.cache_failover
+  maxmemory_policy        = "allkeys-lru"
+  snapshot_retention_days = 0
+  auth_token              = module.secrets.redis_auth_token
+  subnet_ids              = module.network.private_subnet_ids
+  security_group_id       = module.security.redis_security_group_id
+  tags                    = local.tags
+}
+
+module "carts" {
+  source = "../../modules/cache"
+
+  name                    = "${local.service}-carts"
+  purpose                 = "the cart store"
+  node_type               = local.carts_node_type
+  num_cache_clusters      = local.carts_nodes
+  automatic_failover      = true
+  maxmemory_policy        = "noeviction"
+  snapshot_retention_days = local.carts_snapshot_days
+  auth_token              = module.secrets.redis_auth_token
+  subnet_ids              = module.network.private_subnet_ids
+  security_group_id       = module.security.redis_security_group_id
+  tags                    = local.tags
 }
 
 module "ecs" {
@@ -186,6 +211,7 @@ module "ecs" {
   alb_arn_suffix                     = module.alb.arn_suffix
   database_url                       = "postgresql+asyncpg://shop@${module.database.proxy_endpoint}:5432/${module.database.database_name}"
   redis_url                          = module.cache.url
+  carts_redis_url                    = module.carts.url
   database_secret_arn                = module.secrets.database_secret_arn
   redis_auth_secret_arn              = module.secrets.redis_auth_secret_arn
   admin_token_secret_arn             = module.secrets.admin_token_secret_arn

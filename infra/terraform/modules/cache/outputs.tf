@@ -1,3 +1,7 @@
+output "replication_group_id" {
+  value = aws_elasticache_replication_group.this.id
+}
+
 output "primary_endpoint" {
   value = aws_elasticache_replication_group.this.primary_endpoint_address
 }
@@ -7,6 +11,6 @@ output "reader_endpoint" {
 }
 
 output "url" {
-  description = "SHOP_REDIS_URL (TLS; the password comes from SHOP_REDIS_PASSWORD)."
+  description = "The primary endpoint as a URL (TLS; the password comes from SHOP_REDIS_PASSWORD): SHOP_REDIS_URL or SHOP_CARTS_REDIS_URL."
   value       = "rediss://${aws_elasticache_replication_group.this.primary_endpoint_address}:6379/0"
 }

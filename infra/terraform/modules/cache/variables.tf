@@ -1,5 +1,10 @@
 variable "name" {
-  description = "Replication group id, e.g. shop-staging."
+  description = "Replication group id, e.g. shop-staging-cache or shop-staging-carts."
+  type        = string
+}
+
+variable "purpose" {
+  description = "What it holds, for the description, e.g. \"the catalogue cache\"."
   type        = string
 }
 
@@ -22,6 +27,16 @@ variable "automatic_failover" {
   type        = bool
 }
 
+variable "maxmemory_policy" {
+  description = "allkeys-lru for a cache; noeviction for a store whose keys must not go (the carts)."
+  type        = string
+
+  validation {
+    condition     = contains(["allkeys-lru", "volatile-lru", "allkeys-lfu", "volatile-lfu", "volatile-ttl", "noeviction"], var.maxmemory_policy)
+    error_message = "maxmemory_policy must be a Redis 7 policy: allkeys-lru, volatile-lru, allkeys-lfu, volatile-lfu, volatile-ttl or noeviction."
+  }
+}
+
 variable "auth_token" {
   description = "Redis AUTH token (modules/secrets generates and stores it)."
   type        = string
@@ -34,8 +49,13 @@ variable "kms_key_arn" {
 }
 
 variable "snapshot_retention_days" {
-  type    = number
-  default = 1
+  description = "Daily snapshots kept this many days (0: none, for a cache)."
+  type        = number
+
+  validation {
+    condition     = var.snapshot_retention_days >= 0 && var.snapshot_retention_days <= 35
+    error_message = "snapshot_retention_days must be between 0 and 35."
+  }
 }
 
 variable "subnet_ids" {

@@ -18,6 +18,31 @@ resource "aws_db_parameter_group" "this" {
     value = tostring(var.slow_query_ms)
   }
 
+  # A slow statement's bind parameters (customers' data) stay out of the log.
+  parameter {
+    name  = "log_parameter_max_length"
+    value = "0"
+  }
+
+  # Query insight (the slow_queries asset): pg_stat_statements, loaded at start (a static parameter:
+  # applied at the next reboot), then `CREATE EXTENSION pg_stat_statements` by the master user once.
+  parameter {
+    name         = "shared_preload_libraries"
+    value        = "pg_stat_statements"
+    apply_method = "pending-reboot"
+  }
+
+  parameter {
+    name  = "pg_stat_statements.track"
+    value = "top"
+  }
+
+  # PostgreSQL 15 keeps a utility command's text as sent: ALTER ROLE ... PASSWORD would be kept.
+  parameter {
+    name  = "pg_stat_statements.track_utility"
+    value = "0"
+  }
+
   parameter {
     name  = "log_lock_waits"
     value = "1"

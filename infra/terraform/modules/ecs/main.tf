@@ -16,9 +16,12 @@ locals {
     { name = "SHOP_WORKERS", value = tostring(var.backend_workers) },
     { name = "SHOP_DATABASE_URL", value = var.database_url },
     { name = "SHOP_REDIS_URL", value = var.redis_url },
+    # The cart store's primary endpoint: ElastiCache moves its DNS name on failover (no Sentinel on aws).
+    { name = "SHOP_CARTS_REDIS_URL", value = var.carts_redis_url },
   ]
   backend_secrets = [
     { name = "SHOP_DATABASE_PASSWORD", valueFrom = "${var.database_secret_arn}:password::" },
+    # The one AUTH token of both Redis (the cache and the cart store).
     { name = "SHOP_REDIS_PASSWORD", valueFrom = var.redis_auth_secret_arn },
     { name = "SHOP_ADMIN_TOKEN", valueFrom = var.admin_token_secret_arn },
   ]

@@ -86,7 +86,12 @@ variable "database_url" {
 }
 
 variable "redis_url" {
-  description = "SHOP_REDIS_URL (rediss://, TLS)."
+  description = "SHOP_REDIS_URL: the cache (rediss://, TLS)."
+  type        = string
+}
+
+variable "carts_redis_url" {
+  description = "SHOP_CARTS_REDIS_URL: the cart store's primary endpoint (rediss://, TLS)."
   type        = string
 }
 

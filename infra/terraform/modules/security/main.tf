@@ -1,6 +1,7 @@
 # Security groups: the ALB admits the internet on 443 and 80, the app admits only the ALB, the
-# database and Redis admit only the app (and the optional bastion). Rules are separate
-# resources so each one is visible (tests/infra/test_terraform_static.py reads them).
+# database and Redis (one group for both replication groups: the cache and the cart store) admit
+# only the app (and the optional bastion). Rules are separate resources so each one is visible
+# (tests/infra/test_terraform_static.py reads them).
 
 resource "aws_security_group" "alb" {
   #checkov:skip=CKV2_AWS_5:attached to the load balancer in modules/alb (security_groups = [var.security_group_id]), through this module's output, which checkov does not follow
@@ -160,9 +161,9 @@ resource "aws_vpc_security_group_ingress_rule" "database_from_bastion" {
 }
 
 resource "aws_security_group" "redis" {
-  #checkov:skip=CKV2_AWS_5:attached to the ElastiCache replication group in modules/cache, through this module's output, which checkov does not follow
+  #checkov:skip=CKV2_AWS_5:attached to both ElastiCache replication groups (the cache and the cart store, modules/cache), through this module's output, which checkov does not follow
   name        = "${var.name}-redis"
-  description = "ElastiCache Redis: only from the app (and the bastion)"
+  description = "ElastiCache Redis, cache and cart store: only from the app (and the bastion)"
   vpc_id      = var.vpc_id
 
   tags = merge(var.tags, { Component = "cache", Name = "${var.name}-redis" })
@@ -170,7 +171,7 @@ resource "aws_security_group" "redis" {
 
 resource "aws_vpc_security_group_ingress_rule" "redis_from_app" {
   security_group_id            = aws_security_group.redis.id
-  description                  = "Redis from the app"
+  description                  = "Redis (cache and cart store) from the app"
   ip_protocol                  = "tcp"
   from_port                    = 6379
   to_port                      = 6379
