@@ -16,6 +16,7 @@ APT_PACKAGES=(
   chromium python3-venv python3-pip git make curl ca-certificates  # e2e checks, toolchain, wheels
   prometheus prometheus-alertmanager prometheus-pushgateway prometheus-node-exporter prometheus-postgres-exporter prometheus-redis-exporter prometheus-nginx-exporter  # metrics, promtool, alerting (issue 12)
   rsyslog rsyslog-pgsql logrotate                               # central logs: collector, its PostgreSQL output, rotation (issue 12)
+  pgbouncer redis-sentinel prometheus-pgbouncer-exporter        # data tier: pooling, cart store failover, pool metrics (issue 13)
 )
 
 PIP_IGNORED_LOCATION='is ignored: it is neither a file nor a directory'
@@ -43,7 +44,8 @@ install_apt() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # The Debian packages start their own services; ours run on free ports under our own folders.
   for svc in redis-server nginx postgresql prometheus prometheus-alertmanager prometheus-pushgateway \
-    prometheus-node-exporter prometheus-postgres-exporter prometheus-redis-exporter prometheus-nginx-exporter; do
+    prometheus-node-exporter prometheus-postgres-exporter prometheus-redis-exporter prometheus-nginx-exporter \
+    pgbouncer redis-sentinel prometheus-pgbouncer-exporter; do
     if command -v systemctl >/dev/null && systemctl is-active --quiet "$svc" 2>/dev/null; then
       say "note: the system's $svc service is running; shop-ops does not use it"
     fi

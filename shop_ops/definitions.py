@@ -27,7 +27,7 @@ from shop_ops.assets.backups import (
     wal_archive_check,
 )
 from shop_ops.assets.costs import actual_spend, cost_estimate, cost_report
-from shop_ops.assets.database import database_schema
+from shop_ops.assets.database import database_schema, slow_queries
 from shop_ops.assets.deployments import deployment_history, deployments
 from shop_ops.assets.environment_health import environment_health
 from shop_ops.assets.images import image_assets
@@ -35,7 +35,7 @@ from shop_ops.assets.observability import slo_report
 from shop_ops.assets.performance import capacity_report, load_test_baseline, nightly_load_test
 from shop_ops.assets.security import terraform_scan
 from shop_ops.backup.rds_target import RdsBackupTarget
-from shop_ops.backup.targets import BackupTarget, LocalBackupTarget, LocalCluster
+from shop_ops.backup.targets import BackupTarget, LocalBackupTarget, LocalCartStore, LocalCluster
 from shop_ops.cost.actual import CostExplorerSpend, NoSpend, SpendSource
 from shop_ops.cost.estimate import TerraformCosts
 from shop_ops.cost.report import Budgets
@@ -45,7 +45,7 @@ from shop_ops.observability.slo import ServiceLevels
 from shop_ops.perf.loadtest import LoadTester
 from shop_ops.release.apps import stack_id
 from shop_ops.release.images import shop_image_specs
-from shop_ops.release.targets import BlueGreenTarget, EcsTarget, ReleaseTarget
+from shop_ops.release.targets import BlueGreenTarget, EcsTarget, ReleaseTarget, ShopWiring
 from shop_ops.resources.aws import AwsResource
 from shop_ops.resources.backup_store import BackupStoreResource
 from shop_ops.resources.containers import ContainersResource, docker_host_for
@@ -105,6 +105,26 @@ def postgres_resource(settings: Settings) -> PostgresResource:
     )
 
 
+def shop_wiring(settings: Settings, name: str) -> ShopWiring:
+    """What a local environment's shop connects to: PgBouncer, the replica, the Redis cache, the cart store's Sentinel."""
+    env = settings.local_environments()[name]
+    sentinel, service = settings.carts_sentinel(name)
+    return ShopWiring(
+        redis_url=settings.redis_url(name),
+        redis_password_file=str(settings.redis_password_file(name)),
+        carts_sentinels=sentinel,
+        carts_sentinel_service=service,
+        pooled_database_url=f"postgresql+asyncpg://shop@127.0.0.1:{env.pgbouncer_port}/{env.database}",
+        replica_database_url=(
+            f"postgresql+asyncpg://shop@127.0.0.1:{env.replica_port}/{env.database}" if env.replica_port else ""
+        ),
+        database_pool_size=settings.data.database_pool_size,
+        redis_max_connections=settings.data.redis_max_connections,
+        redis_timeout_seconds=settings.data.redis_timeout_ms / 1000,
+        database_timeout_seconds=settings.data.database_timeout_ms / 1000,
+    )
+
+
 def release_target(
     settings: Settings,
     registry: RegistryResource,
@@ -142,7 +162,7 @@ def release_target(
         registry=registry, ledger=ledger, k6=K6Resource(), verify_script=str(settings.loadtests_path / "verify.js"),
         containers=containers or containers_resource(settings),
         router=router, postgres=postgres or postgres_resource(settings), stack=stack_id(settings.state_path),
-        redis_urls={name: settings.redis_url(name) for name in environments},
+        shops={name: shop_wiring(settings, name) for name in environments},
         admin_token_files={name: str(settings.admin_token_file(name)) for name in environments},
         container_logs_dir=str(settings.container_logs_dir()),
     )  # fmt: skip
@@ -177,11 +197,19 @@ def backup_target(settings: Settings, postgres: PostgresResource, containers: Co
             datadir=str(cluster.datadir), port=cluster.port, socket_dir=str(cluster.socket_dir),
             pgbackrest_dir=str(folder / "pgbackrest"),
         )  # fmt: skip
+    # Each environment's cart store (Redis: primary and replica), snapshotted as its `admin` user.
+    cart_stores = {
+        name: LocalCartStore(
+            ports=[env.redis.carts_port, env.redis.carts_replica_port],
+            admin_password_file=str(settings.redis_admin_password_file(name)),
+        )
+        for name, env in settings.local_environments().items()
+    }
     return LocalBackupTarget(
         backup_store=BackupStoreResource(folder=str(settings.backup_folder())),
         key_file=os.environ.get("SHOP_OPS_BACKUP_KEY_FILE") or str(settings.backup_key_file()),
         retention_daily=backups.retention_daily, retention_monthly=backups.retention_monthly,
-        postgres=postgres, containers=containers, clusters=clusters,
+        postgres=postgres, containers=containers, clusters=clusters, cart_stores=cart_stores,
         scratch_dir=str((settings.state_path / "postgres").resolve() / "scratch"),
         process_max=backups.process_max, archive_timeout_seconds=backups.archive_timeout_seconds,
     )  # fmt: skip
@@ -316,6 +344,7 @@ defs = dg.Definitions(
     assets=[
         *images,
         *(database_schema(environment) for environment in ENVIRONMENTS),
+        *(slow_queries(environment, settings.data.slow_queries_top) for environment in ENVIRONMENTS),
         *deployments,
         deployment_history,
         environment_health,

@@ -33,12 +33,27 @@ class SlotPorts(_Strict):
     frontend_port: Port
 
 
+class RedisPorts(_Strict):
+    """An environment's Redis servers: a cache that may evict, a cart store that never does (with a
+    replica), and the Sentinel that fails the cart store over to its replica."""
+
+    cache_port: Port
+    carts_port: Port
+    carts_replica_port: Port
+    sentinel_port: Port
+
+
 class LocalEnvironment(_Strict):
-    """One environment on this machine: its own PostgreSQL cluster, Redis db, router, slots."""
+    """One environment on this machine: its own PostgreSQL cluster (PgBouncer in front, an optional
+    streaming replica), its own Redis servers, router and slots."""
 
     postgres_port: Port
+    # PgBouncer in front of the cluster: the backend's connections go through it.
+    pgbouncer_port: Port
+    # A streaming replica of the cluster for reporting reads (none: the environment has no replica).
+    replica_port: Port | None = None
     database: str = "shop"
-    redis_db: int = Field(ge=0, le=15)
+    redis: RedisPorts
     router_port: Port
     slots: dict[Literal["blue", "green"], SlotPorts]
 
@@ -72,8 +87,58 @@ class RegistrySettings(_Strict):
     port: Port = 5055
 
 
-class RedisSettings(_Strict):
-    port: Port = 6390
+class DataSettings(_Strict):
+    """The data tier: Redis memory and failover, PgBouncer, the shop role's limits, slow queries (issue 13;
+    docs/data-tier.md)."""
+
+    # The cache evicts least recently used keys at this size; the cart store refuses writes (noeviction).
+    cache_maxmemory_mb: int = Field(default=64, ge=1)
+    carts_maxmemory_mb: int = Field(default=256, ge=1)
+    # Sentinel: the cart store's primary is down after this long without an answer; a failover may take this long.
+    sentinel_down_after_ms: int = Field(default=5000, ge=100)
+    sentinel_failover_timeout_ms: int = Field(default=60000, ge=1000)
+    # PgBouncer: transaction pooling, this many server connections per database and user, this many clients.
+    pgbouncer_pool_size: int = Field(default=20, ge=1, le=1000)
+    pgbouncer_max_client_conn: int = Field(default=1000, ge=1, le=100_000)
+    # PostgreSQL's own connection limit (local clusters).
+    max_connections: int = Field(default=100, ge=10, le=10_000)
+    # The backend's pools, per worker: SQLAlchemy's (and as much overflow again) and Redis's blocking pool.
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    redis_max_connections: int = Field(default=50, ge=1, le=10_000)
+    # The backend's own bounds on a hung dependency: Redis (connect, each command, a pooled connection) and
+    # PostgreSQL (connect, a pooled connection, each statement: half of it, as cancelling takes as long again).
+    redis_timeout_ms: int = Field(default=1000, ge=50)
+    database_timeout_ms: int = Field(default=2000, ge=100)
+    # The shop role's limits: a statement, or a transaction left idle, is cut off after this long.
+    statement_timeout_ms: int = Field(default=5000, ge=100)
+    idle_in_transaction_timeout_ms: int = Field(default=10000, ge=100)
+    # Statements slower than this are logged (the central log store keeps them); pg_stat_statements counts all.
+    slow_query_ms: int = Field(default=200, ge=0)
+    # slow_queries: the top statements by total execution time, this many per environment.
+    slow_queries_top: int = Field(default=20, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _pool_fits(self) -> DataSettings:
+        if self.pgbouncer_pool_size > self.max_connections - 10:
+            raise ValueError(
+                f"pgbouncer_pool_size {self.pgbouncer_pool_size} leaves fewer than 10 of max_connections "
+                f"{self.max_connections} for migrations, backups, exporters and the replica; lower it or raise max_connections"
+            )
+        return self
+
+    def shop_role_defaults(self) -> dict[str, str]:
+        """The shop role's session settings, set on the role (`ALTER ROLE ... SET`): PgBouncer passes no
+        startup parameters, and a pooled session keeps what its role says."""
+        return {
+            "statement_timeout": f"{self.statement_timeout_ms}ms",
+            "idle_in_transaction_session_timeout": f"{self.idle_in_transaction_timeout_ms}ms",
+            # Custom plans: trigram search uses its index with prepared statements (1.8x, DESIGN.md).
+            "plan_cache_mode": "force_custom_plan",
+            # asyncpg turns JIT off for its type introspection with a session SET, which through transaction
+            # pooling lands on another server connection: without this every new client connection's lookup
+            # was JIT-compiled (the mix collapsed to a fifth through PgBouncer; bench/README.md).
+            "jit": "off",
+        }
 
 
 class BackupSettings(_Strict):
@@ -157,13 +222,21 @@ class CostSettings(_Strict):
         return self
 
 
+# The exporters of each local environment, in port order after the node exporter's.
+EXPORTER_KINDS = (
+    "postgres", "router", "pgbouncer", "postgres-replica", "redis-cache", "redis-carts", "redis-carts-replica",
+    "sentinel",
+)  # fmt: skip
+
+
 class ObservabilitySettings(_Strict):
     """Metrics, alerts and central logs (issue 12; docs/observability.md).
 
     Local profile: `shop-ops local up` starts Prometheus, Alertmanager, the Pushgateway and the
     exporters on these ports (127.0.0.1). The exporters take consecutive ports from
-    `exporters_first_port`: node, redis, then per environment (in the order of `environments`)
-    its PostgreSQL exporter and its router's nginx exporter.
+    `exporters_first_port`: node, then per environment (in the order of `environments`) its
+    EXPORTER_KINDS: PostgreSQL, router (nginx), PgBouncer, the replica's PostgreSQL, the Redis cache,
+    cart store and its replica, and Sentinel (17 ports for two environments).
     aws profile: `prometheus_url` names the Prometheus the SLO report reads and `pushgateway_url`
     the Pushgateway the pipeline's own figures go to (none: they are not pushed).
     """
@@ -192,8 +265,9 @@ class ObservabilitySettings(_Strict):
     error_lines_per_minute: int = Field(default=20, ge=1)
 
     def exporter_ports(self, environments: list[str]) -> dict[str, int]:
-        """The exporters' ports by name: node, redis, postgres-<env>, router-<env>."""
-        names = ["node", "redis"] + [f"{kind}-{env}" for env in environments for kind in ("postgres", "router")]
+        """The exporters' ports by name: node, then `<kind>-<env>` for each kind of EXPORTER_KINDS per environment
+        (an environment without a replica leaves its postgres-replica port unused)."""
+        names = ["node"] + [f"{kind}-{env}" for env in environments for kind in EXPORTER_KINDS]
         return {name: self.exporters_first_port + i for i, name in enumerate(names)}
 
 
@@ -227,7 +301,7 @@ class Settings(_Strict):
     images: ImageSettings = ImageSettings()
     dagster: DagsterSettings = DagsterSettings()
     registry: RegistrySettings = RegistrySettings()
-    redis: RedisSettings = RedisSettings()
+    data: DataSettings = DataSettings()
     aws: AwsSettings | None = None
     backups: BackupSettings = BackupSettings()
     performance: PerformanceSettings = PerformanceSettings()
@@ -263,7 +337,6 @@ class Settings(_Strict):
 
         claim(self.dagster.port, "dagster.port")
         claim(self.registry.port, "registry.port")
-        claim(self.redis.port, "redis.port")
         obs = self.observability
         claim(obs.prometheus_port, "observability.prometheus_port")
         claim(obs.alertmanager_port, "observability.alertmanager_port")
@@ -273,6 +346,11 @@ class Settings(_Strict):
             claim(port, f"observability.exporters_first_port (+{port - obs.exporters_first_port}: {name} exporter)")
         for name, env in self.local_environments().items():
             claim(env.postgres_port, f"environments.{name}.postgres_port")
+            claim(env.pgbouncer_port, f"environments.{name}.pgbouncer_port")
+            if env.replica_port is not None:
+                claim(env.replica_port, f"environments.{name}.replica_port")
+            for field, port in env.redis.model_dump().items():
+                claim(port, f"environments.{name}.redis.{field}")
             claim(env.router_port, f"environments.{name}.router_port")
             for slot, ports in env.slots.items():
                 claim(ports.backend_port, f"environments.{name}.slots.{slot}.backend_port")
@@ -344,8 +422,20 @@ class Settings(_Strict):
         return folder if folder.is_absolute() else self.state_path / folder
 
     def redis_url(self, environment: str) -> str:
-        """The Redis URL (no password) of a local environment: the shared server, the environment's database."""
-        return f"redis://127.0.0.1:{self.redis.port}/{self.local_environments()[environment].redis_db}"
+        """The URL (user `shop`, no password) of a local environment's Redis cache."""
+        return f"redis://shop@127.0.0.1:{self.local_environments()[environment].redis.cache_port}/0"
+
+    def carts_sentinel(self, environment: str) -> tuple[str, str]:
+        """(Sentinel address host:port, the monitored service's name) of a local environment's cart store."""
+        return f"127.0.0.1:{self.local_environments()[environment].redis.sentinel_port}", f"shop-carts-{environment}"
+
+    def redis_password_file(self, environment: str) -> Path:
+        """The password of the Redis user `shop` of an environment (cache, cart store and Sentinel)."""
+        return self.state_path / "secrets" / f"{environment}-redis-password"
+
+    def redis_admin_password_file(self, environment: str) -> Path:
+        """The password of the Redis user `admin` of an environment (replication, Sentinel, backups, exporters)."""
+        return self.state_path / "secrets" / f"{environment}-redis-admin-password"
 
     @property
     def loadtests_path(self) -> Path:

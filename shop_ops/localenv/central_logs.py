@@ -14,8 +14,6 @@ shop_ops/observability/logs.py, docs/observability.md.
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -26,7 +24,8 @@ from psycopg2.extensions import make_dsn
 from shop_ops.localenv.dagster_dev import DagsterDev
 from shop_ops.observability import logs
 from shop_ops.resources.router import Router
-from shop_ops.services.processes import PostgresCluster, RedisServer
+from shop_ops.services.files import ensure_secret_file
+from shop_ops.services.processes import PostgresCluster
 from shop_ops.services.rsyslog import RsyslogServer
 from shop_ops.settings import Settings
 
@@ -44,7 +43,7 @@ class CentralLogs:
         settings: Settings,
         clusters: dict[str, PostgresCluster],
         routers: dict[str, Router],
-        redis: RedisServer,
+        data_sources: list[logs.LogSource],
         dagster: DagsterDev,
     ) -> None:
         self.settings = settings
@@ -66,7 +65,7 @@ class CentralLogs:
             self.sources.append(logs.LogSource(router.folder / "access.log", "router", env, "json"))
             self.sources.append(logs.LogSource(clusters[env].datadir / "server.log", "postgresql", env, "postgresql"))
             self.rotated.append(router.folder / "access.log")
-        self.sources.append(logs.LogSource(redis.datadir / "redis.log", "redis", "local", "redis"))
+        self.sources += data_sources  # the data tier's: Redis, Sentinel, PgBouncer, replicas
         self.sources.append(logs.LogSource(dagster.log, "dagster", "local", "dagster"))
 
     @property
@@ -116,15 +115,13 @@ class CentralLogs:
     def _ensure_roles(self) -> None:
         """Database `logs`, its table, the writer (INSERT only) and the reader (SELECT, DELETE), passwords from files."""
         for path in (self.writer_password, self.reader_password):
-            _ensure_private_secret(path)
+            ensure_secret_file(path)
         self.cluster.create_database(DATABASE)
         logs.ensure_schema(self._admin_dsn(), writer=WRITER, writer_password=self.writer_password.read_text().strip())
         password = self.reader_password.read_text().strip()
-        exists = self.cluster.psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{READER}'", DATABASE)
+        self.cluster.set_role_password(READER, password)
         self.cluster.psql(
-            f"{'ALTER' if exists else 'CREATE'} ROLE {READER} LOGIN PASSWORD '{password}';"
-            f" GRANT USAGE ON SCHEMA logs TO {READER}; GRANT SELECT, DELETE ON logs.records TO {READER};",
-            DATABASE,
+            f"GRANT USAGE ON SCHEMA logs TO {READER}; GRANT SELECT, DELETE ON logs.records TO {READER};", DATABASE
         )
         logs.write_pgpass(self.reader_passfile, "127.0.0.1", self.cluster.port, DATABASE, READER, password)
 
@@ -148,13 +145,3 @@ class CentralLogs:
 
     def urls(self) -> list[tuple[str, str]]:
         return [("central logs", f"{self.settings.logs_dsn()}  (table logs.records)")]
-
-
-def _ensure_private_secret(path: Path) -> None:
-    """A random secret in `path` (0600) unless it has one."""
-    if path.exists():
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(secrets.token_urlsafe(24))

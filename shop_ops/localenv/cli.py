@@ -69,14 +69,18 @@ def _status(stack: LocalStack, as_json: bool) -> int:
     return 0 if all(entry.get("up") for entry in status.values() if "up" in entry) else 3
 
 
+# Status groups with one entry per environment, and how their rows are named.
+GROUP_LABELS = {"postgres": "postgres", "pgbouncer": "pgbouncer", "replica": "postgres replica", "redis": "redis"}
+
+
 def human_status(status: dict) -> list[str]:
     """One line per service: name, up/DOWN, address, details."""
     rows: list[tuple[str, str, str]] = []
     for key, entry in status.items():
-        if key in ("postgres", "exporters"):
+        if key in ("postgres", "exporters", "pgbouncer", "replica", "redis"):
             for name, item in entry.items():
                 if isinstance(item, dict):
-                    label = f"postgres ({name})" if key == "postgres" else f"{name} exporter"
+                    label = f"{name} exporter" if key == "exporters" else f"{GROUP_LABELS[key]} ({name})"
                     rows.append((label, _updown(item), item.get("dsn") or item.get("url", "")))
             continue
         if "up" not in entry:

@@ -5,7 +5,8 @@
                                 silences and notification state, pid file, log
     secrets/alertmanager/       the notifier's secrets given as variables, as 0600 files
     monitoring/pushgateway/     the pipeline's pushed figures (persisted), pid file, log
-    monitoring/exporters/<name>/   node, redis, postgres-<env>, router-<env>: pid file, log
+    monitoring/exporters/<name>/   node, and per environment postgres, postgres-replica, pgbouncer, router,
+                                redis-cache, redis-carts, redis-carts-replica, sentinel (<kind>-<env>): pid file, log
     prometheus/targets/         the shop's backends by file-based discovery (the routers rewrite it)
 
 Prometheus reads the repository's rules (infra/prometheus/rules) and scrapes the exporters, the
@@ -19,14 +20,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
+from shop_ops.localenv.data_tier import DataTier
 from shop_ops.observability import alertmanager as am
 from shop_ops.observability import prometheus as prom
 from shop_ops.services.exporters import (
     Exporter,
     NginxExporter,
     NodeExporter,
+    PgBouncerExporter,
     PostgresExporter,
     Pushgateway,
     RedisExporter,
@@ -42,7 +46,7 @@ class Monitoring:
     """The monitoring services of one local stack, found and controlled through its state folder."""
 
     def __init__(
-        self, settings: Settings, router_status_urls: dict[str, str], dsns: dict[str, str], redis_port: int
+        self, settings: Settings, router_status_urls: dict[str, str], dsns: dict[str, str], data: DataTier
     ) -> None:
         self.settings = settings
         obs = settings.observability
@@ -62,37 +66,70 @@ class Monitoring:
         self.pushgateway = Pushgateway(self.folder / "pushgateway", obs.pushgateway_port)
         ports = obs.exporter_ports(list(settings.environments))
         exporters = self.folder / "exporters"
-        self.exporters: dict[str, Exporter] = {
-            "node": NodeExporter(exporters / "node", ports["node"]),
-            "redis": RedisExporter(exporters / "redis", ports["redis"], redis_address=f"127.0.0.1:{redis_port}"),
-        }
-        for env in settings.environments:
-            self.exporters[f"postgres-{env}"] = PostgresExporter(
-                exporters / f"postgres-{env}", ports[f"postgres-{env}"],
-                dsn=dsns[env], password_file=settings.database_password_file(env),
-            )  # fmt: skip
-            self.exporters[f"router-{env}"] = NginxExporter(
-                exporters / f"router-{env}", ports[f"router-{env}"], status_url=router_status_urls[env]
-            )
+        queries = settings.infra_path / "prometheus" / "postgres-exporter" / "queries.yaml"
+        self.exporters: dict[str, Exporter] = {"node": NodeExporter(exporters / "node", ports["node"])}
+        # (exporter name, job, environment, role) of each environment's scrape targets.
+        self.jobs: list[tuple[str, str, str, str | None]] = []
+        for env, local in settings.local_environments().items():
+
+            def add(kind: str, job: str, role: str | None, exporter: Exporter, env: str = env) -> None:
+                self.exporters[f"{kind}-{env}"] = exporter
+                self.jobs.append((f"{kind}-{env}", job, env, role))
+
+            def folder(kind: str, env: str = env) -> Path:
+                return exporters / f"{kind}-{env}"
+
+            password = settings.database_password_file(env)
+            add("postgres", "postgres", "primary", PostgresExporter(
+                folder("postgres"), ports[f"postgres-{env}"], dsn=dsns[env], password_file=password, queries=queries,
+            ))  # fmt: skip
+            if local.replica_port is not None:
+                replica_dsn = f"postgresql://shop@127.0.0.1:{local.replica_port}/{local.database}"
+                add("postgres-replica", "postgres", "replica", PostgresExporter(
+                    folder("postgres-replica"), ports[f"postgres-replica-{env}"], dsn=replica_dsn,
+                    password_file=password, queries=queries,
+                ))  # fmt: skip
+            bouncer = data.pgbouncers[env]
+            add("pgbouncer", "pgbouncer", None, PgBouncerExporter(
+                folder("pgbouncer"), ports[f"pgbouncer-{env}"], pgbouncer_port=bouncer.port, user=bouncer.stats_user,
+                pgpass_file=bouncer.stats_pgpass, database=local.database,
+            ))  # fmt: skip
+            add("router", "router", None, NginxExporter(
+                folder("router"), ports[f"router-{env}"], status_url=router_status_urls[env]
+            ))  # fmt: skip
+            admin = settings.redis_admin_password_file(env)
+            redis_ports = local.redis
+            for kind, role, port in (
+                ("redis-cache", "cache", redis_ports.cache_port), ("redis-carts", "carts", redis_ports.carts_port),
+                ("redis-carts-replica", "carts", redis_ports.carts_replica_port),
+                ("sentinel", "sentinel", redis_ports.sentinel_port),
+            ):  # fmt: skip
+                add(kind, "redis", role, RedisExporter(
+                    folder(kind), ports[f"{kind}-{env}"], redis_address=f"127.0.0.1:{port}", password_file=admin,
+                    user="admin",
+                ))  # fmt: skip
 
     # ------------------------------------------------------------------ configuration
     def render(self) -> str:
         """prometheus.yml for this stack (targets with their environment label)."""
-        envs = list(self.settings.environments)
         obs = self.settings.observability
 
-        def per_env(kind: str) -> list[prom.Target]:
-            return [prom.Target(self.exporters[f"{kind}-{env}"].address, env) for env in envs]
+        def targets(job: str) -> list[prom.Target]:
+            return [
+                prom.Target(self.exporters[name].address, env, role)
+                for name, of_job, env, role in self.jobs
+                if of_job == job
+            ]
 
         return prom.render_config(
             scrape_interval_s=obs.scrape_interval_seconds,
             evaluation_interval_s=obs.evaluation_interval_seconds,
             rule_files=[path.resolve() for path in self.rules],
             shop_targets_dir=self.settings.metrics_targets_dir().resolve(),
-            postgres=per_env("postgres"),
-            # One Redis serves both environments (a database each): its target once per environment label.
-            redis=[prom.Target(self.exporters["redis"].address, env) for env in envs],
-            router=per_env("router"),
+            postgres=targets("postgres"),
+            pgbouncer=targets("pgbouncer"),
+            redis=targets("redis"),
+            router=targets("router"),
             node=[prom.Target(self.exporters["node"].address)],
             prometheus=f"127.0.0.1:{self.prometheus.port}",
             pushgateway=self.pushgateway.address,

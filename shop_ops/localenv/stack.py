@@ -10,7 +10,11 @@ Everything lives under `Settings.state_path`:
     secrets/<env>-db-password                          the `shop` role's password (0640, group 10001)
     secrets/<env>-admin-token                          the shop's admin bearer token (0640, group 10001)
     stack/heartbeat-<env>.pid, logs/heartbeat-<env>.log   the heartbeat writer DR drills check (ops.heartbeat)
-    redis/  registry/  routers/<env>/  dagster/        the other services (pid files, logs)
+    postgres/<env>/pgbouncer, postgres/<env>/replica   PgBouncer for the shop's backends, a streaming replica
+    redis/<env>/                                       the cache, the cart store, its replica and Sentinel
+    secrets/<env>-redis-password                       the Redis user `shop`'s password (0640, group 10001)
+    secrets/<env>-redis-admin-password, <env>-replication-password   Redis `admin`, PostgreSQL `replicator` (0600)
+    registry/  routers/<env>/  dagster/                the other services (pid files, logs)
     apps/<env>.json                                    the images each environment's slot runs
     stack/docker-api.json                              present when `up` started the Docker API
     podman/                                            podman's storage and API socket
@@ -24,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -41,16 +44,18 @@ import httpx
 
 from shop_ops.localenv.central_logs import CentralLogs
 from shop_ops.localenv.dagster_dev import DagsterDev
+from shop_ops.localenv.data_tier import DataTier
 from shop_ops.localenv.docker_api import DockerApi
 from shop_ops.localenv.heartbeat import Heartbeat
 from shop_ops.localenv.monitoring import Monitoring
 from shop_ops.localenv.registry import RegistryServer
+from shop_ops.observability import queries
 from shop_ops.release import apps
 from shop_ops.resources.ledger import LedgerEntry, ReleaseLedger, open_ledger
 from shop_ops.resources.router import Router, Upstreams
+from shop_ops.services.files import ensure_secret_file
 from shop_ops.services.processes import (
     PostgresCluster,
-    RedisServer,
     ServiceError,
     pg_user_can_enter,
     pid_alive,
@@ -155,7 +160,7 @@ class LocalStack:
             )
             for name, env in self.environments.items()
         }
-        self.redis = RedisServer(self.state / "redis", settings.redis.port)
+        self.data = DataTier(settings, self.postgres, CONTAINER_UID)
         self.registry = RegistryServer(self.state / "registry", settings.registry.port)
         self.routers = {
             name: Router(
@@ -168,12 +173,7 @@ class LocalStack:
             for name, env in self.environments.items()
         }
         self.dagster = DagsterDev(self.state / "dagster", settings.dagster.port)
-        self.monitoring = Monitoring(
-            settings,
-            {name: router.status_url for name, router in self.routers.items()},
-            {name: self.dsn(name) for name in self.environments},
-            settings.redis.port,
-        )
+        self.monitoring = self._monitoring()
         self.central_logs = self._central_logs()
 
     # ------------------------------------------------------------------ paths and names
@@ -188,9 +188,18 @@ class LocalStack:
             for name, env in self.environments.items()
         }
 
+    def _monitoring(self) -> Monitoring:
+        # Built again when `place_postgres` moves the clusters' folders: PgBouncer's stats password follows them.
+        return Monitoring(
+            self.settings,
+            {name: router.status_url for name, router in self.routers.items()},
+            {name: self.dsn(name) for name in self.environments},
+            self.data,
+        )
+
     def _central_logs(self) -> CentralLogs:
         # Built again when `place_postgres` moves the clusters' folders: its paths follow them.
-        return CentralLogs(self.settings, self.postgres, self.routers, self.redis, self.dagster)
+        return CentralLogs(self.settings, self.postgres, self.routers, list(self.data.log_sources()), self.dagster)
 
     def password_file(self, env: str) -> Path:
         return self.settings.database_password_file(env)
@@ -206,16 +215,16 @@ class LocalStack:
         return self.state / "apps" / f"{env}.json"
 
     def app_env(self, name: str) -> apps.AppEnvironment:
+        """The shop's containers of environment `name`, wired as the release target wires them."""
+        from shop_ops.definitions import shop_wiring  # imports dagster: not for `status`
+
         env = self.environments[name]
-        return apps.AppEnvironment(
-            stack=self.stack_id,
-            name=name,
+        return shop_wiring(self.settings, name).app_environment(
+            stack=self.stack_id, name=name,
             database_url=f"postgresql+asyncpg://shop@127.0.0.1:{env.postgres_port}/{env.database}",
-            password_file=self.password_file(name),
-            redis_url=self.settings.redis_url(name),
-            admin_token_file=self.admin_token_file(name),
+            password_file=self.password_file(name), admin_token_file=self.admin_token_file(name),
             log_folder=self.settings.container_logs_dir(),
-        )
+        )  # fmt: skip
 
     def dsn(self, name: str) -> str:
         env = self.environments[name]
@@ -239,10 +248,12 @@ class LocalStack:
         try:
             self._up_docker_api(rollback)
             self._check_ports()
+            self.data.ensure_secrets()
             for name in self.environments:
                 self._up_postgres(name, rollback)
                 self._up_heartbeat(name, rollback)
-            self._up_redis(rollback)
+                self.data.up_database(name, self._step, self.say, rollback.add)
+                self.data.up_redis(name, self._step, self.say, rollback.add)
             self._up_registry(rollback)
             images = self._ensure_images()
             for name in self.environments:
@@ -303,6 +314,8 @@ class LocalStack:
             (home / "postgres").mkdir(mode=0o711)
         link.symlink_to(home / "postgres")
         self.postgres = self._clusters()
+        self.data = DataTier(self.settings, self.postgres, CONTAINER_UID)
+        self.monitoring = self._monitoring()
         self.central_logs = self._central_logs()
         self.say(
             f"postgres data in {home / 'postgres'} (linked from {link}): the postgres OS user cannot enter "
@@ -328,9 +341,8 @@ class LocalStack:
         plan: list[tuple[int, str, Callable[[], bool]]] = [
             (self.settings.dagster.port, "dagster", self.dagster.running),
             (self.settings.registry.port, "registry", self.registry_running),
-            (self.settings.redis.port, "redis", self.redis.running),
         ]
-        plan += self.monitoring.ports() + self.central_logs.ports()
+        plan += self.monitoring.ports() + self.central_logs.ports() + self.data.ports()
         ours_ports = self._container_ports()
         for name, env in self.environments.items():
             plan.append((env.postgres_port, f"postgres ({name})", self.postgres[name].running))
@@ -388,12 +400,18 @@ class LocalStack:
         else:
             with self._step(f"starting postgres ({name}) on 127.0.0.1:{cluster.port}"):
                 (cluster.datadir / "postmaster.pid").unlink(missing_ok=True)  # not running: stale
-                cluster.extra_conf = pgbackrest.postgres_settings(self.settings.backups.archive_timeout_seconds)
+                cluster.extra_conf = {
+                    **pgbackrest.postgres_settings(self.settings.backups.archive_timeout_seconds),
+                    **queries.postgres_conf(self.settings.data.slow_query_ms),
+                    "max_connections": str(self.settings.data.max_connections),
+                }
                 cluster.init()
                 cluster.start()
             rollback.add(f"postgres ({name})", cluster.stop)
         self._ensure_archiving(name, pgbackrest)
         self._ensure_shop_role(name)
+        if queries.enable(cluster, self.environments[name].database, self.settings.data.slow_query_ms):
+            self.say(f"postgres ({name}) restarted to load pg_stat_statements")
 
     def pgbackrest(self, name: str) -> PgBackRest:
         """The pgBackRest stanza of an environment's cluster: repository in `postgres/<env>/pgbackrest`."""
@@ -434,11 +452,10 @@ class LocalStack:
         path = self.password_file(name)
         _ensure_secret_file(path)
         _ensure_secret_file(self.admin_token_file(name))
-        password = path.read_text().strip()
-        if cluster.psql("SELECT 1 FROM pg_roles WHERE rolname = 'shop'"):
-            cluster.psql(f"ALTER ROLE shop WITH LOGIN PASSWORD '{password}'")
-        else:
-            cluster.psql(f"CREATE ROLE shop WITH LOGIN PASSWORD '{password}'")
+        # As a SCRAM verifier, in a session that logs no statement: never in a log or pg_stat_statements.
+        cluster.set_role_password("shop", path.read_text().strip())
+        # Timeouts and plan_cache_mode on the role: they hold through PgBouncer, which passes no startup settings.
+        cluster.set_role_defaults("shop", self.settings.data.shop_role_defaults())
         cluster.create_database(env.database, owner="shop")
 
     def _up_heartbeat(self, name: str, rollback: _Rollback) -> None:
@@ -449,15 +466,6 @@ class LocalStack:
         with self._step(f"starting the {name} heartbeat (every {heartbeat.interval:g}s into ops.heartbeat)"):
             heartbeat.start()
         rollback.add(f"{name} heartbeat", heartbeat.stop)
-
-    def _up_redis(self, rollback: _Rollback) -> None:
-        if self.redis.running():
-            self.say(f"redis on 127.0.0.1:{self.redis.port} ... already running")
-            return
-        self.redis.pidfile.unlink(missing_ok=True)
-        with self._step(f"starting redis on 127.0.0.1:{self.redis.port}"):
-            self.redis.start()
-        rollback.add("redis", self.redis.stop)
 
     def _up_registry(self, rollback: _Rollback) -> None:
         if self.registry_running():
@@ -604,7 +612,7 @@ class LocalStack:
         self.central_logs.down(self._stop)
         self._down_containers()
         self._stop("registry", self.registry_running, self.registry.stop, cleanup=self.registry.pidfile)
-        self._stop("redis", self.redis.running, self.redis.stop, cleanup=self.redis.pidfile)
+        self.data.down(self._stop)
         for name, heartbeat in self.heartbeats.items():
             self._stop(f"{name} heartbeat", heartbeat.running, heartbeat.stop, cleanup=heartbeat.pidfile)
         for name, cluster in self.postgres.items():
@@ -662,7 +670,6 @@ class LocalStack:
             }
         result: dict[str, Any] = {
             "postgres": {"up": all(p["up"] for p in postgres.values()), **postgres},
-            "redis": {"url": self.redis.url(), "up": self.redis.ping()},
             "registry": {
                 "url": self.registry.url,
                 "up": self.registry.answers(),
@@ -679,6 +686,7 @@ class LocalStack:
             "key_file": str(self.settings.backup_key_file()),
             "folder": str(self.settings.backup_folder()),
         }
+        result.update(self.data.status())
         for name in self.environments:
             result[name] = self._environment_status(name)
         result.update(self.monitoring.status())
@@ -722,7 +730,14 @@ class LocalStack:
             lines.append((f"{name} shop", f"{router.url}/  (API {router.url}/api/)"))
         for name in self.environments:
             lines.append((f"{name} database", f"{self.dsn(name)}  (password in {self.password_file(name)})"))
-        lines.append(("redis", self.redis.url()))
+        for name in self.environments:
+            lines.append(
+                (
+                    f"{name} redis",
+                    f"{self.settings.redis_url(name)} (cache; carts through Sentinel "
+                    f"{self.settings.carts_sentinel(name)[0]}, password in {self.settings.redis_password_file(name)})",
+                )
+            )
         lines.append(("registry", f"{self.registry.url}  (credentials in {self.registry.credentials_file})"))
         lines.append(("docker api", self.docker.docker_host))
         lines += self.monitoring.urls() + self.central_logs.urls()
@@ -730,15 +745,8 @@ class LocalStack:
 
 
 def _ensure_secret_file(path: Path) -> None:
-    """A random secret in `path` unless it has one: 0640, and as root group CONTAINER_UID, whose
-    containers read it as their group. Written straight into the file, never into a log."""
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_urlsafe(24))
-    if os.geteuid() == 0:
-        os.chown(path, 0, CONTAINER_UID)
+    """A random secret in `path` unless it has one, readable by the shop's containers (group CONTAINER_UID)."""
+    ensure_secret_file(path, group=CONTAINER_UID)
 
 
 def _last_json(output: str) -> dict[str, Any]:
@@ -757,6 +765,8 @@ def tool_problems() -> list[str]:
     needed = {
         "nginx": "nginx-light",
         "redis-server": "redis-server",
+        "redis-sentinel": "redis-sentinel",
+        "pgbouncer": "pgbouncer",
         "docker-registry": "docker-registry",
         "htpasswd": "apache2-utils",
         "podman": "podman",

@@ -30,10 +30,13 @@ class PrometheusApiError(RuntimeError):
 
 @dataclass(frozen=True)
 class Target:
-    """One scrape target: `host:port`, and the environment it serves (None: it serves both)."""
+    """One scrape target: `host:port`, the environment it serves (None: it serves both), and its role
+    where a job has several kinds of server (Redis: cache, carts, carts-replica, sentinel; PostgreSQL:
+    primary, replica; None: no `role` label)."""
 
     address: str
     environment: str | None = None
+    role: str | None = None
 
 
 def duration(seconds: float) -> str:
@@ -49,17 +52,19 @@ def duration(seconds: float) -> str:
 
 
 def _static_job(name: str, targets: Sequence[Target]) -> dict[str, Any]:
-    """A job with one static_configs entry per environment (targets serving both get no `environment`)."""
-    by_env: dict[str | None, list[str]] = {}
+    """A job with one static_configs entry per environment and role (targets serving both environments
+    get no `environment`, targets without a role no `role`)."""
+    groups: dict[tuple[str | None, str | None], list[str]] = {}
     for target in targets:
         if not _ADDRESS.match(target.address):
             raise ValueError(f"target {target.address!r} of job {name} is not host:port")
-        by_env.setdefault(target.environment, []).append(target.address)
+        groups.setdefault((target.environment, target.role), []).append(target.address)
     configs: list[dict[str, Any]] = []
-    for environment, addresses in by_env.items():
+    for (environment, role), addresses in groups.items():
         config: dict[str, Any] = {"targets": addresses}
-        if environment is not None:
-            config["labels"] = {"environment": environment}
+        labels = {k: v for k, v in (("environment", environment), ("role", role)) if v is not None}
+        if labels:
+            config["labels"] = labels
         configs.append(config)
     return {"job_name": name, "static_configs": configs}
 
@@ -72,6 +77,7 @@ def render_config(
     shop_targets_dir: Path,
     alertmanagers: Sequence[str] = (),
     postgres: Sequence[Target] = (),
+    pgbouncer: Sequence[Target] = (),
     redis: Sequence[Target] = (),
     router: Sequence[Target] = (),
     node: Sequence[Target] = (),
@@ -83,8 +89,8 @@ def render_config(
 
     Jobs (the `job` label the rules in infra/prometheus/rules expect): `shop` from the discovery
     files in `shop_targets_dir` (labels environment and slot come from the files), `postgres`,
-    `redis`, `router` and `node` from their static targets (with `environment` where a target
-    serves one), `prometheus` (itself, if its address is given) and `alertmanager` (the
+    `pgbouncer`, `redis`, `router` and `node` from their static targets (with `environment` where a
+    target serves one, `role` where the job has several kinds of server), `prometheus` (itself, if its address is given) and `alertmanager` (the
     Alertmanagers it sends to, which it also scrapes) and `pushgateway` (the pipeline's own
     figures, pushed there: `honor_labels` keeps their `job` and `environment`). A job without
     targets is left out.
@@ -120,7 +126,9 @@ def render_config(
             ],
         }
     ]
-    for name, targets in (("postgres", postgres), ("redis", redis), ("router", router), ("node", node)):
+    for name, targets in (
+        ("postgres", postgres), ("pgbouncer", pgbouncer), ("redis", redis), ("router", router), ("node", node),
+    ):  # fmt: skip
         if targets:
             jobs.append(_static_job(name, targets))
     if prometheus is not None:

@@ -1,8 +1,8 @@
 """The shop's app containers in the local environment: one-off commands and the slot services.
 
 Built on `DockerEngine` (shop_ops/resources/containers.py): host networking, a stop timeout,
-labels that let `down` find exactly this stack's containers, and the database password and the
-admin token as read-only file mounts (never environment values).
+labels that let `down` find exactly this stack's containers, and the database and Redis passwords
+and the admin token as read-only file mounts (never environment values).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ LABEL_ROLE = "io.shop-ops.role"
 LABEL_PORT = "io.shop-ops.port"
 PASSWORD_MOUNT = "/run/secrets/shop-db-password"
 ADMIN_TOKEN_MOUNT = "/run/secrets/shop-admin-token"
+REDIS_PASSWORD_MOUNT = "/run/secrets/shop-redis-password"
 STOP_TIMEOUT = 10
 CONTAINER_LOG_MAX_SIZE = "20m"  # podman truncates a container's log file past this
 
@@ -37,11 +38,27 @@ class AppEnvironment:
 
     stack: str
     name: str
-    database_url: str  # postgresql+asyncpg://shop@127.0.0.1:PORT/shop, no password
+    database_url: str  # postgresql+asyncpg://shop@127.0.0.1:PORT/shop, no password; one-off commands use it
     password_file: Path
-    redis_url: str
+    redis_url: str  # the cache, e.g. redis://shop@127.0.0.1:PORT/0
     admin_token_file: Path  # the bearer token of the admin API (load tests restock and purge through it)
     workers: int = 1
+    # The slot backends' connections go through PgBouncer here (None: to database_url). Migrations,
+    # the seed and other one-off commands keep direct sessions.
+    pooled_database_url: str | None = None
+    # A streaming replica for reporting reads (the admin statistics); same password.
+    replica_database_url: str | None = None
+    # The Redis user's password (cache, cart store, Sentinel), mounted like the database password.
+    redis_password_file: Path | None = None
+    # The cart store through Sentinel ("host:port,..." and the monitored service); None: carts use redis_url.
+    carts_sentinels: str | None = None
+    carts_sentinel_service: str | None = None
+    # The backend's pools per worker (None: the backend's defaults).
+    database_pool_size: int | None = None
+    redis_max_connections: int | None = None
+    # The backend's bounds on a hung dependency, in seconds (None: the backend's defaults).
+    redis_timeout_seconds: float | None = None
+    database_timeout_seconds: float | None = None
     # The containers' logs go to <log_folder>/<environment>/<role>_<slot>_<release>.log (the central log
     # collector reads them there); None: the engine keeps them in the container's own folder.
     log_folder: Path | None = None
@@ -54,21 +71,38 @@ class AppEnvironment:
         return {"log_path": path, "log_max_size": CONTAINER_LOG_MAX_SIZE}
 
     def backend_env(self, port: int | None = None) -> dict[str, str]:
-        env = {
-            "SHOP_DATABASE_URL": self.database_url,
+        """The backend's environment: a serving backend on `port` (through the pooler, if any), or a
+        one-off command (`port` None: a direct database session, as migrations need)."""
+        serving = port is not None
+        optional = {
+            "SHOP_PORT": str(port) if serving else None,
+            "SHOP_DATABASE_URL": (self.pooled_database_url if serving else None) or self.database_url,
+            "SHOP_DATABASE_REPLICA_URL": self.replica_database_url if serving else None,
+            "SHOP_REDIS_PASSWORD_FILE": REDIS_PASSWORD_MOUNT if self.redis_password_file else None,
+            "SHOP_CARTS_SENTINELS": self.carts_sentinels,
+            "SHOP_CARTS_SENTINEL_SERVICE": self.carts_sentinel_service if self.carts_sentinels else None,
+            "SHOP_DATABASE_POOL_SIZE": str(self.database_pool_size) if self.database_pool_size else None,
+            "SHOP_REDIS_MAX_CONNECTIONS": str(self.redis_max_connections) if self.redis_max_connections else None,
+            "SHOP_REDIS_TIMEOUT_SECONDS": f"{self.redis_timeout_seconds:g}" if self.redis_timeout_seconds else None,
+            "SHOP_DATABASE_TIMEOUT_SECONDS": (
+                f"{self.database_timeout_seconds:g}" if self.database_timeout_seconds else None
+            ),
+        }
+        return {
             "SHOP_DATABASE_PASSWORD_FILE": PASSWORD_MOUNT,
             "SHOP_ADMIN_TOKEN_FILE": ADMIN_TOKEN_MOUNT,
             "SHOP_REDIS_URL": self.redis_url,
             "SHOP_HOST": "127.0.0.1",
             "SHOP_WORKERS": str(self.workers),
+            **{name: value for name, value in optional.items() if value is not None},
         }
-        if port is not None:
-            env["SHOP_PORT"] = str(port)
-        return env
 
     @property
     def mounts(self) -> dict[str | Path, str]:
-        return {self.password_file: PASSWORD_MOUNT, self.admin_token_file: ADMIN_TOKEN_MOUNT}
+        mounts: dict[str | Path, str] = {self.password_file: PASSWORD_MOUNT, self.admin_token_file: ADMIN_TOKEN_MOUNT}
+        if self.redis_password_file is not None:
+            mounts[self.redis_password_file] = REDIS_PASSWORD_MOUNT
+        return mounts
 
     def labels(self, **extra: str) -> dict[str, str]:
         return {LABEL_STACK: self.stack, LABEL_ENVIRONMENT: self.name, **extra}

@@ -28,6 +28,37 @@ from shop_ops.resources.registry import RegistryResource
 from shop_ops.resources.router import SLOTS, RouterResource
 
 
+class ShopWiring(dg.Config):
+    """What one local environment's shop connects to besides its database target; no secrets, only files."""
+
+    redis_url: str = Field(description="the cache, with its user and no password")
+    redis_password_file: str = Field(default="", description="the Redis user's password (cache, carts, Sentinel)")
+    carts_sentinels: str = Field(default="", description="host:port,... of the cart store's Sentinels; empty: none")
+    carts_sentinel_service: str = ""
+    pooled_database_url: str = Field(default="", description="the database through PgBouncer; empty: direct")
+    replica_database_url: str = Field(default="", description="a streaming replica for reporting reads; empty: none")
+    database_pool_size: int = 10
+    redis_max_connections: int = 50
+    redis_timeout_seconds: float = 1.0
+    database_timeout_seconds: float = 2.0
+
+    def app_environment(
+        self, *, stack: str, name: str, database_url: str, password_file: Path, admin_token_file: Path,
+        log_folder: Path | None,
+    ) -> apps.AppEnvironment:  # fmt: skip
+        """The shop's containers of environment `name` wired to these services."""
+        return apps.AppEnvironment(
+            stack=stack, name=name, database_url=database_url, password_file=password_file,
+            redis_url=self.redis_url, admin_token_file=admin_token_file, log_folder=log_folder,
+            pooled_database_url=self.pooled_database_url or None,
+            replica_database_url=self.replica_database_url or None,
+            redis_password_file=Path(self.redis_password_file) if self.redis_password_file else None,
+            carts_sentinels=self.carts_sentinels or None, carts_sentinel_service=self.carts_sentinel_service or None,
+            database_pool_size=self.database_pool_size, redis_max_connections=self.redis_max_connections,
+            redis_timeout_seconds=self.redis_timeout_seconds, database_timeout_seconds=self.database_timeout_seconds,
+        )  # fmt: skip
+
+
 class ReleaseTarget(dg.ConfigurableResource):
     """Where releases go: `deploy` a release to an environment, `rollback` an environment; verified with k6."""
 
@@ -75,7 +106,7 @@ class BlueGreenTarget(ReleaseTarget):
     router: RouterResource
     postgres: PostgresResource
     stack: str = Field(description="the label that marks the local environment's containers (apps.stack_id)")
-    redis_urls: dict[str, str] = Field(description="environment -> the Redis URL its shop uses (no password)")
+    shops: dict[str, ShopWiring] = Field(description="environment -> what its shop connects to (no passwords)")
     admin_token_files: dict[str, str] = Field(
         description="environment -> the file with its shop's admin token, mounted read-only into the backends"
     )
@@ -105,18 +136,17 @@ class BlueGreenTarget(ReleaseTarget):
         return sorted(c.name for c in self._serving(environment))
 
     def strategy(self, environment: str, log: Log) -> BlueGreen:
-        if environment not in self.redis_urls:
-            raise DeployRefused(f"unknown environment {environment!r}: use one of {', '.join(self.redis_urls)}")
+        if environment not in self.shops:
+            raise DeployRefused(f"unknown environment {environment!r}: use one of {', '.join(self.shops)}")
         database = self.postgres.target(environment)
         if not database.password_file:
             raise DeployRefused(f"no database password file is configured for {environment}")
         admin_token_file = self.admin_token_files.get(environment)
         if not admin_token_file:
             raise DeployRefused(f"no admin token file is configured for {environment}")
-        app_env = apps.AppEnvironment(
+        app_env = self.shops[environment].app_environment(
             stack=self.stack, name=environment, database_url=database.url(),
-            password_file=Path(database.password_file), redis_url=self.redis_urls[environment],
-            admin_token_file=Path(admin_token_file),
+            password_file=Path(database.password_file), admin_token_file=Path(admin_token_file),
             log_folder=Path(self.container_logs_dir) if self.container_logs_dir else None,
         )  # fmt: skip
         return BlueGreen(

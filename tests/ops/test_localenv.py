@@ -54,7 +54,7 @@ pytestmark = pytest.mark.services  # `shop-ops local up` starts every service an
 
 SHOP_OPS = str(Path(sys.executable).parent / "shop-ops")
 SERVICES = (
-    "postgres", "redis", "registry", "docker_api", "staging", "production", "dagster",
+    "postgres", "pgbouncer", "replica", "redis", "registry", "docker_api", "staging", "production", "dagster",
     "prometheus", "alertmanager", "pushgateway", "exporters", "logs",
 )  # fmt: skip
 
@@ -83,37 +83,45 @@ def _free_run(count: int) -> int:
 def local_env(docker_api: DockerApi, root_only_checkout: Path) -> Iterator[dict[str, str]]:
     """Environment variables for a private stack: its own YAML config (free ports) and state folder."""
     base = root_only_checkout
-    p = iter(_free_ports(21))
+    p = iter(_free_ports(34))
     config = {
         "profile": "local",
         "dagster": {"port": next(p)},
         "registry": {"port": next(p)},
-        "redis": {"port": next(p)},
+        # Sentinel declares the cart store's primary down after 1 s without an answer.
+        "data": {"sentinel_down_after_ms": 1000},
         # Short intervals so the drill finds archived WAL after the backup within seconds.
         "backups": {"archive_timeout_seconds": 1, "heartbeat_seconds": 0.5},
         # Release baselines and nightly runs: 400 iterations of the mix, >= 30 requests per endpoint.
         "performance": {"rate": 50, "duration_seconds": 8, "synthetic_order_max_age_hours": 0},
-        # Scrapes and rule evaluations every second; six consecutive ports for the exporters.
+        # Scrapes and rule evaluations every second; 17 consecutive ports for the exporters.
         "observability": {
             "prometheus_port": next(p),
             "alertmanager_port": next(p),
             "pushgateway_port": next(p),
             "logs_postgres_port": next(p),
-            "exporters_first_port": _free_run(6),
+            "exporters_first_port": _free_run(17),
             "scrape_interval_seconds": 1,
             "evaluation_interval_seconds": 1,
         },
         "environments": {
             name: {
                 "postgres_port": next(p),
-                "redis_db": db,
+                "pgbouncer_port": next(p),
+                "replica_port": next(p) if name == "production" else None,
+                "redis": {
+                    "cache_port": next(p),
+                    "carts_port": next(p),
+                    "carts_replica_port": next(p),
+                    "sentinel_port": next(p),
+                },
                 "router_port": next(p),
                 "slots": {
                     "blue": {"backend_port": next(p), "frontend_port": next(p)},
                     "green": {"backend_port": next(p), "frontend_port": next(p)},
                 },
             }
-            for name, db in (("staging", 1), ("production", 2))
+            for name in ("staging", "production")
         },
     }
     (base / "local.yaml").write_text(yaml.safe_dump(config))
@@ -290,6 +298,15 @@ def test_up_status_down_up(local_env: dict[str, str], docker_api: DockerApi) -> 
     assert Path(doc["registry"]["credentials_file"]).exists()
     secrets = [json.loads(Path(doc["registry"]["credentials_file"]).read_text())["password"]]
     secrets += [Path(doc["postgres"][name]["password_file"]).read_text().strip() for name in ("staging", "production")]
+    secrets += [
+        path.read_text().strip()
+        for path in (Path(env["SHOP_OPS_STATE"]) / "secrets").glob("*")
+        if path.name.endswith(("redis-password", "redis-admin-password", "replication-password"))
+    ]
+    assert len(secrets) == 8, secrets  # 3 above, two Redis passwords per environment, production's replication one
+    # The data tier per environment: its own Redis (carts through Sentinel), PgBouncer, production's replica.
+    assert doc["redis"]["staging"]["sentinel_primary"] != doc["redis"]["production"]["sentinel_primary"]
+    assert doc["replica"]["production"]["streaming"] is True, doc["replica"]
     assert not any(secret in json.dumps(doc) for secret in secrets)
 
     for name in ("staging", "production"):
@@ -511,7 +528,7 @@ def test_up_status_down_up(local_env: dict[str, str], docker_api: DockerApi) -> 
     everything = "\n".join(r[0] for r in log_rows(store, "SELECT message || ' ' || fields::text FROM logs.records"))
     assert "wrong-token" not in everything
     services = {r[0] for r in log_rows(store, "SELECT DISTINCT service FROM logs.records")}
-    assert services >= {"router", "backend", "postgresql", "redis", "dagster"}, services
+    assert services >= {"router", "backend", "postgresql", "redis-carts", "sentinel", "pgbouncer", "dagster"}, services
     for secret in secrets:
         assert secret not in everything, "a secret reached the central logs"
 

@@ -46,7 +46,15 @@ def test_the_repository_profiles_load():
     [
         (("environments.staging.postgres_port", _DELETE), "environments.staging.postgres_port is missing"),
         (("environments.staging.postgres_port", 80), "environments.staging.postgres_port"),
-        (("environments.production.redis_db", 99), "environments.production.redis_db"),
+        (("environments.production.redis.sentinel_port", 80), "environments.production.redis.sentinel_port"),
+        (
+            ("environments.staging.redis.carts_port", 6394),
+            "carts_port uses port 6394, already used by environments.production.redis.cache_port",
+        ),
+        (
+            ("environments.production.pgbouncer_port", 55432),
+            "port 55432, already used by environments.production.pgbouncer_port",
+        ),
         (("registry.prot", 5000), "registry.prot is not a known setting"),
         (("environments.production.router_port", 8081), "router_port uses port 8081, already used by"),
         (("images.backend_budget_mb", 0), "images.backend_budget_mb"),
