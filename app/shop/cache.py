@@ -38,15 +38,19 @@ def redis_connection_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-def create_redis(settings: Settings) -> aioredis.Redis:
-    """A Redis client whose pool waits (a bounded time) for a free connection instead of failing at its limit."""
+def create_redis(settings: Settings, url: str | None = None, retry: Retry | None = None) -> aioredis.Redis:
+    """A client of the Redis at `url` (default: the cache's) whose pool waits (a bounded time) for a free
+    connection instead of failing at its limit; `retry` replaces the one immediate retry of a dead connection."""
     password = settings.redis_password.get_secret_value() if settings.redis_password else None
+    options = redis_connection_options(settings)
+    if retry is not None:
+        options["retry"] = retry
     pool = aioredis.BlockingConnectionPool.from_url(
-        settings.redis_url,
+        url or settings.redis_url,
         max_connections=settings.redis_max_connections,
         timeout=settings.redis_timeout_seconds,
         password=password,
-        **redis_connection_options(settings),
+        **options,
     )
     return aioredis.Redis(connection_pool=pool)
 
@@ -201,9 +205,9 @@ class ResponseCache:
         self.local.put(key, value)
         return value
 
-    async def invalidate(self, *keys: str, redis_only: list[str] | tuple[str, ...] = ()) -> None:
+    async def invalidate(self, *keys: str) -> None:
         """Drop `keys` here and in Redis (other workers' local copies expire by their short TTL)."""
         for key in keys:
             self.local.drop(key)
-        if keys or redis_only:
-            await self.redis.delete(*keys, *redis_only)
+        if keys:
+            await self.redis.delete(*keys)

@@ -21,7 +21,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 from redis.backoff import ConstantBackoff
 
-from shop.cache import redis_connection_options
+from shop.cache import create_redis, redis_connection_options
 from shop.settings import Settings
 
 T = TypeVar("T")
@@ -125,12 +125,6 @@ def create_carts_redis(settings: Settings, cache: aioredis.Redis) -> aioredis.Re
             retry=FailoverRetry(settings.redis_failover_wait_seconds),
         )
     if settings.carts_redis_url:
-        pool = aioredis.BlockingConnectionPool.from_url(
-            settings.carts_redis_url,
-            max_connections=settings.redis_max_connections,
-            timeout=settings.redis_timeout_seconds,
-            password=password,
-            **options,
-        )
-        return aioredis.Redis(connection_pool=pool)
+        # A primary endpoint that a managed failover moves (ElastiCache's DNS name): ride it like Sentinel's.
+        return create_redis(settings, settings.carts_redis_url, FailoverRetry(settings.redis_failover_wait_seconds))
     return cache

@@ -101,7 +101,7 @@ class Monitoring:
             redis_ports = local.redis
             for kind, role, port in (
                 ("redis-cache", "cache", redis_ports.cache_port), ("redis-carts", "carts", redis_ports.carts_port),
-                ("redis-carts-replica", "carts", redis_ports.carts_replica_port),
+                ("redis-carts-replica", "carts-replica", redis_ports.carts_replica_port),
                 ("sentinel", "sentinel", redis_ports.sentinel_port),
             ):  # fmt: skip
                 add(kind, "redis", role, RedisExporter(

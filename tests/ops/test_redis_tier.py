@@ -183,6 +183,28 @@ def test_every_write_of_the_shop_passes_the_shop_users_grants(backend: ShopServe
         assert order.status_code in (200, 201), order.text
 
 
+def test_without_sentinel_carts_go_to_the_cart_store_url(
+    tier: RedisTier, passwords: tuple[RedisPasswords, Path], postgres: PostgresCluster, tmp_path: Path
+) -> None:
+    """SHOP_CARTS_REDIS_URL (aws: the replication group's primary endpoint): carts there, never in the cache."""
+    db = new_database(postgres, "carts_url")
+    upgrade(db)
+    asyncio.run(seed_catalog(db, 20))
+    env = shop_env(
+        db, tier.cache_url(), SHOP_REDIS_PASSWORD_FILE=str(passwords[1]),
+        SHOP_CARTS_REDIS_URL=f"redis://shop@127.0.0.1:{tier.primary_port()}/0",
+    )  # fmt: skip
+    server = ShopServer(env, tmp_path / "shop.log")
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            cart = new_cart(client, in_stock(client, 1)[0])
+    finally:
+        server.stop()
+    with admin_client(tier.primary_port(), passwords[0]) as carts, admin_client(tier.cache_port, passwords[0]) as cache:
+        assert carts.exists(f"cart:{cart}") and not cache.exists(f"cart:{cart}")
+
+
 def test_the_shop_user_is_held_to_its_commands_and_keys(tier: RedisTier, passwords: tuple[RedisPasswords, Path]):
     shop, _ = passwords
     cache = shop_client(tier.cache_port, shop.shop)
