@@ -24,7 +24,7 @@ from psycopg2.extensions import make_dsn
 from shop_ops.localenv.dagster_dev import DagsterDev
 from shop_ops.observability import logs
 from shop_ops.resources.router import Router
-from shop_ops.services.files import ensure_secret_file
+from shop_ops.services.files import ensure_secret_file, write_pgpass
 from shop_ops.services.processes import PostgresCluster
 from shop_ops.services.rsyslog import RsyslogServer
 from shop_ops.settings import Settings
@@ -123,7 +123,7 @@ class CentralLogs:
         self.cluster.psql(
             f"GRANT USAGE ON SCHEMA logs TO {READER}; GRANT SELECT, DELETE ON logs.records TO {READER};", DATABASE
         )
-        logs.write_pgpass(self.reader_passfile, "127.0.0.1", self.cluster.port, DATABASE, READER, password)
+        write_pgpass(self.reader_passfile, "127.0.0.1", self.cluster.port, DATABASE, READER, password)
 
     def down(self, stop: Callable[[str, Callable[[], bool], Callable[[], None]], None]) -> None:
         stop("log collector (rsyslog)", self.rsyslog.running, self.rsyslog.stop)

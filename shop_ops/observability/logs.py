@@ -52,6 +52,7 @@ from urllib.parse import quote, urlencode
 import psycopg2
 
 from shop_ops.resources.containers import CONTAINER_LOG_REGEX
+from shop_ops.services.files import write_pgpass, write_private
 from shop_ops.services.processes import scram_verifier
 from shop_ops.services.rsyslog import RsyslogServer
 
@@ -313,22 +314,6 @@ def write_config(
     write_private(server.config, render_config(sources, store, server, passfile))
     write_private(server.logrotate_config, render_logrotate(server, rotate))
     return server.config
-
-
-def write_pgpass(path: Path, host: str, port: int, database: str, user: str, password: str) -> None:
-    """A pgpass file (libpq's `passfile`) with one entry, mode 0600 from the first byte."""
-    escaped = password.replace("\\", "\\\\").replace(":", "\\:")
-    write_private(path, f"{host}:{port}:{database}:{user}:{escaped}\n")
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write `text` to `path` readable by its owner only, from the first byte on."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def render_logrotate(server: RsyslogServer, files: Sequence[Path] = (), size: str = "20M", keep: int = 5) -> str:

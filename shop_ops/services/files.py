@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from pathlib import Path
 
 
@@ -14,6 +15,27 @@ def fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_private(path: Path, text: str, owner: str | None = None) -> None:
+    """Write `text` to `path` readable by its owner only (0600 from the first byte), replacing it atomically;
+    `owner`: hand it to that OS user (a service that runs as its own user reads it)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    if owner:
+        shutil.chown(tmp, owner, owner)
+    os.replace(tmp, path)
+
+
+def write_pgpass(
+    path: Path, host: str, port: int, database: str, user: str, password: str, owner: str | None = None
+) -> None:
+    """A libpq password file (`passfile`) with one entry, `:` and `\\` escaped, mode 0600 from the first byte."""
+    fields = (host, str(port), database, user, password)
+    write_private(path, ":".join(f.replace("\\", "\\\\").replace(":", "\\:") for f in fields) + "\n", owner)
 
 
 def ensure_secret_file(path: Path, group: int | None = None) -> None:

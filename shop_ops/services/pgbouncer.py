@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import shutil
 import signal
 import subprocess
@@ -38,6 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shop_ops.services.files import ensure_secret_file, write_pgpass, write_private
 from shop_ops.services.processes import (
     PostgresCluster,
     ServiceError,
@@ -58,18 +58,6 @@ _RELOADED = "got SIGHUP, re-reading config"
 def _quoted(value: str) -> str:
     """A value of PgBouncer's auth file: in double quotes, a double quote doubled."""
     return '"' + value.replace('"', '""') + '"'
-
-
-def _write_private(path: Path, text: str, owner: str | None = None) -> None:
-    """Write `text` to `path` with mode 0600 from the first byte (then hand it to `owner`), replacing it atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    if owner:
-        shutil.chown(tmp, owner, owner)
-    tmp.replace(path)
 
 
 @dataclass
@@ -179,7 +167,7 @@ class PgBouncer:
 
     def write_config(self) -> None:
         self._ensure_folder()
-        _write_private(self.config, self.render(), pg_os_user())
+        write_private(self.config, self.render(), pg_os_user())
 
     def _ensure_folder(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -187,8 +175,7 @@ class PgBouncer:
 
     def _stats_password(self) -> str:
         """The stats user's password, made once (0600 file)."""
-        if not self.stats_password_file.exists():
-            _write_private(self.stats_password_file, secrets.token_urlsafe(24) + "\n")
+        ensure_secret_file(self.stats_password_file)
         return self.stats_password_file.read_text().strip()
 
     def sync_auth(self, cluster: PostgresCluster, roles: Sequence[str]) -> None:
@@ -214,10 +201,8 @@ class PgBouncer:
             raise ServiceError("PgBouncer's auth file: " + "; ".join(problems))
         password = self._stats_password()
         entries = {**{role: found[role] for role in roles}, self.stats_user: scram_verifier(password)}
-        _write_private(
-            self.auth_file, "".join(f"{_quoted(k)} {_quoted(v)}\n" for k, v in entries.items()), pg_os_user()
-        )
-        _write_private(self.stats_pgpass, f"127.0.0.1:{self.port}:pgbouncer:{self.stats_user}:{password}\n")
+        write_private(self.auth_file, "".join(f"{_quoted(k)} {_quoted(v)}\n" for k, v in entries.items()), pg_os_user())
+        write_pgpass(self.stats_pgpass, "127.0.0.1", self.port, "pgbouncer", self.stats_user, password)
         if self.running():
             self.reload()
 

@@ -11,7 +11,6 @@ import hmac
 import os
 import random
 import re
-import secrets
 import shlex
 import shutil
 import signal
@@ -24,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from shop_ops.services.files import ensure_secret_file, write_pgpass, write_private
 
 PG_BIN_CANDIDATES = ("/usr/lib/postgresql/15/bin",)
 
@@ -293,8 +294,7 @@ class PostgresCluster:
         for name, value in values.items():
             if not re.fullmatch(r"[a-z_.]+", name):
                 raise ServiceError(f"{name!r} is not a PostgreSQL setting name")
-            literal = "'" + value.replace("'", "''") + "'"
-            self.psql(f'ALTER ROLE "{role}" SET {name} = {literal}')
+            self.psql(f'ALTER ROLE "{role}" SET {name} = {_sql_string(value)}')
 
     def create_database(self, name: str, owner: str | None = None) -> None:
         if self.psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'"):
@@ -388,11 +388,6 @@ def _sql_string(value: str) -> str:
 def _conninfo_value(value: str) -> str:
     """One libpq connection-string value, quoted (a path may hold spaces or quotes)."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _pgpass_field(value: str) -> str:
-    """One field of a libpq password file: `:` and `\\` escaped."""
-    return value.replace("\\", "\\\\").replace(":", "\\:")
 
 
 @dataclass(kw_only=True)
@@ -504,31 +499,18 @@ class PostgresReplica(PostgresCluster):
 
     def _ensure_replication_role(self) -> str:
         """The replication role on the primary, with the password of `password_file` (made once, 0600)."""
-        if not self.password_file.exists():
-            self.password_file.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(secrets.token_urlsafe(24) + "\n")
+        ensure_secret_file(self.password_file)
         password = self.password_file.read_text().strip()
         if not password:
             raise ServiceError(
                 f"the replication password file {self.password_file} is empty: delete it (a new one is made)"
             )
-        literal = "'" + password.replace("'", "''") + "'"
-        exists = self.primary.psql(f"SELECT 1 FROM pg_roles WHERE rolname = '{self.replication_user}'")
-        verb = "ALTER" if exists else "CREATE"
-        self.primary.psql(f'{verb} ROLE "{self.replication_user}" WITH LOGIN REPLICATION PASSWORD {literal}')
+        self.primary.set_role_password(self.replication_user, password)
+        self.primary.psql(f'ALTER ROLE "{self.replication_user}" WITH REPLICATION')
         return password
 
     def _write_passfile(self, password: str) -> None:
-        line = ":".join(
-            _pgpass_field(v) for v in ("127.0.0.1", str(self.primary.port), "*", self.replication_user, password)
-        )
-        self.passfile.unlink(missing_ok=True)
-        fd = os.open(self.passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(line + "\n")
-        hand_to_pg_user(self.passfile)
+        write_pgpass(self.passfile, "127.0.0.1", self.primary.port, "*", self.replication_user, password, pg_os_user())
 
     def _base_backup(self) -> None:
         if self.primary.tcp_auth == "trust":
@@ -699,13 +681,7 @@ class RedisServer:
         """`<datadir>/redis.conf`, created with mode 0600 (it holds passwords)."""
         self.datadir.mkdir(parents=True, exist_ok=True)
         self.datadir.chmod(0o700)
-        text = "\n".join(self.config_lines()) + "\n"
-        tmp = self.config_file.with_suffix(".tmp")
-        tmp.unlink(missing_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        tmp.replace(self.config_file)
+        write_private(self.config_file, "\n".join(self.config_lines()) + "\n")
 
     def start(self, timeout: float = 10) -> None:
         if port_is_open(self.port):

@@ -23,7 +23,6 @@ separate hosts (quorum 2), which this class does not start.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -34,6 +33,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from shop_ops.services.files import write_private
 from shop_ops.services.processes import (
     RedisServer,
     ServiceError,
@@ -211,12 +211,7 @@ class SentinelServer:
         require_free_port(self.port, f"Sentinel of {self.service}")
         self.folder.mkdir(parents=True, exist_ok=True)
         self.folder.chmod(0o700)
-        tmp = self.config_file.with_suffix(".tmp")
-        tmp.unlink(missing_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write("\n".join(self.config_lines()) + "\n")
-        tmp.replace(self.config_file)
+        write_private(self.config_file, "\n".join(self.config_lines()) + "\n")
         # umask 077: Sentinel rewrites its file (new temp file, renamed) and must keep it private.
         self.process = subprocess.Popen(
             [binary, str(self.config_file)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
