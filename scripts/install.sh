@@ -17,6 +17,7 @@ APT_PACKAGES=(
   prometheus prometheus-alertmanager prometheus-pushgateway prometheus-node-exporter prometheus-postgres-exporter prometheus-redis-exporter prometheus-nginx-exporter  # metrics, promtool, alerting (issue 12)
   rsyslog rsyslog-pgsql logrotate                               # central logs: collector, its PostgreSQL output, rotation (issue 12)
   pgbouncer redis-sentinel prometheus-pgbouncer-exporter        # data tier: pooling, cart store failover, pool metrics (issue 13)
+  pebble                                                        # certificates: Let's Encrypt's test ACME server and its DNS (issue 14)
 )
 
 PIP_IGNORED_LOCATION='is ignored: it is neither a file nor a directory'

@@ -55,6 +55,10 @@ class LocalEnvironment(_Strict):
     database: str = "shop"
     redis: RedisPorts
     router_port: Port
+    # The router's public listeners: HTTPS (the environment's URL, https://<env>.<tls.domain>:https_port)
+    # and plain HTTP, which redirects to it (router_port stays the internal listener; docs/security.md).
+    https_port: Port
+    http_port: Port
     slots: dict[Literal["blue", "green"], SlotPorts]
 
     @model_validator(mode="after")
@@ -271,6 +275,53 @@ class ObservabilitySettings(_Strict):
         return {name: self.exporters_first_port + i for i, name in enumerate(names)}
 
 
+class TlsSettings(_Strict):
+    """Certificates of the environments' routers (issue 14; docs/security.md).
+
+    Local profile: Pebble (Let's Encrypt's test ACME server) on `acme_port`, its DNS (pebble-challtestsrv)
+    on `dns_port` resolving every `<env>.<domain>` to 127.0.0.1, HTTP-01 challenges answered by the
+    routers on the one `challenge_port`. aws profile: the ALB's ACM certificate (Terraform).
+    """
+
+    domain: str = "shop.test"  # an environment's name is <env>.<domain>
+    acme_port: Port = 14014
+    acme_management_port: Port = 14015
+    dns_port: Port = 8053
+    challenge_port: Port = 5002
+    validity_days: int = Field(default=90, ge=1, le=366)
+    renew_before_days: int = Field(default=30, ge=1)
+    # certificates' blocking check: fewer days left than this fails it
+    expiry_check_days: int = Field(default=21, ge=1)
+    hsts_max_age_seconds: int = Field(default=63072000, ge=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> TlsSettings:
+        if not self.expiry_check_days < self.renew_before_days < self.validity_days:
+            raise ValueError(
+                "tls: expiry_check_days < renew_before_days < validity_days must hold "
+                f"(got {self.expiry_check_days}, {self.renew_before_days}, {self.validity_days})"
+            )
+        return self
+
+    def hostname(self, environment: str) -> str:
+        return f"{environment}.{self.domain}"
+
+
+class SecuritySettings(_Strict):
+    """Hardening knobs (issue 14; docs/security.md): the routers' API rate limit, the shop's body limit and CORS."""
+
+    # Per client address on the API (nginx limit_req): a steady rate and a burst served without delay.
+    api_rate_per_second: int = Field(default=20, ge=1)
+    api_burst: int = Field(default=40, ge=0)
+    # Operational clients (the pipeline's verification, load tests, probes) are never limited.
+    rate_limit_allow: list[str] = ["127.0.0.1"]
+    max_request_bytes: int = Field(default=1_048_576, ge=1024)
+    cors_origins: list[str] = []
+    # Shop containers: limits beside the read-only root, dropped capabilities and no-new-privileges.
+    container_memory_mb: int = Field(default=512, ge=64)
+    container_cpus: float = Field(default=1.0, gt=0)
+
+
 class AwsSettings(_Strict):
     region: str
     ecs_cluster: str
@@ -307,6 +358,8 @@ class Settings(_Strict):
     performance: PerformanceSettings = PerformanceSettings()
     costs: CostSettings = CostSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
+    tls: TlsSettings = TlsSettings()
+    security: SecuritySettings = SecuritySettings()
     environments: dict[str, LocalEnvironment | AwsEnvironment]
 
     @model_validator(mode="after")
@@ -344,6 +397,11 @@ class Settings(_Strict):
         claim(obs.logs_postgres_port, "observability.logs_postgres_port")
         for name, port in obs.exporter_ports(list(self.environments)).items():
             claim(port, f"observability.exporters_first_port (+{port - obs.exporters_first_port}: {name} exporter)")
+        tls = self.tls
+        claim(tls.acme_port, "tls.acme_port")
+        claim(tls.acme_management_port, "tls.acme_management_port")
+        claim(tls.dns_port, "tls.dns_port")
+        claim(tls.challenge_port, "tls.challenge_port")
         for name, env in self.local_environments().items():
             claim(env.postgres_port, f"environments.{name}.postgres_port")
             claim(env.pgbouncer_port, f"environments.{name}.pgbouncer_port")
@@ -352,6 +410,8 @@ class Settings(_Strict):
             for field, port in env.redis.model_dump().items():
                 claim(port, f"environments.{name}.redis.{field}")
             claim(env.router_port, f"environments.{name}.router_port")
+            claim(env.https_port, f"environments.{name}.https_port")
+            claim(env.http_port, f"environments.{name}.http_port")
             for slot, ports in env.slots.items():
                 claim(ports.backend_port, f"environments.{name}.slots.{slot}.backend_port")
                 claim(ports.frontend_port, f"environments.{name}.slots.{slot}.frontend_port")
@@ -387,6 +447,11 @@ class Settings(_Strict):
     def database_password_file(self, environment: str) -> Path:
         """Where `shop-ops local up` keeps the password of the `shop` role of an environment's database."""
         return self.state_path / "secrets" / f"{environment}-db-password"
+
+    def tls_folder(self) -> Path:
+        """The routers' certificates and keys (`<env>/`), the ACME account, and `roots.pem`: every root that signed
+        a live certificate (Pebble makes a new root at each start), the bundle clients trust."""
+        return self.state_path / "tls"
 
     def admin_token_file(self, environment: str) -> Path:
         """The admin bearer token of an environment's shop: SHOP_OPS_<ENV>_ADMIN_TOKEN_FILE, else

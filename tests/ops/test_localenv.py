@@ -83,7 +83,7 @@ def _free_run(count: int) -> int:
 def local_env(docker_api: DockerApi, root_only_checkout: Path) -> Iterator[dict[str, str]]:
     """Environment variables for a private stack: its own YAML config (free ports) and state folder."""
     base = root_only_checkout
-    p = iter(_free_ports(34))
+    p = iter(_free_ports(42))
     config = {
         "profile": "local",
         "dagster": {"port": next(p)},
@@ -104,6 +104,12 @@ def local_env(docker_api: DockerApi, root_only_checkout: Path) -> Iterator[dict[
             "scrape_interval_seconds": 1,
             "evaluation_interval_seconds": 1,
         },
+        "tls": {
+            "acme_port": next(p),
+            "acme_management_port": next(p),
+            "dns_port": next(p),
+            "challenge_port": next(p),
+        },
         "environments": {
             name: {
                 "postgres_port": next(p),
@@ -116,6 +122,8 @@ def local_env(docker_api: DockerApi, root_only_checkout: Path) -> Iterator[dict[
                     "sentinel_port": next(p),
                 },
                 "router_port": next(p),
+                "https_port": next(p),
+                "http_port": next(p),
                 "slots": {
                     "blue": {"backend_port": next(p), "frontend_port": next(p)},
                     "green": {"backend_port": next(p), "frontend_port": next(p)},
