@@ -46,3 +46,23 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         503: "A dependency (`database` or `redis`, named in `error.dependency`) is unavailable; retry shortly",
     }.items()
 }
+
+
+# Answers of the layers in front of the routes, documented on every /api operation (`responses=LIMITS` on
+# each area's router): the backend's body limit (shop/middleware.py, SHOP_MAX_REQUEST_BYTES), and the
+# per-client rate limit of the router in front of the backend (nginx limit_req; shop-ops's router).
+RETRY_AFTER_HEADER: dict[str, Any] = {
+    "Retry-After": {
+        "description": "Seconds to wait before sending again",
+        "schema": {"type": "integer", "minimum": 1, "examples": [1]},
+    }
+}
+LIMITS: dict[int | str, dict[str, Any]] = {
+    413: {"model": ErrorBody, "description": "The request body is over the size limit (`request_too_large`)"},
+    429: {
+        "model": ErrorBody,
+        "description": "Too many requests from this client (`rate_limited`, answered by the router); "
+        "retry after `Retry-After` seconds",
+        "headers": RETRY_AFTER_HEADER,
+    },
+}

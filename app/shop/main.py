@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.cors import CORSMiddleware
 
 from shop import logs, metrics
 from shop.api import api_router
@@ -18,11 +19,17 @@ from shop.dependencies import CANDIDATES as DEPENDENCY_FAILURES
 from shop.dependencies import NAMES as DEPENDENCY_NAMES
 from shop.dependencies import unavailable_dependency
 from shop.errors import ApiError
-from shop.middleware import RequestContext
+from shop.middleware import BodyLimit, RequestContext
 from shop.services import open_services
 from shop.settings import Settings, get_settings
 
 log = logging.getLogger("shop.http")
+
+# What a page of an allowed origin (SHOP_CORS_ORIGINS) may do: the API's methods and the headers its
+# calls send (Idempotency-Key on checkout); it may read the request id and a retry hint.
+CORS_METHODS = ("GET", "POST", "PATCH", "DELETE")
+CORS_HEADERS = ("Content-Type", "Idempotency-Key")
+CORS_EXPOSED = ("X-Request-Id", "Retry-After")
 
 
 @asynccontextmanager
@@ -106,6 +113,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         routes=api_router.routes,
     )
     app.state.settings = settings
+    # The last added runs first: RequestContext (request id, log line), then CORS, then the body limit.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)
+    if settings.cors_origins:
+        # Explicit lists only (no wildcard, no credentials): what the storefront's calls need.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=CORS_METHODS,
+            allow_headers=CORS_HEADERS,
+            expose_headers=CORS_EXPOSED,
+            max_age=600,
+        )
     app.add_middleware(RequestContext, access_log=settings.access_log)
     app.add_exception_handler(ApiError, api_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, validation_error)  # type: ignore[arg-type]

@@ -1,7 +1,8 @@
 // End-to-end: a shopper searches, adds a product to the cart, checks out and sees the order number.
 // Drives Debian's Chromium headless through playwright-core against a served storefront.
 //   node e2e/checkout.mjs BASE_URL SCREENSHOT_DIR
-// Prints one JSON line: {"order_number": "...", "product": "..."}
+// Prints one JSON line: {"order_number": "...", "product": "...", "csp_violations": [...]}
+// (csp_violations: what Chromium refused under the storefront's Content-Security-Policy, as it logs it).
 import { chromium } from 'playwright-core';
 
 const [baseUrl, shots] = process.argv.slice(2);
@@ -18,7 +19,12 @@ const browser = await chromium.launch({
 try {
   const page = await browser.newPage();
   page.setDefaultTimeout(15000);
-  await page.goto(baseUrl);
+  const cspViolations = [];
+  page.on('console', (msg) => {
+    if (msg.text().includes('Content Security Policy')) cspViolations.push(msg.text());
+  });
+  const home = await page.goto(baseUrl);
+  if (!home.headers()['content-security-policy']) throw new Error('the storefront sent no Content-Security-Policy');
   await page.getByTestId('search-input').fill('lamp');
   await page.getByTestId('search-submit').click();
   // the first page of all products is listed already: wait until the list is the search's answer
@@ -42,7 +48,7 @@ try {
   await page.getByTestId('place-order').click();
   const number = await page.getByTestId('order-number').innerText();
   await page.screenshot({ path: `${shots}/3-order.png` });
-  console.log(JSON.stringify({ order_number: number, product }));
+  console.log(JSON.stringify({ order_number: number, product, csp_violations: cspViolations }));
 } finally {
   await browser.close();
 }

@@ -40,7 +40,7 @@ from shop_ops.backup.logical import BackupError, dump_with_fingerprint, restore_
 from shop_ops.backup.physical import WAL_SEGMENT_BYTES, ArchiveContinuity, PgBackRest, PhysicalRestore
 from shop_ops.backup.pipeline_state import check_state_snapshot, snapshot_state
 from shop_ops.resources.backup_store import BackupStore, BackupStoreResource, CatalogEntry, StoreError
-from shop_ops.resources.containers import ContainerError, ContainersResource
+from shop_ops.resources.containers import ContainerError, ContainersResource, Hardening
 from shop_ops.resources.postgres import PostgresResource
 from shop_ops.services.processes import PostgresCluster, RedisServer, ServiceError, free_port, hand_to_pg_user
 
@@ -487,7 +487,9 @@ class LocalBackupTarget(BackupTarget):
                 "SHOP_WORKERS": "1",
             }
             log(f"{environment}: starting {image} against the restored database")
-            engine.start_service(name, image, env=env, labels={LABEL_ROLE: "restore-test"}, stop_timeout=5)
+            engine.start_service(
+                name, image, env=env, labels={LABEL_ROLE: "restore-test"}, stop_timeout=5, hardening=Hardening()
+            )
             try:
                 engine.wait_answering([name], [f"http://127.0.0.1:{port}/readyz"], self.ready_timeout_seconds)
                 page = httpx.get(f"http://127.0.0.1:{port}/api/products", params={"limit": 1}, timeout=10)

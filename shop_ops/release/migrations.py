@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from shop_ops.resources.containers import DockerEngine, RegistryAuth
+from shop_ops.resources.containers import DockerEngine, Hardening, RegistryAuth
 
 PASSWORD_MOUNT = "/run/secrets/shop_database_password"
 # The shop's settings require a Redis URL; shop-migrate never connects to it.
@@ -77,7 +77,7 @@ def migrate_database(
         env["SHOP_DATABASE_PASSWORD_FILE"] = PASSWORD_MOUNT
     result = engine.run_once(
         image, ["shop-migrate", revision, *(["--expand-only"] if expand_only else [])], env=env, mounts=mounts, timeout=timeout,
-        labels={"io.shop-ops.role": "migrate"},
+        labels={"io.shop-ops.role": "migrate"}, hardening=Hardening(),  # read-only root, no capabilities
     )  # fmt: skip
     if not result.ok:
         raise MigrationError(f"shop-migrate in {image} exited {result.exit_code}:\n{result.logs.strip()[-2000:]}")

@@ -96,6 +96,46 @@ class ContainerStats:
     memory_limit_bytes: int | None  # None: no limit (the engine reports the host's memory then)
 
 
+# Where the shop's images write at run time, as tmpfs mounts of a read-only container: the backend's
+# working folder and Prometheus's multiprocess folder (/tmp, the image's WORKDIR), the storefront's nginx
+# config, pid and temp files (/tmp/nginx, frontend/nginx/entrypoint.sh). Nothing from there is executed.
+SHOP_TMPFS = {"/tmp": "rw,noexec,nosuid,nodev,size=64m"}
+
+
+@dataclass(frozen=True)
+class Hardening:
+    """How a container is confined: a read-only root filesystem with tmpfs mounts where it writes, no
+    capabilities, no privilege gain (setuid), and memory and CPU bounds (None: unbounded).
+
+    The memory bound is also the swap bound (MemorySwap = Memory): a container over it is killed, not swapped.
+    """
+
+    read_only: bool = True
+    tmpfs: Mapping[str, str] = field(default_factory=lambda: dict(SHOP_TMPFS))
+    memory_mb: int | None = None
+    cpus: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.memory_mb is not None and self.memory_mb < 16:
+            raise ContainerError(f"container memory limit {self.memory_mb} MB is too small: give at least 16 MB")
+        if self.cpus is not None and not self.cpus > 0:
+            raise ContainerError(f"container CPU limit {self.cpus!r}: give a positive number of CPUs (e.g. 1.0)")
+
+    def host_config(self) -> dict[str, Any]:
+        """`create_host_config` arguments (docker-py) for these bounds."""
+        args: dict[str, Any] = {
+            "read_only": self.read_only,
+            "tmpfs": dict(self.tmpfs),
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
+        }
+        if self.memory_mb is not None:
+            args["mem_limit"] = args["memswap_limit"] = f"{self.memory_mb}m"
+        if self.cpus is not None:
+            args["nano_cpus"] = round(self.cpus * 1e9)
+        return args
+
+
 @dataclass(frozen=True)
 class RegistryAuth:
     """Credentials for one push; never logged (no repr of the password)."""
@@ -303,9 +343,12 @@ class DockerEngine:
             raise
 
     # ------------------------------------------------------------------ containers
-    def _host_config(self, mounts: Mapping[str | Path, str] | None) -> dict[str, Any]:
+    def _host_config(
+        self, mounts: Mapping[str | Path, str] | None, hardening: Hardening | None = None
+    ) -> dict[str, Any]:
         binds = {str(Path(src).resolve()): {"bind": dst, "mode": "ro"} for src, dst in (mounts or {}).items()}
-        return self.client.api.create_host_config(network_mode="host", binds=binds)
+        confined = hardening.host_config() if hardening is not None else {}
+        return self.client.api.create_host_config(network_mode="host", binds=binds, **confined)
 
     def run_once(
         self,
@@ -317,10 +360,12 @@ class DockerEngine:
         entrypoint: Sequence[str] | None = None,
         user: str | None = None,
         labels: Mapping[str, str] | None = None,
+        hardening: Hardening | None = None,
     ) -> RunResult:
         """Run a one-off container (host network, read-only `mounts` host path -> container path).
 
         Waits up to `timeout` seconds (then kills it: ContainerError); the container is always removed.
+        `hardening`: confine it (read-only root, no capabilities, limits); None: the engine's defaults.
         """
         api = self.client.api
         started = time.monotonic()
@@ -331,7 +376,7 @@ class DockerEngine:
             environment=dict(env or {}),
             user=user,
             labels={MANAGED_LABEL: "true", "io.shop-ops.role": "one-off", **(labels or {})},
-            host_config=self._host_config(mounts),
+            host_config=self._host_config(mounts, hardening),
         )
         cid = created["Id"]
         try:
@@ -369,6 +414,7 @@ class DockerEngine:
         replace: bool = False,
         log_path: Path | None = None,
         log_max_size: str | None = None,
+        hardening: Hardening | None = None,
     ) -> ServiceContainer:
         """Start a long-running container `name` on the host network. `replace` removes one of that name first.
 
@@ -377,12 +423,13 @@ class DockerEngine:
         podman 4.3's Docker API takes `HostConfig.LogConfig {"Type": "k8s-file", "Config": {"path": ...}}`
         (its folder must exist: podman creates the container, then fails to start it). `log_max_size`
         (e.g. "20m"): the engine truncates the file when it grows past that (podman's conmon does it itself;
-        the file is never moved, so no logrotate is needed for it).
+        the file is never moved, so no logrotate is needed for it). `hardening`: confine the container
+        (read-only root with tmpfs where it writes, no capabilities, no-new-privileges, memory and CPU limits).
         """
         api = self.client.api
         if replace:
             self.stop_service(name, timeout=stop_timeout)
-        host_config = self._host_config(mounts)
+        host_config = self._host_config(mounts, hardening)
         if log_path is not None:
             log_path.parent.mkdir(parents=True, exist_ok=True)
             config = {"path": str(log_path.resolve()), **({"max-size": log_max_size} if log_max_size else {})}

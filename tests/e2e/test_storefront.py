@@ -118,6 +118,8 @@ def test_shopper_searches_adds_to_cart_checks_out_and_sees_order_number(
     )
     assert result.returncode == 0, result.stderr[-3000:]
     shown = json.loads(result.stdout.strip().splitlines()[-1])
+    # The whole journey ran under the storefront's Content-Security-Policy without a refusal.
+    assert shown["csp_violations"] == []
     assert shown["order_number"].startswith("SO-")
     order_id = int(shown["order_number"].removeprefix("SO-"))
     row = postgres.psql(
@@ -127,3 +129,31 @@ def test_shopper_searches_adds_to_cart_checks_out_and_sees_order_number(
     )
     assert row == f"e2e@example.com|f|{shown['product']}"
     assert (tmp_path / "3-order.png").stat().st_size > 1000
+
+
+CSP_DIRECTIVES = {  # what the built app needs (dist/index.html: no inline script or style) and no more
+    "default-src": "'self'",
+    "script-src": "'self'",
+    "style-src": "'self'",
+    "connect-src": "'self'",
+    "object-src": "'none'",
+    "frame-ancestors": "'none'",
+}
+
+
+def test_storefront_sends_csp_and_permissions_policy_beside_its_headers():
+    """Every static answer (app shell, SPA route, hashed asset) carries the CSP and the Permissions-Policy."""
+    if not (FRONTEND / "dist" / "index.html").exists():
+        pytest.fail("frontend/dist is missing: build the storefront first (cd frontend && npm run build)")
+    script = next((FRONTEND / "dist" / "assets").glob("*.js"))
+    # No inline script or style in the shell: 'self' alone lets the app run (the journey test proves it in Chromium).
+    assert not re.search(r"<script(?![^>]*\bsrc=)|<style|\sstyle=", (FRONTEND / "dist" / "index.html").read_text())
+    with serve_storefront(FRONTEND, "http://127.0.0.1:9") as url:
+        answers = [httpx.get(f"{url}{path}", timeout=10) for path in ("/", "/cart", f"/assets/{script.name}")]
+    for answer in answers:
+        assert answer.status_code == 200, answer.url
+        csp = dict(d.strip().split(" ", 1) for d in answer.headers["content-security-policy"].split(";"))
+        assert {k: csp.get(k) for k in CSP_DIRECTIVES} == CSP_DIRECTIVES, (answer.url, csp)
+        policy = answer.headers["permissions-policy"]
+        assert all(f"{feature}=()" in policy for feature in ("camera", "geolocation", "microphone", "payment"))
+        assert answer.headers["x-content-type-options"] == "nosniff" and answer.headers["x-frame-options"] == "DENY"

@@ -9,6 +9,7 @@ from pathlib import Path
 import httpx
 
 from shop_ops.localenv.docker_api import DockerApi
+from shop_ops.resources.containers import DockerEngine
 from shop_ops.services.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,6 +39,16 @@ def test_compose_stack_comes_up_on_podman_and_serves_the_shop(built, docker_api:
         assert httpx.get(f"{front}/").status_code == 200
         assert httpx.get(f"{front}/api/products", params={"limit": 1}).json()["total"] > 0
         assert httpx.get(f"http://127.0.0.1:{ports['BACKEND']}/readyz").json()["status"] == "ready"
+        # The shop's own containers run as compose.yaml's x-hardening says, as the pipeline runs them.
+        engine = DockerEngine(docker_api.docker_host)
+        project = {"com.docker.compose.project": env["COMPOSE_PROJECT_NAME"]}
+        for service in ("backend", "frontend"):
+            (found,) = engine.list_services(labels={**project, "com.docker.compose.service": service})
+            host = engine.client.api.inspect_container(found.id)["HostConfig"]
+            assert host["ReadonlyRootfs"] is True and "/tmp" in host["Tmpfs"], (service, host)
+            assert "no-new-privileges" in " ".join(host["SecurityOpt"]) and len(host["CapDrop"]) >= 10, (service, host)
+            assert (host["Memory"], host["NanoCpus"]) == (512 * 2**20, 10**9), (service, host)
+        engine.close()
     finally:
         down = subprocess.run(
             [script, "down", "-v", "--keep-service"], cwd=ROOT, env=env, capture_output=True, text=True

@@ -221,10 +221,28 @@ class Watcher:
         self._thread.join(10)
 
 
+def assert_confined(engine: DockerEngine, name: str, memory_mb: int, cpus: float) -> None:
+    """The engine applied the hardening (its inspect) and the container's first process really runs with it."""
+    host = engine.client.api.inspect_container(name)["HostConfig"]
+    assert host["ReadonlyRootfs"] is True and "no-new-privileges" in host["SecurityOpt"], host
+    assert (host["Memory"], host["MemorySwap"]) == (memory_mb * 2**20, memory_mb * 2**20)
+    assert host["NanoCpus"] == round(cpus * 1e9) and "/tmp" in host["Tmpfs"], host
+    script = "grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/1/status; touch /probe 2>&1; touch /tmp/probe && echo tmp-ok"
+    api = engine.client.api
+    out = api.exec_start(api.exec_create(name, ["sh", "-c", script])).decode()
+    assert "CapEff:\t0000000000000000" in out and "CapBnd:\t0000000000000000" in out, out
+    assert "NoNewPrivs:\t1" in out and "Read-only file system" in out and "tmp-ok" in out, out
+
+
 def test_deploy_to_idle_slot_and_replace(staging: Env, releases: dict[str, Release]) -> None:
     first = deploy("staging", releases["1.0.0"], staging.deps, verify=version_verifier("1.0.0"))
     assert (first.status, first.slot, first.placement.previous) == ("verified", "green", "blue")
     assert served(staging.router) == ("1.0.0", "green")
+    # The release passed its verification with confined containers (apps.AppEnvironment.hardening).
+    app_env = staging.deps.app_env
+    assert app_env.memory_mb and app_env.cpus
+    for role in ("backend", "frontend"):
+        assert_confined(staging.deps.engine, apps.service_name(app_env, "green", role), app_env.memory_mb, app_env.cpus)
     assert scraped(staging.router) == [("green", staging.deps.slots["green"].backend_port)]
     assert {"migrate", "start", "ready", "switch", "verify"} <= set(first.steps), first.steps
     meta = first.metadata()

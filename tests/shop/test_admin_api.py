@@ -209,7 +209,8 @@ def test_openapi_documents_the_bulk_operations(client: httpx.Client):
     for path in (RESTOCK, PURGE):
         operation = paths[path]["post"]
         assert operation["summary"] and "Bearer" in operation["description"]
-        assert set(operation["responses"]) == {"200", "400", "401", "422", "503"}  # 503: database or Redis unavailable
+        # 503: database or Redis unavailable; 413 and 429: the body and rate limits every /api operation has.
+        assert set(operation["responses"]) == {"200", "400", "401", "413", "422", "429", "503"}
         assert operation["responses"]["401"]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
 
 

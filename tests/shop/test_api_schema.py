@@ -135,3 +135,18 @@ def test_admin_body_with_nul_is_422(client: httpx.Client, admin_token: str):
         )
         assert_refused(res, field)
     assert client.get("/api/products/12").json() == before
+
+
+@pytest.mark.services
+def test_every_api_operation_documents_the_rate_limit_and_body_limit(client: httpx.Client):
+    # The router's 429 (nginx limit_req, shop_ops/resources/rate_limit.py) and the backend's 413 carry the
+    # ErrorBody; the 429 names its Retry-After header. Probes (/healthz, ...) are never limited.
+    spec = client.get("/openapi.json").json()
+    operations = [(p, m, op) for p, ops in spec["paths"].items() if p.startswith("/api/") for m, op in ops.items()]
+    assert len(operations) >= 10
+    for path, method, op in operations:
+        for status in ("413", "429"):
+            body = op["responses"][status]["content"]["application/json"]["schema"]
+            assert body["$ref"].endswith("/ErrorBody"), (method, path, status)
+        assert op["responses"]["429"]["headers"]["Retry-After"]["schema"]["type"] == "integer", (method, path)
+    assert "429" not in spec["paths"]["/healthz"]["get"]["responses"]

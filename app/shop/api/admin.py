@@ -10,7 +10,7 @@ from fastapi.responses import Response
 
 from shop.api.deps import AuthorizationHeader, ServicesDep, require_admin
 from shop.api.responses import json_response
-from shop.errors import ERRORS, ApiError, ErrorBody
+from shop.errors import ERRORS, LIMITS, ApiError, ErrorBody
 from shop.schemas import (
     OrderStatistics,
     Product,
@@ -21,7 +21,7 @@ from shop.schemas import (
     RestockResult,
 )
 
-router = APIRouter(prefix="/api/admin", tags=["admin"])
+router = APIRouter(prefix="/api/admin", tags=["admin"], responses=LIMITS)
 
 ADMIN_ERRORS = {**ERRORS, 401: {"model": ErrorBody, "description": "Missing or wrong admin bearer token"}}
 # The bulk operations name no id and cannot conflict: malformed JSON, the token, invalid input, and

@@ -9,10 +9,10 @@ from fastapi.responses import Response
 
 from shop.api.deps import ServicesDep
 from shop.api.responses import json_response
-from shop.errors import ERRORS
+from shop.errors import ERRORS, LIMITS
 from shop.schemas import AddItem, Cart, SetQuantity, StorableText
 
-router = APIRouter(prefix="/api/carts", tags=["cart"])
+router = APIRouter(prefix="/api/carts", tags=["cart"], responses=LIMITS)
 
 # Any text is looked up (an id of the wrong shape is a 404), but not NUL or invalid UTF-8.
 CartId = Annotated[str, StorableText]

@@ -10,10 +10,10 @@ from fastapi.responses import Response
 from shop.api.deps import ServicesDep
 from shop.api.responses import json_response
 from shop.catalog import MAX_LIMIT, MAX_PAGE
-from shop.errors import ERRORS
+from shop.errors import ERRORS, LIMITS
 from shop.schemas import Product, ProductPage, StorableText
 
-router = APIRouter(prefix="/api", tags=["catalog"])
+router = APIRouter(prefix="/api", tags=["catalog"], responses=LIMITS)
 
 
 @router.get("/products", response_model=ProductPage, responses=ERRORS)

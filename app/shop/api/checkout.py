@@ -10,10 +10,10 @@ from fastapi.responses import Response
 from shop.api.deps import ServicesDep
 from shop.api.responses import json_response
 from shop.checkout import MAX_KEY_LENGTH, check_key
-from shop.errors import ERRORS
+from shop.errors import ERRORS, LIMITS
 from shop.schemas import CheckoutRequest, Order
 
-router = APIRouter(prefix="/api", tags=["checkout"])
+router = APIRouter(prefix="/api", tags=["checkout"], responses=LIMITS)
 
 IDEMPOTENCY_KEY_DOC = "required; a retry with the same key returns the first order"
 # Idempotency-Key is required, but checked by check_key (400 missing_idempotency_key, not a

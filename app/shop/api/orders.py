@@ -7,10 +7,10 @@ from fastapi.responses import Response
 
 from shop.api.deps import ServicesDep
 from shop.api.responses import json_response
-from shop.errors import ERRORS
+from shop.errors import ERRORS, LIMITS
 from shop.schemas import Order
 
-router = APIRouter(prefix="/api/orders", tags=["checkout"])
+router = APIRouter(prefix="/api/orders", tags=["checkout"], responses=LIMITS)
 
 
 @router.get("/{order_id}", response_model=Order, responses=ERRORS)
