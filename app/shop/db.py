@@ -79,8 +79,11 @@ SEARCH_EXPRESSION = "(name || ' ' || description)"
 
 
 def database_url(settings: Settings) -> URL:
-    """The settings' database URL with the password (kept out of the URL string) filled in."""
+    """The settings' database URL with the user (SHOP_DATABASE_USER, if set) and the password (kept out of the
+    URL string) filled in."""
     url = make_url(settings.database_url)
+    if settings.database_user:
+        url = url.set(username=settings.database_user)
     if settings.database_password is not None:
         url = url.set(password=settings.database_password.get_secret_value())
     return url
@@ -157,6 +160,8 @@ def create_replica_engine(settings: Settings) -> AsyncEngine | None:
     if settings.database_replica_url is None:
         return None
     url = make_url(settings.database_replica_url)
+    if settings.database_user:
+        url = url.set(username=settings.database_user)
     if settings.database_password is not None:
         url = url.set(password=settings.database_password.get_secret_value())
     return create_async_engine(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -28,6 +30,9 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL without the password, e.g. postgresql+asyncpg://shop@127.0.0.1:5432/shop"
     )
     database_password: SecretStr | None = None
+    # The login user instead of the URL's (both URLs): on aws the ECS task takes it from the app secret's
+    # `username`, which AWS's alternating-users rotation switches between two users.
+    database_user: str | None = Field(default=None, min_length=1, max_length=63)
     database_pool_size: int = Field(default=10, ge=1, le=200)
     # What is between the backend and PostgreSQL. `pgbouncer` (transaction pooling; safe direct too):
     # no statement caches, unnamed statements. `none` (a direct connection only): asyncpg's and
@@ -62,8 +67,17 @@ class Settings(BaseSettings):
     local_cache_ttl_seconds: float = Field(default=1.0, ge=0, le=60)
     cart_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
     admin_token: SecretStr | None = None
+    # The largest request body accepted: a larger one is answered 413 request_too_large before the
+    # routes read it, whether it announces its length or comes chunked.
+    max_request_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
+    # Browser origins allowed to call the API from pages of another origin, comma-separated
+    # (e.g. "https://shop.example,https://admin.shop.example"). Empty (the default): no CORS headers at
+    # all, so browsers allow only pages of the API's own origin (the storefront is served from it).
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()  # NoDecode: a comma list, not JSON
     version: str = "0.0.0-dev"
     git_commit: str = "unknown"
+    # SHOP_ENV: `dev` (compose's .env.dev.example) accepts placeholder secrets; anything else refuses them at start.
+    env: Literal["dev", "staging", "production"] = "production"
 
     @field_validator("database_url")
     @classmethod
@@ -103,6 +117,27 @@ class Settings(BaseSettings):
                 raise ValueError(f"{address!r} is not host:port; list Sentinels as host:port,host:port")
         return value
 
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _cors_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list | tuple):
+            return value
+        for origin in value:
+            parts = urlsplit(str(origin))
+            if (
+                parts.scheme not in ("http", "https")
+                or not parts.hostname
+                or f"{parts.scheme}://{parts.netloc}" != origin
+                or "@" in parts.netloc
+            ):
+                raise ValueError(
+                    f"{origin!r} is not an origin: list scheme://host[:port] entries without path or wildcard, "
+                    "comma-separated (e.g. https://shop.example)"
+                )
+        return tuple(value)
+
     def sentinel_addresses(self) -> list[tuple[str, int]]:
         """The Sentinels of the cart store as (host, port); empty when carts use a plain URL."""
         if not self.carts_sentinels:
@@ -126,8 +161,27 @@ def _read_secret_files(environ: dict[str, str]) -> dict[str, str]:
     return values
 
 
+# Placeholders and published defaults (.env.*.example): never a secret outside SHOP_ENV=dev. shop_ops refuses the
+# same in its own inputs (shop_ops/services/redaction.py); the two packages share no code.
+_PLACEHOLDER = re.compile(r"change[_ -]?me|replace[_ -]?me|^<[^>]*>$", re.IGNORECASE)
+KNOWN_DEFAULT_SECRETS = frozenset({"shop-dev-only"})
+
+
+def _refuse_placeholders(settings: Settings, from_files: dict[str, str]) -> None:
+    """SettingsError naming the first secret variable that holds a placeholder (unless SHOP_ENV=dev)."""
+    if settings.env == "dev":
+        return
+    for name in SECRET_FIELDS:
+        secret = getattr(settings, name)
+        value = secret.get_secret_value().strip() if secret is not None else ""
+        if value and (_PLACEHOLDER.search(value) or value in KNOWN_DEFAULT_SECRETS):
+            var = f"SHOP_{name.upper()}" + ("_FILE" if name in from_files else "")
+            verb = "holds" if name in from_files else "is"
+            raise SettingsError(f'{var} {verb} a placeholder ("{value}"): set a real secret (see docs/security.md)')
+
+
 def load_settings(environ: dict[str, str] | None = None) -> Settings:
-    """Validate the environment; raise SettingsError naming the first bad variable."""
+    """Validate the environment; raise SettingsError naming the first bad variable (placeholder secrets included)."""
     env = dict(os.environ if environ is None else environ)
     from_files = _read_secret_files(env)
     shop_env = {k: v for k, v in env.items() if k.startswith("SHOP_") and not k.endswith("_FILE")}
@@ -135,7 +189,7 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
         # _env_prefix handling: pass values explicitly so tests can use a dict environment
         kwargs = {k[5:].lower(): v for k, v in shop_env.items()}
         kwargs.update(from_files)
-        return Settings.model_validate(kwargs)
+        settings = Settings.model_validate(kwargs)
     except ValidationError as exc:
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err["loc"] else "?"
@@ -144,6 +198,8 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
             raise SettingsError(f"{var} is not set; set it (see .env.example)") from None
         msg = err["msg"].removeprefix("Value error, ")
         raise SettingsError(f"{var} is invalid: {msg}") from None
+    _refuse_placeholders(settings, from_files)
+    return settings
 
 
 @lru_cache(maxsize=1)

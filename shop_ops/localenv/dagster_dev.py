@@ -100,9 +100,19 @@ class DagsterDev:
         else:
             text, config = "", dict(FALLBACK_INSTANCE)
             source = "built-in fallback (deploy/local/dagster.yaml is missing)"
-        if config.get("telemetry") != {"enabled": False} or not text:
-            config["telemetry"] = {"enabled": False}
-            text = yaml.safe_dump(config)  # comments are lost only when we had to change it
+        changed = config.get("telemetry") != {"enabled": False} or not text
+        config["telemetry"] = {"enabled": False}
+        # The redacting storage's folders written out (Dagster's own places under this DAGSTER_HOME), so that
+        # whoever opens the instance from its folder, without DAGSTER_HOME set, finds the same storage.
+        for section, folder in (("event_log_storage", ("history", "runs")), ("compute_logs", ("storage",))):
+            entry = config.get(section)
+            if isinstance(entry, dict) and str(entry.get("module", "")).startswith("shop_ops."):
+                settings = entry.setdefault("config", {}) or {}
+                if "base_dir" not in settings:
+                    entry["config"] = {**settings, "base_dir": str(self.home.resolve().joinpath(*folder))}
+                    changed = True
+        if changed:
+            text = yaml.safe_dump(config, sort_keys=False)  # comments are lost only when we had to change it
         (self.home / "dagster.yaml").write_text(f"# Copied by shop-ops local up from {source}.\n" + text)
         return source
 

@@ -172,7 +172,8 @@ def delivery_from_env(
             to=to,
             username=environ.get("SHOP_OPS_SMTP_USER") or None,
             password_file=password_file,
-            starttls=(environ.get("SHOP_OPS_SMTP_STARTTLS") or "0").lower() in ("1", "true", "yes"),
+            starttls=(environ.get("SHOP_OPS_SMTP_STARTTLS") or "0").lower() in ("1", "true", "yes")
+            or (environ.get("SHOP_OPS_SMTP_TLS") or "").lower() == "starttls",  # the notifier's setting too
         )
     return Delivery(slack_api_url_file=slack_file, email=email, webhook_urls=tuple(webhook_urls))
 

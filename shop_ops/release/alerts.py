@@ -7,42 +7,17 @@ into a subject and a body. Every string that leaves goes through `redact`, which
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-MASK = "***"
+# The one redactor (known secrets of this process, credential-shaped text) lives with the process helpers.
+from shop_ops.services.redaction import MASK, redact
+
+__all__ = ["MASK", "Alert", "RunFailure", "StepFailure", "build_failure_alert", "redact", "truncate_error"]
+
 MAX_ERROR_LINES = 8
 MAX_LINE_CHARS = 300
 MAX_ERROR_CHARS = 1500
-
-_KEYS = r"[\w.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|private[_-]?key|credentials?|authorization)[\w.-]*"
-_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # URLs with user:password@ (postgresql://shop:hunter2@db/shop) keep the user, lose the password
-    (re.compile(r"(?P<pre>[a-z][a-z0-9+.-]*://[^\s:/@]*:)[^\s@/]+@", re.IGNORECASE), rf"\g<pre>{MASK}@"),
-    # Authorization headers and bearer tokens
-    (re.compile(r"\b(?P<pre>(?:bearer|basic|token)\s+)[A-Za-z0-9._~+/=-]{8,}", re.IGNORECASE), rf"\g<pre>{MASK}"),
-    # key=value, key: value, "key": "value" for keys that name a credential
-    (
-        re.compile(
-            rf"(?P<pre>\b{_KEYS}[\"']?\s*[:=]\s*)(?P<q>[\"']?)(?!{re.escape(MASK)})[^\s\"',;&)}}\]]+",
-            re.IGNORECASE,
-        ),
-        rf"\g<pre>\g<q>{MASK}",
-    ),
-    # Slack incoming-webhook paths and AWS access key ids
-    (re.compile(r"hooks\.slack\.com/\S+", re.IGNORECASE), f"hooks.slack.com/{MASK}"),
-    (re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"), MASK),
-)
-
-
-def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """`text` without the given secret values and without anything that looks like a credential."""
-    for secret in sorted((s for s in secrets if s and len(s) >= 4), key=len, reverse=True):
-        text = text.replace(secret, MASK)
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
 
 
 def truncate_error(text: str, max_lines: int = MAX_ERROR_LINES, max_chars: int = MAX_ERROR_CHARS) -> str:

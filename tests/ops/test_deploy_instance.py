@@ -75,8 +75,10 @@ def test_three_instances_carry_the_same_run_queue_limits(tmp_path):
         assert config["telemetry"] == {"enabled": False}, kind
 
 
-def test_local_instance_queues_runs_with_the_limits(tmp_path):
-    instance = DagsterInstance.from_config(str(_home(tmp_path, "local")))
+def test_local_instance_queues_runs_with_the_limits(tmp_path, monkeypatch):
+    home = _home(tmp_path, "local")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))  # as `dagster dev` has it: the redacting storage lives there
+    instance = DagsterInstance.from_config(str(home))
     try:
         assert isinstance(instance.run_coordinator, QueuedRunCoordinator)
         queue = instance.get_concurrency_config().run_queue_config
