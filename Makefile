@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv/bin
 
-.PHONY: run test test-fast install lint frontend images bench-api
+.PHONY: run test test-fast install lint frontend images bench-api bench-tls
 
 # Installs what is missing, starts the local environment (`shop-ops local up`: databases, Redis,
 # registry, Docker API, routers, the shop in staging and production, dagster dev) and prints
@@ -35,3 +35,7 @@ test-fast: install
 
 bench-api: install
 	$(VENV)/python bench/shop_api.py
+
+# What HTTPS costs at a router: plain vs HTTPS, connections kept and new (bench/README.md).
+bench-tls: install
+	$(VENV)/python bench/tls.py

@@ -8,7 +8,7 @@
 # and localhost/shop-ops-runner:local.
 #
 # Idempotent: the source hash (deploy/Dockerfile, this script, scripts/host-wheels.sh,
-# scripts/checkov-requirements.txt, pyproject.toml, VERSION, shop_ops/, config/, loadtests/,
+# scripts/checkov-requirements.txt, scripts/sslyze-requirements.txt, pyproject.toml, VERSION, shop_ops/, config/, loadtests/,
 # infra/terraform/ and infra/pricing/, the base image's id and the Debian packages' names and
 # versions) is stored in the label io.shop-ops.runner.source; when an image with that label
 # exists, nothing is built. Otherwise the wheels of the repository's shop-ops distribution and
@@ -16,12 +16,14 @@
 # (scripts/host-wheels.sh), from a copy of the sources (no build/ or egg-info left in the
 # repository), and installed inside the image with `pip install --no-index`.
 #
-# checkov (scripts/checkov-requirements.txt, the pin `make install` reads too) goes into a
-# virtualenv of its own, /opt/checkov (SHOP_OPS_CHECKOV), from wheels built the same way (kept in
-# .build/runner/wheels-checkov). The Dockerfile's `checkov` stage is built as an image of its own,
-# localhost/shop-ops-checkov:<key> (key: the base image's id, the pin file and that stage's text),
-# and the run image's final stage starts from it (CHECKOV_IMAGE): it is built only when its key
-# changes (~30 s, a 245 MB layer), not on every rebuild of the run image, --force included; its
+# The scanners that pin what /opt/venv must not get each go into a virtualenv of their own, from
+# wheels built the same way: checkov (scripts/checkov-requirements.txt, the pin `make install`
+# reads too) in /opt/checkov (SHOP_OPS_CHECKOV), sslyze (scripts/sslyze-requirements.txt) in
+# /opt/sslyze (SHOP_OPS_SSLYZE); wheels kept in .build/runner/wheels-<name>. The Dockerfile's
+# `scanners` stage is built as an image of its own, localhost/shop-ops-scanners:<key> (key: the
+# base image's id, the pin files and that stage's text), and the run image's final stage starts
+# from it (SCANNERS_IMAGE): it is built only when its key
+# changes (~40 s, a ~290 MB layer), not on every rebuild of the run image, --force included; its
 # older images are removed (their layers stay while a run image uses them). infra/terraform and
 # infra/pricing are copied to /opt/shop-ops/infra (SHOP_OPS_INFRA) without .terraform/ folders
 # and Terraform state files.
@@ -54,7 +56,8 @@ WORK=$ROOT/.build/runner
 RUNNER_DEBS=(postgresql-client-15 postgresql-15 pgbackrest redis-server redis-tools)
 DEB_CACHE=$SHOP_OPS_CACHE/runner-debs
 CHECKOV_REQUIREMENTS=scripts/checkov-requirements.txt
-CHECKOV_REPO=localhost/shop-ops-checkov
+SSLYZE_REQUIREMENTS=scripts/sslyze-requirements.txt
+SCANNERS_REPO=localhost/shop-ops-scanners
 # What of infra/ the image carries; never .terraform/ (providers, modules) nor state files.
 INFRA_DIRS=(infra/terraform infra/pricing)
 
@@ -169,7 +172,7 @@ SOURCE_HASH=$(
     {
         printf 'base %s\n' "$BASE_ID"
         printf 'deb %s\n' "${DEBS[@]}"
-        find deploy/Dockerfile deploy/build-runner-image.sh scripts/host-wheels.sh "$CHECKOV_REQUIREMENTS" \
+        find deploy/Dockerfile deploy/build-runner-image.sh scripts/host-wheels.sh "$CHECKOV_REQUIREMENTS" "$SSLYZE_REQUIREMENTS" \
             pyproject.toml VERSION config loadtests shop_ops "${INFRA_DIRS[@]}" \
             -type f ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*/.terraform/*' ! -name '*.tfstate' \
             ! -name '*.tfstate.*' -print0 |
@@ -217,35 +220,39 @@ rm -rf "$SRC"
 wheels_s=$((SECONDS - t0))
 log "$(find "$CONTEXT/wheels" -name '*.whl' | wc -l) wheels ($wheels_s s)"
 
-# The checkov image (the Dockerfile's `checkov` stage), once per key.
-checkov_key=$(
+# The scanners image (the Dockerfile's `scanners` stage: checkov and sslyze), once per key.
+scanners_key=$(
     cd "$ROOT"
-    stage=$(sed -n '/^FROM .* AS checkov$/,/^FROM /p' deploy/Dockerfile)
-    [ -n "$stage" ] || { echo "deploy/Dockerfile has no 'AS checkov' stage" >&2; exit 1; }
-    { printf 'base %s\n%s\n' "$BASE_ID" "$stage"; cat "$CHECKOV_REQUIREMENTS"; } | sha256sum | cut -c1-16
-) || die "cannot compute the checkov image's key"
-CHECKOV_REF=$CHECKOV_REPO:$checkov_key
-if podman image exists "$CHECKOV_REF"; then
-    log "checkov image up to date: $CHECKOV_REF"
+    stage=$(sed -n '/^FROM .* AS scanners$/,/^FROM /p' deploy/Dockerfile)
+    [ -n "$stage" ] || { echo "deploy/Dockerfile has no 'AS scanners' stage" >&2; exit 1; }
+    { printf 'base %s\n%s\n' "$BASE_ID" "$stage"; cat "$CHECKOV_REQUIREMENTS" "$SSLYZE_REQUIREMENTS"; } |
+        sha256sum | cut -c1-16
+) || die "cannot compute the scanners image's key"
+SCANNERS_REF=$SCANNERS_REPO:$scanners_key
+if podman image exists "$SCANNERS_REF"; then
+    log "scanners image up to date: $SCANNERS_REF"
 else
-    checkov_t0=$SECONDS
-    log "pip wheel: checkov ($py)"
-    host_wheels_requirements "$py" "$ROOT/$CHECKOV_REQUIREMENTS" "$WORK/wheels-checkov" "$WORK/wheels-checkov.log" ||
-        die "checkov wheels failed (see above)"
-    cp -al "$WORK/wheels-checkov" "$CONTEXT/wheels-checkov" 2>/dev/null ||
-        { rm -rf "$CONTEXT/wheels-checkov" && cp -r "$WORK/wheels-checkov" "$CONTEXT/wheels-checkov"; }
-    cp "$ROOT/$CHECKOV_REQUIREMENTS" "$CONTEXT/wheels-checkov/requirements.txt"
-    log "podman build $CHECKOV_REF ($(find "$CONTEXT/wheels-checkov" -name '*.whl' | wc -l) wheels)"
-    podman_build_replace "$WORK/build-checkov.log" "$DEPLOY_DIR/Dockerfile" "$CONTEXT" "$CHECKOV_REF" \
-        "$CHECKOV_REPO:local" --target checkov --build-arg BASE_IMAGE="$BASE_IMAGE" ||
-        die "podman build of the checkov image failed (log: $WORK/build-checkov.log)"
-    log "built $CHECKOV_REF ($((SECONDS - checkov_t0)) s)"
+    scanners_t0=$SECONDS
+    for tool in checkov sslyze; do
+        requirements=scripts/$tool-requirements.txt
+        log "pip wheel: $tool ($py)"
+        host_wheels_requirements "$py" "$ROOT/$requirements" "$WORK/wheels-$tool" "$WORK/wheels-$tool.log" ||
+            die "$tool wheels failed (see above)"
+        cp -al "$WORK/wheels-$tool" "$CONTEXT/wheels-$tool" 2>/dev/null ||
+            { rm -rf "$CONTEXT/wheels-$tool" && cp -r "$WORK/wheels-$tool" "$CONTEXT/wheels-$tool"; }
+        cp "$ROOT/$requirements" "$CONTEXT/wheels-$tool/requirements.txt"
+    done
+    log "podman build $SCANNERS_REF"
+    podman_build_replace "$WORK/build-scanners.log" "$DEPLOY_DIR/Dockerfile" "$CONTEXT" "$SCANNERS_REF" \
+        "$SCANNERS_REPO:local" --target scanners --build-arg BASE_IMAGE="$BASE_IMAGE" ||
+        die "podman build of the scanners image failed (log: $WORK/build-scanners.log)"
+    log "built $SCANNERS_REF ($((SECONDS - scanners_t0)) s)"
 fi
-podman tag "$CHECKOV_REF" "$CHECKOV_REPO:local"
+podman tag "$SCANNERS_REF" "$SCANNERS_REPO:local"
 
-log "podman build $REF (base $BASE_IMAGE, $CHECKOV_REF)"
+log "podman build $REF (base $BASE_IMAGE, $SCANNERS_REF)"
 podman_build_replace "$WORK/build.log" "$DEPLOY_DIR/Dockerfile" "$CONTEXT" "$REF" "$REPO:local" \
-    --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg CHECKOV_IMAGE="$CHECKOV_REF" --build-arg VERSION="$VERSION" \
+    --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg SCANNERS_IMAGE="$SCANNERS_REF" --build-arg VERSION="$VERSION" \
     --build-arg GIT_COMMIT="$GIT_COMMIT" --build-arg SOURCE_HASH="$SOURCE_HASH" ||
     die "podman build failed (log: $WORK/build.log)"
 # Of older commits' images (~1.2 GB each, ~810 MB of it a layer of their own) the newest KEEP_OLD
@@ -257,10 +264,11 @@ for id in $(podman images --quiet --no-trunc "$REPO" | sort -u); do
 done | sort -rn | tail -n +"$((KEEP_OLD + 1))" | while read -r _ stale; do
     podman rmi "$stale" >/dev/null 2>&1 || true
 done
-# Older checkov images go; their layers stay while a run image still starts from them.
-checkov_id=$(podman image inspect --format '{{.Id}}' "$CHECKOV_REF")
-for id in $(podman images --quiet --no-trunc "$CHECKOV_REPO" | sort -u); do
-    [ "${id#sha256:}" = "$checkov_id" ] || podman rmi "$id" >/dev/null 2>&1 || true
+# Older scanners images go (and those of the former checkov-only stage); their layers stay while a
+# run image still starts from them.
+scanners_id=$(podman image inspect --format '{{.Id}}' "$SCANNERS_REF")
+for id in $(for repo in "$SCANNERS_REPO" localhost/shop-ops-checkov; do podman images --quiet --no-trunc "$repo"; done | sort -u); do
+    [ "${id#sha256:}" = "$scanners_id" ] || podman rmi "$id" >/dev/null 2>&1 || true
 done
 
 user=$(podman image inspect --format '{{.Config.User}}' "$REF")

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what shop-ops needs on Debian 12 / Ubuntu, skipping what is already there:
-# Debian packages, the Python virtualenv (.venv), checkov in a virtualenv of its own
-# (.venv-checkov: it pins an old boto3 and clobbers python-hcl2) and the storefront's npm dependencies.
+# Debian packages, the Python virtualenv (.venv), checkov and sslyze in virtualenvs of their own
+# (.venv-checkov, .venv-sslyze: see install_own_venv) and the storefront's npm dependencies.
 #   scripts/install.sh            # everything
-#   scripts/install.sh apt|venv|checkov|npm
+#   scripts/install.sh apt|venv|checkov|sslyze|npm
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -79,29 +79,35 @@ install_venv() {
   echo "$want" >"$stamp"
 }
 
-# checkov at the version of scripts/checkov-requirements.txt (the runner image installs the same file).
-install_checkov() {
-  local venv=.venv-checkov requirements=scripts/checkov-requirements.txt stamp want
+# A tool that pins what .venv must not get, in a virtualenv of its own, at the versions of its pin
+# file (the runner image installs the same file): checkov (an old boto3, its own python-hcl2) and
+# sslyze (cryptography < 47). Usage: install_own_venv NAME VENV PIN_FILE CHECK_ARGS...
+# (CHECK_ARGS run through the venv's python: a script's #! line breaks in a path with spaces).
+install_own_venv() {
+  local name=$1 venv=$2 requirements=$3 stamp want
+  shift 3
   stamp=$venv/.shop-ops-installed
   [ -f "$requirements" ] || { say "$requirements is missing" >&2; exit 1; }
   want=$(sha256sum <"$requirements" | cut -d' ' -f1)
-  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x $venv/bin/checkov ]; then
-    say "checkov: up to date"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && [ -x "$venv/bin/python" ]; then
+    say "$name: up to date"
     return
   fi
-  say "checkov: installing $(grep -v '^#' "$requirements" | xargs) into $venv"
-  [ -x $venv/bin/python ] || python3 -m venv $venv
+  say "$name: installing $(grep -v '^#' "$requirements" | xargs) into $venv"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
   # pip warns about each missing file:///opt/pypi-more/simple/ location of pip.conf: harmless, left out.
-  if ! $venv/bin/pip install -q --disable-pip-version-check -r "$requirements" 2>"$venv/pip.log"; then
+  if ! "$venv/bin/pip" install -q --disable-pip-version-check -r "$requirements" 2>"$venv/pip.log"; then
     grep -v "$PIP_IGNORED_LOCATION" "$venv/pip.log" | tail -n 30 >&2
-    say "checkov: pip install failed (log: $venv/pip.log)" >&2
+    say "$name: pip install failed (log: $venv/pip.log)" >&2
     exit 1
   fi
   grep -v "$PIP_IGNORED_LOCATION" "$venv/pip.log" >&2 || true
-  # Through its interpreter: the script's #! line breaks in a path with spaces (shop_ops runs it the same way).
-  $venv/bin/python $venv/bin/checkov --version >/dev/null || { say "checkov: $venv/bin/checkov does not run" >&2; exit 1; }
+  "$venv/bin/python" "$@" >/dev/null || { say "$name: does not run in $venv" >&2; exit 1; }
   echo "$want" >"$stamp"
 }
+
+install_checkov() { install_own_venv checkov .venv-checkov scripts/checkov-requirements.txt .venv-checkov/bin/checkov --version; }
+install_sslyze() { install_own_venv sslyze .venv-sslyze scripts/sslyze-requirements.txt -m sslyze --help; }
 
 install_npm() {
   if ! command -v node >/dev/null || ! node -e 'process.exit(parseInt(process.versions.node, 10) < 20 ? 1 : 0)'; then
@@ -120,7 +126,8 @@ case "${1:-all}" in
   apt) install_apt ;;
   venv) install_venv ;;
   checkov) install_checkov ;;
+  sslyze) install_sslyze ;;
   npm) install_npm ;;
-  all) install_apt; install_venv; install_checkov; install_npm ;;
-  *) echo "usage: $0 [apt|venv|checkov|npm|all]" >&2; exit 2 ;;
+  all) install_apt; install_venv; install_checkov; install_sslyze; install_npm ;;
+  *) echo "usage: $0 [apt|venv|checkov|sslyze|npm|all]" >&2; exit 2 ;;
 esac

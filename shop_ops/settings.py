@@ -518,6 +518,11 @@ class Settings(_Strict):
         return _checkout_or_override("SHOP_OPS_CHECKOV", ROOT / ".venv-checkov" / "bin" / "checkov")
 
     @property
+    def sslyze_path(self) -> Path:
+        """sslyze's own virtualenv: SHOP_OPS_SSLYZE (the run image's /opt/sslyze), else `make install`'s .venv-sslyze."""
+        return _checkout_or_override("SHOP_OPS_SSLYZE", ROOT / ".venv-sslyze")
+
+    @property
     def docker_state_path(self) -> Path:
         """Whose podman storage and API to use: SHOP_OPS_DOCKER_STATE (e.g. the repository's, from tests) or ours."""
         override = os.environ.get("SHOP_OPS_DOCKER_STATE")

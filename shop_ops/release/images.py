@@ -115,10 +115,13 @@ def hadolint_binary() -> str:
     return found
 
 
-def lint_dockerfile(dockerfile: Path) -> tuple[LintFinding, ...]:
-    """hadolint's findings (JSON output); the repository's .hadolint.yaml applies when present."""
+def lint_dockerfile(dockerfile: Path, hadolint: str | None = None) -> tuple[LintFinding, ...]:
+    """hadolint's findings (JSON output); the repository's .hadolint.yaml applies when present.
+
+    `hadolint`: the program to run (the `scanners` resource's), else the one on PATH or beside this Python.
+    """
     result = subprocess.run(
-        [hadolint_binary(), "--format", "json", "--no-color", str(dockerfile)],
+        [hadolint or hadolint_binary(), "--format", "json", "--no-color", str(dockerfile)],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -8,6 +8,16 @@ assumed. pid, temp files and logs stay in `folder`. `Router` is the plain class 
 environment starts and stops it); `RouterResource` names each environment's router folder, port and
 slot ports as fields.
 
+The API's locations (`/api/` and the edge-cached catalog reads below) are rate-limited per client
+address with nginx's `limit_req`: 429 with `Retry-After` and the shop's error body past the burst;
+allow-listed addresses (127.0.0.1 by default: all local traffic) never (shop_ops/resources/rate_limit.py).
+
+Public listeners (`Router.public`, a PublicListeners): HTTPS on `https_port` with Mozilla's intermediate
+settings and HSTS, once the environment's certificate exists (`install_certificate` adds it with a graceful
+reload); plain HTTP on `http_port` answering 301 to the HTTPS URL; ACME HTTP-01 challenges on the one
+`challenge_port` every router shares (`reuseport`). `port` stays the internal plain listener (release
+verification, probes, load tests), like an ALB's target hop. The certificates: shop_ops/security/certificates.py.
+
 The edge cache (the CDN's job, done locally): anonymous `GET`/`HEAD` of `/api/products` (search
 and list pages; the query string is part of the key), `/api/products/{id}` and `/api/categories`
 are kept for `Router.cache_lifetime` seconds (default 1; nginx counts whole seconds, so an entry
@@ -48,6 +58,8 @@ import pwd
 import re
 import shutil
 import signal
+import socket
+import ssl
 import stat
 import subprocess
 import tempfile
@@ -58,6 +70,7 @@ from pathlib import Path
 import dagster as dg
 import httpx
 
+from shop_ops.resources.rate_limit import API_PATHS, RateLimit
 from shop_ops.services.discovery import write_shop_targets
 from shop_ops.services.processes import ServiceError, pid_alive, pids_using, port_is_open, read_pid, wait_gone
 
@@ -85,6 +98,62 @@ class Upstreams:
     frontend_port: int
 
 
+# Mozilla's "intermediate" configuration (guidelines 5.7) for nginx 1.22 and OpenSSL 3. The DHE-RSA suites of
+# the guideline are left out: the certificates are ECDSA P-256 (only ECDHE-ECDSA suites can be negotiated with
+# them), and nginx 1.22 offers no DHE at all without `ssl_dhparam`.
+TLS_PROTOCOLS = "TLSv1.2 TLSv1.3"
+TLS_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+)
+TLS_CURVES = "X25519:prime256v1:secp384r1"
+ACME_CHALLENGE_PATH = "/.well-known/acme-challenge/"
+
+
+def certificate_files(tls_folder: Path, environment: str) -> tuple[Path, Path]:
+    """Where an environment's certificate lives: (full chain, private key) under `<tls_folder>/<environment>/`.
+
+    nginx's master (root, or the user who started it) reads them at start and reload; its workers never do.
+    """
+    folder = tls_folder / environment
+    return folder / "fullchain.pem", folder / "privkey.pem"
+
+
+@dataclass(frozen=True)
+class PublicListeners:
+    """A router's public side: HTTPS on `https_port` (once its certificate exists), HTTP on `http_port`
+    redirecting there, and ACME HTTP-01 challenges on `challenge_port`.
+
+    The challenge port is shared by every router of the machine (Pebble validates every name on one
+    port): each nginx binds it with `reuseport`, all serving the same `challenge_root`, so whichever
+    master the kernel hands a connection to answers it. nginx's workers read `challenge_root`, so it
+    must be a folder they can reach (see `shared_challenge_root`).
+    """
+
+    server_name: str
+    https_port: int
+    http_port: int
+    challenge_port: int
+    challenge_root: Path
+    certificate: Path  # the full chain (leaf first), PEM
+    certificate_key: Path
+    hsts_max_age: int = 63072000
+
+    def has_certificate(self) -> bool:
+        return self.certificate.is_file() and self.certificate_key.is_file()
+
+
+def shared_challenge_root(tls_folder: Path) -> Path:
+    """The ACME challenge webroot that the routers of the state folder around `tls_folder` share.
+
+    nginx's workers serve it, and run by root they run as `nobody`, who cannot pass a mode-700 folder
+    (a checkout in root's home): so it lives under the system temp folder (mode 1777), named by a hash
+    of `tls_folder`. Its content is public by design (tokens Pebble fetches over plain HTTP).
+    """
+    digest = hashlib.sha256(os.fsencode(os.path.abspath(tls_folder))).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"shop-ops-acme-challenges-{digest}"
+
+
 def nginx_binary() -> str:
     found = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
     if found is None:
@@ -105,10 +174,23 @@ class Router:
     cache_lifetime: float = 1.0  # seconds the catalog reads are kept; 0: no edge cache
     # Prometheus's discovery folder: every start and switch rewrites shop-<name>.json to the serving backend.
     metrics_targets: Path | None = None
+    # The public HTTPS/HTTP listeners and the shared ACME challenge port; None: the internal listener only.
+    public: PublicListeners | None = None
+    # The API's rate limit per client address (see RATE_LIMIT_DOC): requests per second (0: no limit), the
+    # burst answered at once beyond it, and the addresses or networks never limited (the pipeline's own).
+    api_rate_per_second: float = 20.0
+    api_burst: int = 40
+    rate_limit_allow: tuple[str, ...] = ("127.0.0.1",)
 
     def __post_init__(self) -> None:
         if not self.cache_lifetime >= 0:
             raise ValueError(f"cache_lifetime must be 0 (off) or more seconds, not {self.cache_lifetime!r}")
+        self.rate_limit  # noqa: B018 (validated at construction: a bad rate, burst or address fails here)
+
+    @property
+    def rate_limit(self) -> RateLimit:
+        """The API's per-client rate limit, as nginx configuration (shop_ops/resources/rate_limit.py)."""
+        return RateLimit(self.api_rate_per_second, self.api_burst, tuple(self.rate_limit_allow))
 
     @property
     def caching(self) -> bool:
@@ -178,13 +260,19 @@ class Router:
             "            proxy_max_temp_file_size 0;\n"
             "            proxy_request_buffering off;\n"
         )
+        limit = self.rate_limit.location_directives()  # on the API's locations, not on probes
         backend = "".join(
-            f"        location {path} {{\n{proxy.format(upstream='shop_backend')}        }}\n" for path in BACKEND_PATHS
+            f"        location {path} {{\n{proxy.format(upstream='shop_backend')}"
+            f"{limit if path in API_PATHS else ''}        }}\n"
+            for path in BACKEND_PATHS
         )
+        # A location with add_header of its own inherits none of the server's: they are repeated.
+        backend += self.rate_limit.answer_location(("X-Shop-Slot $shop_slot", "Strict-Transport-Security $shop_hsts"))
         cache_http = ""
         if self.caching:
             backend += "".join(
-                f"        location {path} {{\n{proxy.format(upstream='shop_backend')}{self._cache_directives()}        }}\n"
+                f"        location {path} {{\n{proxy.format(upstream='shop_backend')}{self._cache_directives()}"
+                f"{limit}        }}\n"
                 for path in CATALOG_PATHS
             )
             cache_http = (
@@ -200,6 +288,27 @@ class Router:
                 '        "~*(no-store|no-cache|private)" 1;\n'
                 "    }\n"
             )
+        # The routes, served alike by the internal listener and the public HTTPS one.
+        routes = f"""        add_header X-Shop-Slot $shop_slot always;
+        add_header Strict-Transport-Security $shop_hsts always;
+
+        location = /router-health {{
+            access_log off;
+            default_type text/plain;
+            return 200 "ok\\n";
+        }}
+
+        # nginx's connection and request counters, for the nginx exporter (status_url); loopback only.
+        location = /router-status {{
+            stub_status;
+            access_log off;
+            allow 127.0.0.1;
+            deny all;
+        }}
+{backend}        location / {{
+{proxy.format(upstream="shop_frontend")}        }}
+"""
+        hsts = f"max-age={self.public.hsts_max_age}" if self.public else ""
         # Run by root, name the workers' user: the cache folder is handed to that same user.
         user = f"user {WORKER_USER} {_group_name(_worker_ids()[1])};\n" if os.geteuid() == 0 else ""
         text = f"""# The {self.name} router, written by shop-ops (shop_ops/resources/router.py); edits are overwritten.
@@ -226,32 +335,22 @@ http {{
     scgi_temp_path {_quoted(tmp / "scgi")};
     server_tokens off;
     keepalive_timeout 65s;
-{cache_http}
+{cache_http}{self.rate_limit.http_directives()}
     # upstream shop_backend, upstream shop_frontend and $shop_slot: rewritten by a switch
     include {_quoted(self.upstreams_file)};
+
+    # HSTS on HTTPS answers only (nginx sends no header whose value is empty). Every level that has an
+    # add_header of its own repeats it: nginx inherits add_header only into levels that have none.
+    map $scheme $shop_hsts {{
+        default "";
+        https "{hsts}";
+    }}
 
     server {{
         listen 127.0.0.1:{self.port} default_server;
         server_name _;
-        add_header X-Shop-Slot $shop_slot always;
-
-        location = /router-health {{
-            access_log off;
-            default_type text/plain;
-            return 200 "ok\\n";
-        }}
-
-        # nginx's connection and request counters, for the nginx exporter (status_url); loopback only.
-        location = /router-status {{
-            stub_status;
-            access_log off;
-            allow 127.0.0.1;
-            deny all;
-        }}
-{backend}        location / {{
-{proxy.format(upstream="shop_frontend")}        }}
-    }}
-}}
+{routes}    }}
+{self._public_servers(routes)}}}
 """
         _write_if_changed(self.conf, text)
 
@@ -279,7 +378,115 @@ http {{
             # add_header here replaces the server's: X-Shop-Slot is repeated.
             "            add_header X-Shop-Slot $shop_slot always;\n"
             "            add_header X-Cache $upstream_cache_status always;\n"
+            "            add_header Strict-Transport-Security $shop_hsts always;\n"
         )
+
+    def _public_servers(self, routes: str) -> str:
+        """The public server blocks: ACME challenges, HTTP -> HTTPS, and HTTPS once the certificate exists."""
+        public = self.public
+        if public is None:
+            return ""
+        challenges = (
+            f"        location {ACME_CHALLENGE_PATH} {{\n"
+            f"            root {_quoted(public.challenge_root)};\n"
+            "            default_type text/plain;\n"
+            "        }\n"
+        )
+        # The configured name, not the visitor's Host header, goes into the redirect.
+        servers = f"""
+    # ACME HTTP-01 challenges of every router of this machine: one port, bound by each nginx with reuseport.
+    server {{
+        listen 127.0.0.1:{public.challenge_port} reuseport;
+        server_name _;
+{challenges}        location / {{
+            return 404;
+        }}
+    }}
+
+    # Plain HTTP: challenges answered, everything else sent to HTTPS.
+    server {{
+        listen 127.0.0.1:{public.http_port};
+        server_name _;
+{challenges}        location / {{
+            return 301 https://{public.server_name}:{public.https_port}$request_uri;
+        }}
+    }}
+"""
+        if not public.has_certificate():
+            return servers  # no HTTPS before the first certificate (install_certificate reloads)
+        return (
+            servers
+            + f"""
+    # HTTPS: Mozilla's intermediate configuration (TLS_PROTOCOLS, TLS_CIPHERS in shop_ops/resources/router.py).
+    server {{
+        listen 127.0.0.1:{public.https_port} ssl http2;
+        server_name {public.server_name};
+        ssl_certificate {_quoted(public.certificate)};
+        ssl_certificate_key {_quoted(public.certificate_key)};
+        ssl_protocols {TLS_PROTOCOLS};
+        ssl_ciphers {TLS_CIPHERS};
+        ssl_ecdh_curve {TLS_CURVES};
+        ssl_prefer_server_ciphers off;
+        ssl_session_cache shared:shop_tls:10m;
+        ssl_session_timeout 1d;
+        ssl_session_tickets off;
+{routes}    }}
+"""
+        )
+
+    def install_certificate(self, timeout: float = 10) -> None:
+        """Serve the certificate now in `public.certificate`: rewrite the config (the HTTPS server appears
+        with the first certificate), check it, graceful reload, and wait until the HTTPS port presents it.
+
+        nginx's graceful reload lets old workers finish their requests: no request fails (tests/security/test_tls.py).
+        """
+        if self.public is None or not self.public.has_certificate():
+            raise ServiceError(
+                f"the {self.name} router has no certificate to install (public listeners or files missing)"
+            )
+        self.reload()
+        if not self.running():
+            return  # the next start serves it
+        expected = leaf_der(self.public.certificate)
+        deadline, in_a_row = time.monotonic() + timeout, 0
+        while in_a_row < CONFIRMATIONS:
+            in_a_row = in_a_row + 1 if self.served_certificate() == expected else 0
+            if time.monotonic() > deadline:
+                raise ServiceError(
+                    f"the {self.name} router does not present {self.public.certificate} on port "
+                    f"{self.public.https_port} {timeout:.0f}s after its reload; see {self.error_log}"
+                )
+            if in_a_row == 0:
+                time.sleep(0.05)
+
+    def reload(self) -> None:
+        """Rewrite nginx.conf from this object, check it, and reload a running router gracefully."""
+        previous = self.conf.read_text() if self.conf.exists() else None
+        self._write_conf()
+        try:
+            self.test_config()
+        except ServiceError:
+            if previous is not None:
+                _write_if_changed(self.conf, previous)
+            raise
+        if self.running():
+            result = self._nginx("-s", "reload")
+            if result.returncode != 0:
+                raise ServiceError(f"nginx -s reload ({self.name} router): {result.stderr.strip()}")
+
+    def served_certificate(self) -> bytes | None:
+        """The DER leaf certificate the HTTPS port presents for `server_name` now (None: no TLS answer)."""
+        if self.public is None:
+            return None
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # what is served is compared, not trusted
+        try:
+            with socket.create_connection(("127.0.0.1", self.public.https_port), timeout=2) as raw:
+                with context.wrap_socket(raw, server_hostname=self.public.server_name) as tls:
+                    return tls.getpeercert(binary_form=True)
+        except (OSError, ssl.SSLError):
+            return None
 
     def _prepare_cache_folder(self, fresh: bool) -> None:
         """Create the cache folder (mode 700, owned by the workers' user); `fresh`: drop what was there.
@@ -375,6 +582,10 @@ http {{
         self.pidfile.unlink(missing_ok=True)
         if port_is_open(self.port):
             raise ServiceError(f"port {self.port} for the {self.name} router is already in use")
+        if self.public is not None:  # (the challenge port is shared with the other routers: reuseport)
+            for port, what in ((self.public.https_port, "HTTPS"), (self.public.http_port, "HTTP")):
+                if port_is_open(port):
+                    raise ServiceError(f"port {port} for the {self.name} router's {what} listener is already in use")
         _write_if_changed(self.upstreams_file, self.render_upstreams(target))
         if self.caching:
             self._prepare_cache_folder(fresh=True)
@@ -476,6 +687,15 @@ def _log_name(name: str) -> str:
     return name
 
 
+def leaf_der(chain: Path) -> bytes:
+    """The first certificate of a PEM chain file, DER-encoded (what a TLS server presents as its leaf)."""
+    text = chain.read_text()
+    end = "-----END CERTIFICATE-----"
+    if end not in text:
+        raise ServiceError(f"{chain} holds no PEM certificate")
+    return ssl.PEM_cert_to_DER_cert(text[: text.index(end) + len(end)] + "\n")
+
+
 def _quoted(path: Path) -> str:
     """A path as one nginx argument, whatever spaces or quotes it holds."""
     return '"' + str(path).replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -546,6 +766,10 @@ class EnvironmentRouter(dg.Config):
     port: int
     blue: SlotPortsConfig
     green: SlotPortsConfig
+    # Public listeners (RouterResource.tls_folder set): HTTPS for `server_name` and HTTP redirecting to it.
+    https_port: int = 0
+    http_port: int = 0
+    server_name: str = ""
 
 
 class RouterResource(dg.ConfigurableResource):
@@ -554,6 +778,18 @@ class RouterResource(dg.ConfigurableResource):
     environments: dict[str, EnvironmentRouter]
     # Prometheus's discovery folder (shop_ops/services/discovery.py); empty: no metrics discovery.
     metrics_targets_dir: str = ""
+    # The edge cache's lifetime (performance.edge_cache_seconds): a certificate install rewrites nginx.conf, so
+    # the resource must describe the router as `shop-ops local up` started it.
+    cache_lifetime: float = 1.0
+    # The certificates (certificate_files) and the shared ACME challenge port and webroot; empty: no public listeners.
+    tls_folder: str = ""
+    challenge_port: int = 0
+    challenge_root: str = ""
+    hsts_max_age_seconds: int = 63072000
+    # The API's rate limit per client address (SecuritySettings; shop_ops/resources/rate_limit.py).
+    api_rate_per_second: float = 20.0
+    api_burst: int = 40
+    rate_limit_allow: list[str] = ["127.0.0.1"]  # noqa: RUF012 (a pydantic field: copied per instance)
 
     def _environment(self, environment: str) -> EnvironmentRouter:
         if environment not in self.environments:
@@ -567,7 +803,34 @@ class RouterResource(dg.ConfigurableResource):
             environment,
             Path(env.folder),
             env.port,
+            cache_lifetime=self.cache_lifetime,
             metrics_targets=Path(self.metrics_targets_dir) if self.metrics_targets_dir else None,
+            public=self.public_listeners(environment),
+            api_rate_per_second=self.api_rate_per_second,
+            api_burst=self.api_burst,
+            rate_limit_allow=tuple(self.rate_limit_allow),
+        )
+
+    def public_listeners(self, environment: str) -> PublicListeners | None:
+        """The environment's HTTPS/HTTP listeners and the shared challenge port; None without a TLS folder."""
+        env = self._environment(environment)
+        if not self.tls_folder:
+            return None
+        if not (env.https_port and env.http_port and env.server_name and self.challenge_port and self.challenge_root):
+            raise RouterError(
+                f"the {environment} router has a TLS folder but not all of https_port, http_port, server_name, "
+                "challenge_port and challenge_root: set them (shop_ops/definitions.py builds them from tls: settings)"
+            )
+        certificate, key = certificate_files(Path(self.tls_folder), environment)
+        return PublicListeners(
+            server_name=env.server_name,
+            https_port=env.https_port,
+            http_port=env.http_port,
+            challenge_port=self.challenge_port,
+            challenge_root=Path(self.challenge_root),
+            certificate=certificate,
+            certificate_key=key,
+            hsts_max_age=self.hsts_max_age_seconds,
         )
 
     def slot_ports(self, environment: str, slot: str) -> Upstreams:

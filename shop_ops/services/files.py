@@ -30,6 +30,19 @@ def write_private(path: Path, text: str, owner: str | None = None) -> None:
     os.replace(tmp, path)
 
 
+def write_public(path: Path, text: str) -> None:
+    """Replace `path` atomically with `text`, mode 0644 from the first byte (certificates, trust bundles), flushed."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.chmod(tmp, 0o644)  # whatever the umask: others (nginx's workers, clients) read it
+    os.replace(tmp, path)
+
+
 def write_pgpass(
     path: Path, host: str, port: int, database: str, user: str, password: str, owner: str | None = None
 ) -> None:
@@ -49,3 +62,21 @@ def ensure_secret_file(path: Path, group: int | None = None) -> None:
             fh.write(secrets.token_urlsafe(24))
     if group is not None and os.geteuid() == 0:
         os.chown(path, 0, group)
+
+
+def replace_secret_file(path: Path, group: int | None = None) -> None:
+    """A new random secret in `path`, replacing what it held atomically (a reader sees the old secret or the
+    new one, never a partial file): 0600, or 0640 owned by root and `group` when given (as root). Written
+    straight into the file, never into a log; a rotation's new password."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if group is None else 0o640)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_urlsafe(24))
+        fh.flush()
+        os.fsync(fh.fileno())
+    if group is not None and os.geteuid() == 0:
+        os.chown(tmp, 0, group)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
