@@ -2,7 +2,9 @@
 
 Built on `DockerEngine` (shop_ops/resources/containers.py): host networking, a stop timeout,
 labels that let `down` find exactly this stack's containers, and the database and Redis passwords
-and the admin token as read-only file mounts (never environment values).
+and the admin token as read-only file mounts (never environment values). Every container is
+confined (`AppEnvironment.hardening`): read-only root filesystem with a tmpfs on /tmp, no
+capabilities, no-new-privileges, memory and CPU limits.
 """
 
 from __future__ import annotations
@@ -12,8 +14,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
-from shop_ops.resources.containers import ContainerError, DockerEngine, ServiceContainer, container_log_path
+from shop_ops.resources.containers import (
+    ContainerError,
+    DockerEngine,
+    Hardening,
+    ServiceContainer,
+    container_log_path,
+)
 
 LABEL_STACK = "io.shop-ops.stack"
 LABEL_ENVIRONMENT = "io.shop-ops.environment"
@@ -24,6 +33,7 @@ PASSWORD_MOUNT = "/run/secrets/shop-db-password"
 ADMIN_TOKEN_MOUNT = "/run/secrets/shop-admin-token"
 REDIS_PASSWORD_MOUNT = "/run/secrets/shop-redis-password"
 STOP_TIMEOUT = 10
+CONTAINER_UID = 10001  # the shop images run as this UID/GID: the secret files they mount are of this group
 CONTAINER_LOG_MAX_SIZE = "20m"  # podman truncates a container's log file past this
 
 
@@ -62,6 +72,24 @@ class AppEnvironment:
     # The containers' logs go to <log_folder>/<environment>/<role>_<slot>_<release>.log (the central log
     # collector reads them there); None: the engine keeps them in the container's own folder.
     log_folder: Path | None = None
+    # Each container's bounds (SecuritySettings.container_memory_mb / container_cpus); None: unbounded.
+    memory_mb: int | None = 512
+    cpus: float | None = 1.0
+    # The backend's request-body limit (SHOP_MAX_REQUEST_BYTES; None: the backend's default, 1 MiB) and
+    # the browser origins its CORS answers allow (SHOP_CORS_ORIGINS; empty: no CORS headers at all).
+    max_request_bytes: int | None = None
+    cors_origins: tuple[str, ...] = ()
+
+    @property
+    def hardening(self) -> Hardening:
+        """How every container of this environment is confined (read-only root, tmpfs /tmp, no capabilities)."""
+        return Hardening(memory_mb=self.memory_mb, cpus=self.cpus)
+
+    # The login role the serving backends use instead of database_url's (one of two alternating roles,
+    # shop_ops/services/db_logins.py) and its password file; None: database_url's role with password_file.
+    # One-off commands (migrations, the seed) keep database_url's role and password_file.
+    serving_login: str | None = None
+    serving_password_file: Path | None = None
 
     def log_options(self, role: str, slot: str, image: str) -> dict[str, Any]:
         """start_service's log arguments for one container of `slot` running `image`."""
@@ -74,10 +102,15 @@ class AppEnvironment:
         """The backend's environment: a serving backend on `port` (through the pooler, if any), or a
         one-off command (`port` None: a direct database session, as migrations need)."""
         serving = port is not None
+        database_url = (self.pooled_database_url if serving else None) or self.database_url
+        replica_url = self.replica_database_url if serving else None
+        if serving and self.serving_login:
+            database_url = _with_user(database_url, self.serving_login)
+            replica_url = _with_user(replica_url, self.serving_login) if replica_url else None
         optional = {
             "SHOP_PORT": str(port) if serving else None,
-            "SHOP_DATABASE_URL": (self.pooled_database_url if serving else None) or self.database_url,
-            "SHOP_DATABASE_REPLICA_URL": self.replica_database_url if serving else None,
+            "SHOP_DATABASE_URL": database_url,
+            "SHOP_DATABASE_REPLICA_URL": replica_url,
             "SHOP_REDIS_PASSWORD_FILE": REDIS_PASSWORD_MOUNT if self.redis_password_file else None,
             "SHOP_CARTS_SENTINELS": self.carts_sentinels,
             "SHOP_CARTS_SENTINEL_SERVICE": self.carts_sentinel_service if self.carts_sentinels else None,
@@ -87,6 +120,8 @@ class AppEnvironment:
             "SHOP_DATABASE_TIMEOUT_SECONDS": (
                 f"{self.database_timeout_seconds:g}" if self.database_timeout_seconds else None
             ),
+            "SHOP_MAX_REQUEST_BYTES": str(self.max_request_bytes) if self.max_request_bytes else None,
+            "SHOP_CORS_ORIGINS": ",".join(self.cors_origins) if self.cors_origins and serving else None,
         }
         return {
             "SHOP_DATABASE_PASSWORD_FILE": PASSWORD_MOUNT,
@@ -99,7 +134,13 @@ class AppEnvironment:
 
     @property
     def mounts(self) -> dict[str | Path, str]:
-        mounts: dict[str | Path, str] = {self.password_file: PASSWORD_MOUNT, self.admin_token_file: ADMIN_TOKEN_MOUNT}
+        """A one-off command's files (the database role's password)."""
+        return self.backend_mounts(serving=False)
+
+    def backend_mounts(self, serving: bool) -> dict[str | Path, str]:
+        """The backend's read-only files; a serving backend gets its login role's password, not the owner's."""
+        password = (self.serving_password_file if serving else None) or self.password_file
+        mounts: dict[str | Path, str] = {password: PASSWORD_MOUNT, self.admin_token_file: ADMIN_TOKEN_MOUNT}
         if self.redis_password_file is not None:
             mounts[self.redis_password_file] = REDIS_PASSWORD_MOUNT
         return mounts
@@ -108,13 +149,23 @@ class AppEnvironment:
         return {LABEL_STACK: self.stack, LABEL_ENVIRONMENT: self.name, **extra}
 
 
+def _with_user(url: str, user: str) -> str:
+    """`url` (scheme://user@host:port/db, no password) with another user."""
+    scheme, sep, rest = url.partition("://")
+    _, at, location = rest.rpartition("@")
+    return f"{scheme}{sep}{quote(user)}@{location if at else rest}"
+
+
 def service_name(env: AppEnvironment, slot: str, role: str) -> str:
     return f"shop-ops-{env.stack}-{env.name}-{slot}-{role}"
 
 
 def run_once(engine: DockerEngine, image: str, command: list[str], env: AppEnvironment) -> str:
     """Run `command` in a one-off backend container; its stdout, or ContainerError with the log's end."""
-    result = engine.run_once(image, command, env=env.backend_env(), mounts=env.mounts, timeout=600, labels=env.labels())
+    result = engine.run_once(
+        image, command, env=env.backend_env(), mounts=env.mounts, timeout=600, labels=env.labels(),
+        hardening=env.hardening,
+    )  # fmt: skip
     if not result.ok:
         raise ContainerError(f"{' '.join(command)} in {image} exited {result.exit_code}:\n{result.logs[-2000:]}")
     return result.stdout
@@ -140,8 +191,9 @@ def start_slot(
         env=env.backend_env(backend_port),
         labels=env.labels(**{LABEL_SLOT: slot, LABEL_ROLE: "backend", LABEL_PORT: str(backend_port)}),
         stop_timeout=STOP_TIMEOUT,
-        mounts=env.mounts,
+        mounts=env.backend_mounts(serving=True),
         replace=True,
+        hardening=env.hardening,
         **env.log_options("backend", slot, images["backend"]),
     )
     engine.start_service(
@@ -157,6 +209,7 @@ def start_slot(
         labels=env.labels(**{LABEL_SLOT: slot, LABEL_ROLE: "frontend", LABEL_PORT: str(frontend_port)}),
         stop_timeout=STOP_TIMEOUT,
         replace=True,
+        hardening=env.hardening,
         **env.log_options("frontend", slot, images["frontend"]),
     )
 

@@ -159,6 +159,18 @@ class BlueGreen:
             self._remove_slot(slot, FAILED_STOP_TIMEOUT)
             raise StepFailed(f"the {slot} slot did not become ready: {exc}") from None
 
+    def slot_images(self, slot: str) -> dict[str, str] | None:
+        """The images `slot`'s two containers run ({"backend": ..., "frontend": ...}); None unless both run."""
+        running = {
+            c.name: c.image
+            for c in self.engine.list_services(labels=self.app_env.labels(**{apps.LABEL_SLOT: slot}))
+            if c.status == "running"
+        }
+        names = self._names(slot)
+        if not all(name in running for name in names):
+            return None
+        return {role: running[name] for role, name in zip(("backend", "frontend"), names, strict=True)}
+
     def _slot_runs(self, slot: str, images: dict[str, str]) -> bool:
         """Whether `slot`'s two containers are running from exactly these pinned images."""
         running = {

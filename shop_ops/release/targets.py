@@ -17,7 +17,9 @@ from pydantic import Field
 from shop_ops.release import apps
 from shop_ops.release.bluegreen import BlueGreen
 from shop_ops.release.ecs_release import EcsService
+from shop_ops.release.ecs_rotation import EcsLogins
 from shop_ops.release.flow import DeployRefused, Log, Release, ReleaseResult, Strategy, deploy, rollback
+from shop_ops.release.login_rollout import BlueGreenLogins
 from shop_ops.release.verify import VERIFY_SCRIPT, verify_environment
 from shop_ops.resources.aws import AwsResource
 from shop_ops.resources.containers import ContainersResource, ServiceContainer
@@ -26,6 +28,46 @@ from shop_ops.resources.ledger import LedgerResource
 from shop_ops.resources.postgres import PostgresResource
 from shop_ops.resources.registry import RegistryResource
 from shop_ops.resources.router import SLOTS, RouterResource
+from shop_ops.services.db_logins import DatabaseLogins, LoginFiles, LoginRotationSteps
+from shop_ops.services.pgbouncer import PgBouncer
+from shop_ops.services.processes import PostgresCluster
+
+
+class DatabaseLoginsConfig(dg.Config):
+    """Where one local environment's two alternating login roles are kept and administered
+    (shop_ops/services/db_logins.py): their files, the cluster's superuser socket, PgBouncer's auth file."""
+
+    secrets_dir: str = Field(description="the state's secrets/: <env>-db-login and <env>-db-<role>-password")
+    cluster_datadir: str = Field(description="the primary's data folder (its superuser's unix socket is inside)")
+    cluster_port: int
+    tcp_auth: str = "scram-sha-256"
+    replica_datadir: str = Field(default="", description="a streaming replica's data folder; empty: none")
+    replica_port: int = 0
+    pgbouncer_folder: str = Field(default="", description="PgBouncer's folder (auth file, pid file); empty: none")
+    pgbouncer_port: int = 0
+    database: str = "shop"
+    container_gid: int | None = Field(default=10001, description="the group the shop's containers read secrets as")
+    role_defaults: dict[str, str] = Field(default_factory=dict, description="DataSettings.shop_role_defaults()")
+
+    def files(self, environment: str) -> LoginFiles:
+        return LoginFiles(Path(self.secrets_dir), environment)
+
+    def logins(self, environment: str) -> DatabaseLogins:
+        cluster = PostgresCluster(datadir=Path(self.cluster_datadir), port=self.cluster_port, tcp_auth=self.tcp_auth)
+        replica = (
+            PostgresCluster(datadir=Path(self.replica_datadir), port=self.replica_port, tcp_auth=self.tcp_auth)
+            if self.replica_datadir
+            else None
+        )
+        bouncer = (
+            PgBouncer(Path(self.pgbouncer_folder), self.pgbouncer_port, self.cluster_port, self.database)
+            if self.pgbouncer_folder
+            else None
+        )
+        return DatabaseLogins(
+            cluster=cluster, files=self.files(environment), role_defaults=self.role_defaults, pgbouncer=bouncer,
+            replica=replica, container_gid=self.container_gid,
+        )  # fmt: skip
 
 
 class ShopWiring(dg.Config):
@@ -41,13 +83,34 @@ class ShopWiring(dg.Config):
     redis_max_connections: int = 50
     redis_timeout_seconds: float = 1.0
     database_timeout_seconds: float = 2.0
+    database_logins: DatabaseLoginsConfig | None = Field(
+        default=None, description="the alternating login roles the serving backends use; None: the database role"
+    )
+    # Hardening (SecuritySettings): each container's bounds (0: unbounded), the backend's request-body limit
+    # (0: the backend's default, 1 MiB) and the browser origins its CORS answers allow (empty: none).
+    container_memory_mb: int = 512
+    container_cpus: float = 1.0
+    max_request_bytes: int = 0
+    cors_origins: list[str] = []  # noqa: RUF012 (a pydantic field: copied per instance)
+
+    def serving_login(self, name: str) -> tuple[str, Path] | None:
+        """(login role, its password file) the serving backends of `name` use now, read from the secrets
+        state at call time (a rotation changes it); None: they log in as the database role."""
+        return self.database_logins.files(name).serving_login() if self.database_logins else None
 
     def app_environment(
         self, *, stack: str, name: str, database_url: str, password_file: Path, admin_token_file: Path,
-        log_folder: Path | None,
+        log_folder: Path | None, login: str | None = None,
     ) -> apps.AppEnvironment:  # fmt: skip
-        """The shop's containers of environment `name` wired to these services."""
+        """The shop's containers of environment `name` wired to these services; serving backends log in as
+        `login` (one of the alternating login roles), else as the one that serves now."""
+        serving = self.serving_login(name)
+        if login is not None:
+            if self.database_logins is None:
+                raise DeployRefused(f"{name} has no alternating login roles configured (shop wiring database_logins)")
+            serving = (login, self.database_logins.files(name).password_file(login))
         return apps.AppEnvironment(
+            serving_login=serving[0] if serving else None, serving_password_file=serving[1] if serving else None,
             stack=stack, name=name, database_url=database_url, password_file=password_file,
             redis_url=self.redis_url, admin_token_file=admin_token_file, log_folder=log_folder,
             pooled_database_url=self.pooled_database_url or None,
@@ -56,6 +119,8 @@ class ShopWiring(dg.Config):
             carts_sentinels=self.carts_sentinels or None, carts_sentinel_service=self.carts_sentinel_service or None,
             database_pool_size=self.database_pool_size, redis_max_connections=self.redis_max_connections,
             redis_timeout_seconds=self.redis_timeout_seconds, database_timeout_seconds=self.database_timeout_seconds,
+            memory_mb=self.container_memory_mb or None, cpus=self.container_cpus or None,
+            max_request_bytes=self.max_request_bytes or None, cors_origins=tuple(self.cors_origins),
         )  # fmt: skip
 
 
@@ -98,6 +163,10 @@ class ReleaseTarget(dg.ConfigurableResource):
         """`flow.rollback` with this target's steps."""
         return rollback(environment, self.strategy(environment, log), reason=reason)
 
+    def login_rotation(self, environment: str, log: Log) -> LoginRotationSteps:
+        """The steps of a database password rotation on `environment` (security.rotation.rotate runs them)."""
+        raise DeployRefused(f"{type(self).__name__} cannot rotate {environment}'s database login: not built")
+
 
 class BlueGreenTarget(ReleaseTarget):
     """Local profile: two slots of app containers per environment behind its nginx router."""
@@ -135,7 +204,8 @@ class BlueGreenTarget(ReleaseTarget):
     def serving_containers(self, environment: str) -> list[str]:
         return sorted(c.name for c in self._serving(environment))
 
-    def strategy(self, environment: str, log: Log) -> BlueGreen:
+    def strategy(self, environment: str, log: Log, login: str | None = None) -> BlueGreen:
+        """`environment`'s blue/green steps; slots it starts log in as `login` (else the serving login role)."""
         if environment not in self.shops:
             raise DeployRefused(f"unknown environment {environment!r}: use one of {', '.join(self.shops)}")
         database = self.postgres.target(environment)
@@ -147,13 +217,27 @@ class BlueGreenTarget(ReleaseTarget):
         app_env = self.shops[environment].app_environment(
             stack=self.stack, name=environment, database_url=database.url(),
             password_file=Path(database.password_file), admin_token_file=Path(admin_token_file),
-            log_folder=Path(self.container_logs_dir) if self.container_logs_dir else None,
+            log_folder=Path(self.container_logs_dir) if self.container_logs_dir else None, login=login,
         )  # fmt: skip
         return BlueGreen(
             engine=self.containers.engine(), registry=self.registry.client(), router=self.router.router(environment),
             app_env=app_env, slots={slot: self.router.slot_ports(environment, slot) for slot in SLOTS},
             database=database, ledger=self.ledger.open(), backend_repository=self.registry.backend_repository,
             frontend_repository=self.registry.frontend_repository, ready_timeout=self.ready_timeout_seconds, log=log,
+        )  # fmt: skip
+
+    def login_rotation(self, environment: str, log: Log) -> BlueGreenLogins:
+        wiring = self.shops.get(environment)
+        if wiring is None:
+            raise DeployRefused(f"unknown environment {environment!r}: use one of {', '.join(self.shops)}")
+        if wiring.database_logins is None:
+            raise DeployRefused(
+                f"{environment} has no alternating login roles configured: give its shop wiring database_logins "
+                "(definitions.shop_wiring) and run `shop-ops local up`, which makes the roles"
+            )
+        return BlueGreenLogins(
+            environment=environment, logins=wiring.database_logins.logins(environment),
+            strategy_for=lambda role: self.strategy(environment, log, login=role), log=log,
         )  # fmt: skip
 
 
@@ -167,6 +251,10 @@ class EcsTarget(ReleaseTarget):
     deploy_timeout_seconds: float = 600
     migrate_timeout_seconds: float = 900
     poll_seconds: float = 10
+    database_secrets: dict[str, str] = Field(
+        default_factory=dict, description="environment -> its app database secret's ARN (rotate_database_password)"
+    )
+    rotation_timeout_seconds: float = 300
 
     def url(self, environment: str) -> str:
         if environment not in self.urls:
@@ -181,4 +269,18 @@ class EcsTarget(ReleaseTarget):
             registry=self.registry.client(), ledger=self.ledger.open(), backend_repository=self.registry.backend_repository,
             frontend_repository=self.registry.frontend_repository, deploy_timeout_s=self.deploy_timeout_seconds,
             migrate_timeout_s=self.migrate_timeout_seconds, poll_s=self.poll_seconds, log=log,
+        )  # fmt: skip
+
+    def login_rotation(self, environment: str, log: Log) -> EcsLogins:
+        """Secrets Manager's alternating-users rotation of the app secret, then a new deployment of the service."""
+        strategy = self.strategy(environment, log)
+        if environment not in self.database_secrets:
+            raise DeployRefused(
+                f"no app database secret for {environment}: set environments.{environment}.database_secret_arn"
+            )
+        return EcsLogins(
+            environment=environment, secrets=self.aws.client("secretsmanager"), secret_id=self.database_secrets[environment],
+            ecs=strategy.ecs, cluster=self.cluster, service=strategy.service, url=strategy.url,
+            lock=lambda: strategy.lock(environment), rotation_timeout_s=self.rotation_timeout_seconds,
+            deploy_timeout_s=self.deploy_timeout_seconds, poll_s=self.poll_seconds, log=log,
         )  # fmt: skip

@@ -1,4 +1,4 @@
-"""The release ledger: every deploy, rollback and schema migration per environment.
+"""The release ledger: every deploy, rollback, schema migration and database login rotation per environment.
 
 A `releases` row is one attempt to put a release on an environment: `deploying` until it ends as
 `verified` (serving), `failed` (never got traffic), `rolled_back` (got traffic, failed verification
@@ -70,6 +70,19 @@ _SCHEMA = (
     held_back TEXT NOT NULL DEFAULT '[]'
 )""",
     "CREATE INDEX IF NOT EXISTS migrations_env ON migrations (environment, at)",
+    # One database password rotation (shop_ops/security/rotation.py): which login role took over, never a value.
+    """CREATE TABLE IF NOT EXISTS rotations (
+    environment TEXT NOT NULL,
+    started_at DOUBLE PRECISION NOT NULL,
+    finished_at DOUBLE PRECISION NOT NULL,
+    from_role TEXT NOT NULL,
+    to_role TEXT NOT NULL,
+    status TEXT NOT NULL,
+    reason TEXT,
+    run_id TEXT,
+    steps TEXT NOT NULL DEFAULT '{}'
+)""",
+    "CREATE INDEX IF NOT EXISTS rotations_env ON rotations (environment, started_at)",
 )
 
 
@@ -327,6 +340,42 @@ class ReleaseLedger:
                  "after": revision_after, "applied": json.dumps(applied), "held_back": json.dumps(held_back)},
             )  # fmt: skip
         return record
+
+    def record_rotation(
+        self,
+        environment: str,
+        from_role: str,
+        to_role: str,
+        status: Literal["rotated", "failed"],
+        *,
+        started_at: float,
+        reason: str = "",
+        run_id: str | None = None,
+        steps: Mapping[str, float] | None = None,
+    ) -> None:
+        """Record one database login rotation of `environment` (roles and times only: never a password)."""
+        with self._connect() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO rotations (environment, started_at, finished_at, from_role, to_role, status, reason,"
+                    " run_id, steps) VALUES (:environment, :started, :finished, :from_role, :to_role, :status,"
+                    " :reason, :run_id, :steps)"
+                ),
+                {"environment": environment, "started": started_at, "finished": time.time(), "from_role": from_role,
+                 "to_role": to_role, "status": status, "reason": reason, "run_id": run_id,
+                 "steps": json.dumps(dict(steps or {}))},
+            )  # fmt: skip
+
+    def rotations(self, environment: str | None = None) -> list[dict[str, Any]]:
+        """The recorded login rotations, oldest first (steps flattened to `<step>_seconds`)."""
+        where = "" if environment is None else " WHERE environment = :env"
+        result = []
+        for row in self._select(f"SELECT * FROM rotations{where} ORDER BY started_at", env=environment):
+            record = dict(row)
+            steps = json.loads(record.pop("steps") or "{}")
+            record.update({f"{name}_seconds": seconds for name, seconds in steps.items()})
+            result.append(record)
+        return result
 
     # ------------------------------------------------------------------ queries
     def get(self, release_id: str) -> LedgerEntry:

@@ -84,6 +84,12 @@ module "iam" {
       "arn:aws:secretsmanager:${local.region}:${local.account}:secret:shop/${env}/admin-token-??????",
     ]
   ])
+  rotatable_secret_arns = [
+    for env in local.environments : "arn:aws:secretsmanager:${local.region}:${local.account}:secret:shop/${env}/db-??????"
+  ]
+  rotation_function_arns = [
+    for env in local.environments : "arn:aws:lambda:${local.region}:${local.account}:function:shop-${env}-db-rotation"
+  ]
   dagster_secret_arns = var.dagster_secret_arns
   run_log_group_arn   = module.logs.arns["/shop-ops/dagster-runs"]
   github_repository   = var.github_repository

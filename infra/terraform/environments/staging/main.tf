@@ -148,8 +148,8 @@ module "database" {
   read_replica             = local.db_read_replica
   log_retention_days       = local.log_retention_days
   backup_retention_days    = local.db_backup_days
-  master_password          = module.secrets.database_password
-  secret_arn               = module.secrets.database_secret_arn
+  master_password          = module.secrets.master_password
+  secret_arns              = [module.secrets.master_secret_arn, module.secrets.database_secret_arn]
   deletion_protection      = local.deletion_protection
   subnet_ids               = module.network.private_subnet_ids
   security_group_id        = module.security.database_security_group_id

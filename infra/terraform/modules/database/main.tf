@@ -163,7 +163,7 @@ resource "aws_db_instance" "this" {
 
   depends_on = [aws_cloudwatch_log_group.exports]
 
-  # The master password is rotated by Secrets Manager (modules/secrets) after creation.
+  # The master password is rotated by Secrets Manager (modules/secrets, the master secret) after creation.
   lifecycle {
     ignore_changes = [password]
   }
@@ -203,7 +203,11 @@ resource "aws_db_instance" "replica" {
 }
 
 # RDS Proxy: pools the tasks' connections (autoscaling adds tasks, not database connections)
-# and shortens failovers. It authenticates with the master secret.
+# and shortens failovers. It logs in with the secrets it is given, one per user: the master
+# login and the app login. The app login's secret names one of its two alternating users at a
+# time, so the proxy knows the user the secret names now; tasks still logged in as the previous
+# user keep their pooled connections, but new ones through the proxy fail until the service's
+# forced redeployment (rotate_database_password) has replaced those tasks.
 data "aws_iam_policy_document" "proxy_assume" {
   statement {
     actions = ["sts:AssumeRole"]
@@ -217,7 +221,7 @@ data "aws_iam_policy_document" "proxy_assume" {
 data "aws_iam_policy_document" "proxy" {
   statement {
     actions   = ["secretsmanager:GetSecretValue"]
-    resources = [var.secret_arn]
+    resources = var.secret_arns
   }
 }
 
@@ -243,10 +247,13 @@ resource "aws_db_proxy" "this" {
   require_tls            = true
   idle_client_timeout    = 1800
 
-  auth {
-    auth_scheme = "SECRETS"
-    iam_auth    = "DISABLED"
-    secret_arn  = var.secret_arn
+  dynamic "auth" {
+    for_each = var.secret_arns
+    content {
+      auth_scheme = "SECRETS"
+      iam_auth    = "DISABLED"
+      secret_arn  = auth.value
+    }
   }
 
   tags = merge(var.tags, { Component = "database" })

@@ -37,9 +37,9 @@ variable "master_password" {
   sensitive   = true
 }
 
-variable "secret_arn" {
-  description = "The database secret (username/password JSON) RDS Proxy authenticates with."
-  type        = string
+variable "secret_arns" {
+  description = "The database secrets (username/password JSON, one per user) RDS Proxy logs in with: master and app."
+  type        = list(string)
 }
 
 variable "multi_az" {

@@ -20,11 +20,24 @@ locals {
     { name = "SHOP_CARTS_REDIS_URL", value = var.carts_redis_url },
   ]
   backend_secrets = [
+    # The app login's two keys: AWS's alternating-users rotation switches `username` between two users
+    # (modules/secrets), so the user comes from the secret too (SHOP_DATABASE_USER overrides the URL's).
+    { name = "SHOP_DATABASE_USER", valueFrom = "${var.database_secret_arn}:username::" },
     { name = "SHOP_DATABASE_PASSWORD", valueFrom = "${var.database_secret_arn}:password::" },
     # The one AUTH token of both Redis (the cache and the cart store).
     { name = "SHOP_REDIS_PASSWORD", valueFrom = var.redis_auth_secret_arn },
     { name = "SHOP_ADMIN_TOKEN", valueFrom = var.admin_token_secret_arn },
   ]
+
+  # Both containers: read-only root filesystem, the images' unprivileged user, no Linux capabilities.
+  # Fargate has no tmpfs, so /tmp is a task volume (Fargate's ephemeral storage) per container: the
+  # backend's temporary files, the storefront's nginx pid and temp folders (/tmp/nginx).
+  hardening = {
+    readonlyRootFilesystem = true
+    user                   = "10001"
+    privileged             = false
+    linuxParameters        = { capabilities = { drop = ["ALL"] } }
+  }
 }
 
 data "aws_iam_policy_document" "tasks_assume" {
@@ -86,14 +99,14 @@ resource "aws_ecs_task_definition" "this" {
   }
 
   container_definitions = jsonencode([
-    {
-      name                   = "backend"
-      image                  = var.backend_image
-      essential              = true
-      readonlyRootFilesystem = false
-      portMappings           = [{ containerPort = 8000, protocol = "tcp" }]
-      environment            = local.backend_environment
-      secrets                = local.backend_secrets
+    merge(local.hardening, {
+      name         = "backend"
+      image        = var.backend_image
+      essential    = true
+      portMappings = [{ containerPort = 8000, protocol = "tcp" }]
+      environment  = local.backend_environment
+      secrets      = local.backend_secrets
+      mountPoints  = [{ sourceVolume = "backend-tmp", containerPath = "/tmp", readOnly = false }]
       logConfiguration = {
         logDriver = "awslogs"
         options = {
@@ -102,11 +115,12 @@ resource "aws_ecs_task_definition" "this" {
           awslogs-stream-prefix = "backend"
         }
       }
-    },
-    {
-      name      = "frontend"
-      image     = var.frontend_image
-      essential = true
+    }),
+    merge(local.hardening, {
+      name        = "frontend"
+      image       = var.frontend_image
+      essential   = true
+      mountPoints = [{ sourceVolume = "frontend-tmp", containerPath = "/tmp", readOnly = false }]
       # Same task, same network namespace: the storefront's nginx proxies /api/ to the backend on loopback.
       environment  = [{ name = "BACKEND_URL", value = "http://127.0.0.1:8000" }]
       portMappings = [{ containerPort = 8080, protocol = "tcp" }]
@@ -118,8 +132,16 @@ resource "aws_ecs_task_definition" "this" {
           awslogs-stream-prefix = "frontend"
         }
       }
-    },
+    }),
   ])
+
+  volume {
+    name = "backend-tmp"
+  }
+
+  volume {
+    name = "frontend-tmp"
+  }
 
   tags = merge(var.tags, { Component = "compute" })
 }

@@ -201,6 +201,21 @@ data "aws_iam_policy_document" "run_task" {
     resources = var.readable_secret_arns
   }
 
+  # rotate_database_password (shop_ops/release/ecs_rotation.py): start a rotation of an app login (Secrets
+  # Manager invokes its rotation function on the caller's behalf, so the caller may invoke it too), and
+  # remove the AWSPENDING label of one that never finished.
+  statement {
+    sid       = "RotateAppLogins"
+    actions   = ["secretsmanager:RotateSecret", "secretsmanager:UpdateSecretVersionStage"]
+    resources = var.rotatable_secret_arns
+  }
+
+  statement {
+    sid       = "InvokeRotationFunctions"
+    actions   = ["lambda:InvokeFunction"]
+    resources = var.rotation_function_arns
+  }
+
   # Actual spend (costs group). Cost Explorer has no resource-level permissions.
   statement {
     sid       = "CostExplorerRead"

@@ -40,6 +40,16 @@ variable "readable_secret_arns" {
   type        = list(string)
 }
 
+variable "rotatable_secret_arns" {
+  description = "App database logins rotate_database_password rotates (ARNs with a trailing -?????? wildcard)."
+  type        = list(string)
+}
+
+variable "rotation_function_arns" {
+  description = "Their rotation functions (modules/secrets: <prefix>-db-rotation)."
+  type        = list(string)
+}
+
 variable "dagster_secret_arns" {
   description = "Secrets the run execution role injects (DAGSTER_PG_PASSWORD_SECRET_ARN)."
   type        = list(string)

@@ -1,12 +1,38 @@
-# Secrets Manager secrets of one environment: the database login (the JSON shape the AWS
-# rotation function expects; config/aws.yaml environments.<env>.database_secret_arn), rotated
-# every rotation_days by AWS's single-user PostgreSQL rotation function; the Redis AUTH token;
-# the shop's admin token. Values are generated here and live in the (encrypted) remote state.
+# Secrets Manager secrets of one environment:
+# - the master login (RDS's master user, `<prefix>/db-master`), rotated every rotation_days by AWS's
+#   single-user PostgreSQL function; only the rotation function of the app login, RDS Proxy and people
+#   through the bastion use it;
+# - the app login (`<prefix>/db`; config/aws.yaml environments.<env>.database_secret_arn): what the ECS
+#   tasks log in with (`username` and `password`, modules/ecs). AWS's alternating-users scheme:
+#   SecretsManagerRDSPostgreSQLRotationMultiUser gives the other of two users (`shop_app`,
+#   `shop_app_clone`) a new password with the master login named by `masterarn`, then moves
+#   AWSCURRENT to it; the previous user keeps working until the next rotation. The pipeline's
+#   `rotate_database_password` job starts a rotation and redeploys the service onto it
+#   (shop_ops/release/ecs_rotation.py). Both users must exist once before the first rotation:
+#   app-users.sql (run by the master user) makes them;
+# - the Redis AUTH token and the shop's admin token.
+# Values are generated here and live in the (encrypted) remote state.
 
 data "aws_partition" "current" {}
 data "aws_region" "current" {}
 
+locals {
+  function_prefix = replace(var.prefix, "/", "-")
+  rotation_vpc = {
+    endpoint            = "https://secretsmanager.${data.aws_region.current.name}.amazonaws.com"
+    vpcSubnetIds        = join(",", var.rotation_subnet_ids)
+    vpcSecurityGroupIds = var.rotation_security_group_id
+  }
+  rotation_applications = "arn:${data.aws_partition.current.partition}:serverlessrepo:us-east-1:297356227824:applications"
+}
+
 resource "random_password" "database" {
+  length           = 32
+  special          = true
+  override_special = "!#$%&*()-_=+[]{}<>:?"
+}
+
+resource "random_password" "app" {
   length           = 32
   special          = true
   override_special = "!#$%&*()-_=+[]{}<>:?"
@@ -22,22 +48,22 @@ resource "random_password" "admin_token" {
   special = false
 }
 
-resource "aws_secretsmanager_secret" "database" {
-  name                    = "${var.prefix}/db"
-  description             = "PostgreSQL login of ${var.prefix} (username, password, host, port, dbname)"
+resource "aws_secretsmanager_secret" "master" {
+  name                    = "${var.prefix}/db-master"
+  description             = "PostgreSQL master login of ${var.prefix} (username, password, host, port, dbname)"
   kms_key_id              = var.kms_key_arn
   recovery_window_in_days = var.recovery_window_days
 
   tags = merge(var.tags, { Component = "secrets" })
 }
 
-resource "aws_secretsmanager_secret_version" "database" {
-  secret_id     = aws_secretsmanager_secret.database.id
+resource "aws_secretsmanager_secret_version" "master" {
+  secret_id = aws_secretsmanager_secret.master.id
   secret_string = jsonencode({
     engine   = "postgres"
     host     = var.database_host
     port     = 5432
-    username = var.database_username
+    username = var.master_username
     password = random_password.database.result
     dbname   = var.database_name
   })
@@ -50,26 +76,74 @@ resource "aws_secretsmanager_secret_version" "database" {
 
 # AWS's own rotation function for a single PostgreSQL user, from the Serverless Application Repository.
 resource "aws_serverlessapplicationrepository_cloudformation_stack" "rotation" {
-  name           = "${replace(var.prefix, "/", "-")}-db-rotation"
-  application_id = "arn:${data.aws_partition.current.partition}:serverlessrepo:us-east-1:297356227824:applications/SecretsManagerRDSPostgreSQLRotationSingleUser"
+  name           = "${local.function_prefix}-db-master-rotation"
+  application_id = "${local.rotation_applications}/SecretsManagerRDSPostgreSQLRotationSingleUser"
   capabilities   = ["CAPABILITY_IAM", "CAPABILITY_RESOURCE_POLICY"]
 
-  parameters = {
-    functionName        = "${replace(var.prefix, "/", "-")}-db-rotation"
-    endpoint            = "https://secretsmanager.${data.aws_region.current.name}.amazonaws.com"
-    vpcSubnetIds        = join(",", var.rotation_subnet_ids)
-    vpcSecurityGroupIds = var.rotation_security_group_id
+  parameters = merge(local.rotation_vpc, { functionName = "${local.function_prefix}-db-master-rotation" })
+
+  tags = merge(var.tags, { Component = "secrets" })
+}
+
+resource "aws_secretsmanager_secret_rotation" "master" {
+  secret_id           = aws_secretsmanager_secret.master.id
+  rotation_lambda_arn = aws_serverlessapplicationrepository_cloudformation_stack.rotation.outputs["RotationLambdaARN"]
+
+  rotation_rules {
+    automatically_after_days = var.rotation_days
   }
+
+  depends_on = [aws_secretsmanager_secret_version.master]
+}
+
+resource "aws_secretsmanager_secret" "database" {
+  name                    = "${var.prefix}/db"
+  description             = "PostgreSQL app login of ${var.prefix}, alternating users (username, password, host, port, dbname, masterarn)"
+  kms_key_id              = var.kms_key_arn
+  recovery_window_in_days = var.recovery_window_days
+
+  tags = merge(var.tags, { Component = "secrets" })
+}
+
+resource "aws_secretsmanager_secret_version" "database" {
+  secret_id = aws_secretsmanager_secret.database.id
+  secret_string = jsonencode({
+    engine    = "postgres"
+    host      = var.database_host
+    port      = 5432
+    username  = var.app_username
+    password  = random_password.app.result
+    dbname    = var.database_name
+    masterarn = aws_secretsmanager_secret.master.arn
+  })
+
+  # Rotation writes new versions (and switches `username`); Terraform only sets the first one.
+  lifecycle {
+    ignore_changes = [secret_string]
+  }
+}
+
+# AWS's alternating-users rotation function; its role may read the master secret (masterSecretArn).
+resource "aws_serverlessapplicationrepository_cloudformation_stack" "app_rotation" {
+  name           = "${local.function_prefix}-db-rotation"
+  application_id = "${local.rotation_applications}/SecretsManagerRDSPostgreSQLRotationMultiUser"
+  capabilities   = ["CAPABILITY_IAM", "CAPABILITY_RESOURCE_POLICY"]
+
+  parameters = merge(
+    local.rotation_vpc,
+    { functionName = "${local.function_prefix}-db-rotation", masterSecretArn = aws_secretsmanager_secret.master.arn },
+    var.kms_key_arn == null ? {} : { masterSecretKmsKeyArn = var.kms_key_arn },
+  )
 
   tags = merge(var.tags, { Component = "secrets" })
 }
 
 resource "aws_secretsmanager_secret_rotation" "database" {
   secret_id           = aws_secretsmanager_secret.database.id
-  rotation_lambda_arn = aws_serverlessapplicationrepository_cloudformation_stack.rotation.outputs["RotationLambdaARN"]
+  rotation_lambda_arn = aws_serverlessapplicationrepository_cloudformation_stack.app_rotation.outputs["RotationLambdaARN"]
 
   rotation_rules {
-    automatically_after_days = var.rotation_days
+    automatically_after_days = var.app_rotation_days
   }
 
   depends_on = [aws_secretsmanager_secret_version.database]

@@ -1,10 +1,16 @@
 output "database_secret_arn" {
-  value = aws_secretsmanager_secret.database.arn
+  description = "The app login (alternating users): what the ECS tasks and the pipeline read."
+  value       = aws_secretsmanager_secret.database.arn
 }
 
-output "database_password" {
-  value     = random_password.database.result
-  sensitive = true
+output "master_secret_arn" {
+  value = aws_secretsmanager_secret.master.arn
+}
+
+output "master_password" {
+  description = "The master user's initial password (modules/database; rotation replaces it)."
+  value       = random_password.database.result
+  sensitive   = true
 }
 
 output "redis_auth_secret_arn" {

@@ -8,9 +8,16 @@ variable "database_host" {
   type        = string
 }
 
-variable "database_username" {
-  type    = string
-  default = "shop"
+variable "master_username" {
+  description = "The RDS master user (modules/database master_username)."
+  type        = string
+  default     = "shop"
+}
+
+variable "app_username" {
+  description = "The first of the app's two alternating users; the rotation function names the other <name>_clone."
+  type        = string
+  default     = "shop_app"
 }
 
 variable "database_name" {
@@ -19,8 +26,15 @@ variable "database_name" {
 }
 
 variable "rotation_days" {
-  type    = number
-  default = 30
+  description = "Days between rotations of the master login."
+  type        = number
+  default     = 30
+}
+
+variable "app_rotation_days" {
+  description = "Days between rotations of the app login (the pipeline's rotate_database_password can rotate sooner)."
+  type        = number
+  default     = 30
 }
 
 variable "rotation_subnet_ids" {
