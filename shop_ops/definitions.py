@@ -14,7 +14,10 @@ SHOP_OPS_INFRA and SHOP_OPS_CHECKOV (the run image's Terraform copy and checkov:
 from __future__ import annotations
 
 import os
+import sys
 from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
 
 import dagster as dg
 
@@ -33,7 +36,13 @@ from shop_ops.assets.environment_health import environment_health
 from shop_ops.assets.images import image_assets
 from shop_ops.assets.observability import slo_report
 from shop_ops.assets.performance import capacity_report, load_test_baseline, nightly_load_test
-from shop_ops.assets.security import terraform_scan
+from shop_ops.assets.security import (
+    certificate_assets,
+    dependency_audit,
+    dockerfile_scan,
+    terraform_scan,
+    tls_scan_assets,
+)
 from shop_ops.backup.rds_target import RdsBackupTarget
 from shop_ops.backup.targets import BackupTarget, LocalBackupTarget, LocalCartStore, LocalCluster
 from shop_ops.cost.actual import CostExplorerSpend, NoSpend, SpendSource
@@ -43,9 +52,9 @@ from shop_ops.jobs import JOBS
 from shop_ops.observability.log_alerts import ErrorLogResource
 from shop_ops.observability.slo import ServiceLevels
 from shop_ops.perf.loadtest import LoadTester
-from shop_ops.release.apps import stack_id
+from shop_ops.release.apps import CONTAINER_UID, stack_id
 from shop_ops.release.images import shop_image_specs
-from shop_ops.release.targets import BlueGreenTarget, EcsTarget, ReleaseTarget, ShopWiring
+from shop_ops.release.targets import BlueGreenTarget, DatabaseLoginsConfig, EcsTarget, ReleaseTarget, ShopWiring
 from shop_ops.resources.aws import AwsResource
 from shop_ops.resources.backup_store import BackupStoreResource
 from shop_ops.resources.containers import ContainersResource, docker_host_for
@@ -54,17 +63,23 @@ from shop_ops.resources.ledger import LedgerResource
 from shop_ops.resources.notifier import notifier_from_env
 from shop_ops.resources.postgres import DatabaseTarget, PostgresResource
 from shop_ops.resources.registry import RegistryResource
-from shop_ops.resources.router import EnvironmentRouter, RouterResource, SlotPortsConfig
+from shop_ops.resources.router import EnvironmentRouter, RouterResource, SlotPortsConfig, shared_challenge_root
 from shop_ops.resources.shop_admin import ShopAdminResource
 from shop_ops.schedules import build_schedules
+from shop_ops.security.acm import AcmCertificates
+from shop_ops.security.certificates import CertificateAuthorityResource, CertificateSource
 from shop_ops.security.checkov import CheckovScanner
+from shop_ops.security.redaction import install_redaction
+from shop_ops.security.scanners import ScannerResource, TlsEndpoint
+from shop_ops.security.secrets import SecretsResource
 from shop_ops.sensors.backup_freshness import build_backup_freshness_sensor
 from shop_ops.sensors.log_alerts import build_log_alert_sensor
 from shop_ops.sensors.pipeline_metrics import build_pipeline_metrics_sensor
 from shop_ops.sensors.registry_push import build_registry_push_sensor
 from shop_ops.sensors.run_failure_alerts import build_run_failure_alert_sensor
+from shop_ops.services.pebble import Pebble
 from shop_ops.services.processes import PostgresCluster
-from shop_ops.settings import ENVIRONMENTS, Settings, get_settings
+from shop_ops.settings import ENVIRONMENTS, ROOT, Settings, get_settings
 
 
 def registry_resource(settings: Settings) -> RegistryResource:
@@ -109,6 +124,7 @@ def shop_wiring(settings: Settings, name: str) -> ShopWiring:
     """What a local environment's shop connects to: PgBouncer, the replica, the Redis cache, the cart store's Sentinel."""
     env = settings.local_environments()[name]
     sentinel, service = settings.carts_sentinel(name)
+    folder = settings.postgres_folder(name)
     return ShopWiring(
         redis_url=settings.redis_url(name),
         redis_password_file=str(settings.redis_password_file(name)),
@@ -122,7 +138,105 @@ def shop_wiring(settings: Settings, name: str) -> ShopWiring:
         redis_max_connections=settings.data.redis_max_connections,
         redis_timeout_seconds=settings.data.redis_timeout_ms / 1000,
         database_timeout_seconds=settings.data.database_timeout_ms / 1000,
+        # Hardening: each shop container's limits (beside a read-only root, no capabilities, no-new-privileges),
+        # the backend's request body limit and CORS origins.
+        container_memory_mb=settings.security.container_memory_mb,
+        container_cpus=settings.security.container_cpus,
+        max_request_bytes=settings.security.max_request_bytes,
+        cors_origins=list(settings.security.cors_origins),
+        # The serving backends log in as one of two alternating roles (rotate_database_password).
+        database_logins=DatabaseLoginsConfig(
+            secrets_dir=str(settings.state_path / "secrets"),
+            cluster_datadir=str(folder / "data"),
+            cluster_port=env.postgres_port,
+            replica_datadir=str(folder / "replica") if env.replica_port else "",
+            replica_port=env.replica_port or 0,
+            pgbouncer_folder=str(folder / "pgbouncer"),
+            pgbouncer_port=env.pgbouncer_port,
+            database=env.database,
+            role_defaults=settings.data.shop_role_defaults(),
+        ),
     )
+
+
+def router_resource(settings: Settings) -> RouterResource:
+    """The local environments' nginx routers as `shop-ops local up` starts them: the internal listener, the public
+    HTTPS/HTTP listeners and the shared ACME challenge port, the edge cache and the API's rate limit."""
+    tls, security = settings.tls, settings.security
+    return RouterResource(
+        environments={
+            name: EnvironmentRouter(
+                folder=str(settings.state_path / "routers" / name),
+                port=env.router_port,
+                blue=SlotPortsConfig(**env.slots["blue"].model_dump()),
+                green=SlotPortsConfig(**env.slots["green"].model_dump()),
+                https_port=env.https_port,
+                http_port=env.http_port,
+                server_name=tls.hostname(name),
+            )
+            for name, env in settings.local_environments().items()
+        },
+        metrics_targets_dir=str(settings.metrics_targets_dir()),
+        cache_lifetime=settings.performance.edge_cache_seconds,
+        tls_folder=str(settings.tls_folder()), challenge_port=tls.challenge_port,
+        challenge_root=str(shared_challenge_root(settings.tls_folder())), hsts_max_age_seconds=tls.hsts_max_age_seconds,
+        api_rate_per_second=security.api_rate_per_second, api_burst=security.api_burst,
+        rate_limit_allow=list(security.rate_limit_allow),
+    )  # fmt: skip
+
+
+def pebble_service(settings: Settings) -> Pebble:
+    """The local ACME CA (Pebble and its DNS) on the `tls:` ports, state in `<state>/pebble`."""
+    tls = settings.tls
+    return Pebble(
+        settings.state_path / "pebble", tls.acme_port, tls.acme_management_port, tls.dns_port, tls.challenge_port,
+        tls.validity_days * 86400,
+    )  # fmt: skip
+
+
+def certificate_source(settings: Settings) -> CertificateSource:
+    """The certificates assets' source: Pebble + the routers (local), the ALB's ACM certificates (aws)."""
+    tls = settings.tls
+    if settings.profile == "aws":
+        assert settings.aws is not None
+        return AcmCertificates(
+            aws=AwsResource(
+                region=settings.aws.region, endpoint_url=os.environ.get("SHOP_OPS_AWS_ENDPOINT_URL") or None
+            ),
+            domains={name: urlsplit(env.url).hostname or "" for name, env in settings.aws_environments().items()},
+            expiry_check_days=tls.expiry_check_days,
+        )
+    pebble = pebble_service(settings)
+    return CertificateAuthorityResource(
+        router=router_resource(settings), directory_url=pebble.directory_url, api_ca_file=str(pebble.api_ca_file),
+        root_url=f"{pebble.management_url}/roots/0", tls_folder=str(settings.tls_folder()), domain=tls.domain,
+        challenge_port=tls.challenge_port, renew_before_days=tls.renew_before_days,
+        expiry_check_days=tls.expiry_check_days,
+    )  # fmt: skip
+
+
+def scanners_resource(settings: Settings) -> ScannerResource:
+    """The scan assets' programs (sslyze's own venv; hadolint and pip-audit beside this Python) and each
+    environment's HTTPS endpoint with the roots to trust: the routers and the local roots (local), the
+    environments' URLs and the system's roots (aws)."""
+    here = Path(sys.executable).parent
+    if settings.profile == "local":
+        endpoints = {
+            name: TlsEndpoint(port=env.https_port, server_name=settings.tls.hostname(name))
+            for name, env in settings.local_environments().items()
+        }
+        bundle = settings.tls_folder() / "roots.pem"
+    else:
+        endpoints = {}
+        for name, env in settings.aws_environments().items():
+            url = urlsplit(env.url)
+            host = url.hostname or ""
+            endpoints[name] = TlsEndpoint(host=host, port=url.port or 443, server_name=host)
+        bundle = Path("/etc/ssl/certs/ca-certificates.crt")
+    return ScannerResource(
+        repository=str(ROOT), sslyze_venv=str(settings.sslyze_path), hadolint=str(here / "hadolint"),
+        pip_audit=str(here / "pip-audit"), tls_endpoints=endpoints, trust_bundle=str(bundle),
+    )  # fmt: skip
 
 
 def release_target(
@@ -141,23 +255,13 @@ def release_target(
             aws=AwsResource(region=settings.aws.region, endpoint_url=os.environ.get("SHOP_OPS_AWS_ENDPOINT_URL") or None),
             cluster=settings.aws.ecs_cluster,
             services={name: env.ecs_service for name, env in environments.items()},
+            database_secrets={name: env.database_secret_arn for name, env in environments.items()},
             urls={name: env.url for name, env in environments.items()},
             deploy_timeout_seconds=settings.aws.deploy_timeout_seconds,
             migrate_timeout_seconds=settings.aws.migrate_timeout_seconds, poll_seconds=settings.aws.poll_seconds,
         )  # fmt: skip
     environments = settings.local_environments()
-    router = RouterResource(
-        environments={
-            name: EnvironmentRouter(
-                folder=str(settings.state_path / "routers" / name),
-                port=env.router_port,
-                blue=SlotPortsConfig(**env.slots["blue"].model_dump()),
-                green=SlotPortsConfig(**env.slots["green"].model_dump()),
-            )
-            for name, env in environments.items()
-        },
-        metrics_targets_dir=str(settings.metrics_targets_dir()),
-    )
+    router = router_resource(settings)
     return BlueGreenTarget(
         registry=registry, ledger=ledger, k6=K6Resource(), verify_script=str(settings.loadtests_path / "verify.js"),
         containers=containers or containers_resource(settings),
@@ -213,6 +317,26 @@ def backup_target(settings: Settings, postgres: PostgresResource, containers: Co
         scratch_dir=str((settings.state_path / "postgres").resolve() / "scratch"),
         process_max=backups.process_max, archive_timeout_seconds=backups.archive_timeout_seconds,
     )  # fmt: skip
+
+
+def secrets_resource(settings: Settings) -> SecretsResource:
+    """The state's secret files (local), or Secrets Manager with each environment's database secret (aws)."""
+    if settings.profile == "aws":
+        assert settings.aws is not None
+        return SecretsResource(
+            backend="aws", region=settings.aws.region,
+            endpoint_url=os.environ.get("SHOP_OPS_AWS_ENDPOINT_URL") or None,
+            database_secrets={name: env.database_secret_arn for name, env in settings.aws_environments().items()},
+        )  # fmt: skip
+    overrides = {name: os.environ.get(f"SHOP_OPS_{name.upper()}_DATABASE_PASSWORD_FILE") for name in ENVIRONMENTS}
+    return SecretsResource(
+        folder=str(settings.state_path / "secrets"),
+        paths={
+            "backup.key": str(settings.backup_key_file()),
+            **{f"{n}-db-password": p for n, p in overrides.items() if p},
+        },
+        shared_group=CONTAINER_UID,  # the shop containers' group reads the files they mount
+    )
 
 
 def shop_admin(settings: Settings) -> ShopAdminResource:
@@ -307,6 +431,9 @@ def resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "budgets": Budgets(usd=dict(settings.costs.budgets_usd)),
         "service_levels": service_levels(settings),
         "error_log": error_log(settings),
+        "certificate_authority": certificate_source(settings),
+        "scanners": scanners_resource(settings),
+        "secrets": secrets_resource(settings),
         "terraform_scanner": CheckovScanner(
             checkov=str(settings.checkov_path), directory=str(settings.infra_path / "terraform")
         ),
@@ -314,6 +441,12 @@ def resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
 
 
 settings = get_settings()
+# Every known secret is masked in whatever Dagster stores (dagster.yaml: the redacting event log storage and
+# compute log manager) and in this process's output: the state's secret files, the backup key, the registry's
+# credentials and the SHOP_OPS_* secret variables (shop_ops/security/redaction.py).
+install_redaction(
+    [settings.state_path / "secrets", settings.backup_key_file(), settings.state_path / "registry" / "credentials.json"]
+)
 # Sensors and schedules run from the start on one machine (local profile); elsewhere someone turns them on.
 sensor_status = dg.DefaultSensorStatus.RUNNING if settings.profile == "local" else dg.DefaultSensorStatus.STOPPED
 schedule_status = dg.DefaultScheduleStatus.RUNNING if settings.profile == "local" else dg.DefaultScheduleStatus.STOPPED
@@ -357,6 +490,10 @@ defs = dg.Definitions(
         actual_spend,
         cost_report,
         terraform_scan,
+        *certificate_assets(list(ENVIRONMENTS)),
+        *tls_scan_assets(list(ENVIRONMENTS)),
+        dockerfile_scan,
+        dependency_audit,
         slo_report,
     ],
     asset_checks=backup_checks,

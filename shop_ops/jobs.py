@@ -1,10 +1,12 @@
-"""The jobs people launch from the UI and sensors request: builds, releases, rollback, health checks, backups, costs."""
+"""The jobs people launch from the UI and sensors request: builds, releases, rollback, health checks, backups, costs,
+certificates, scans and the database password's rotation."""
 
 import dagster as dg
 
 from shop_ops.assets.backups import GROUP as BACKUPS
 from shop_ops.assets.costs import GROUP as COSTS
 from shop_ops.assets.deployments import rollback_environment, rollback_run_config
+from shop_ops.assets.rotation import rotate_database_login, rotation_run_config
 from shop_ops.settings import ENVIRONMENTS
 
 build_images = dg.define_asset_job(
@@ -85,6 +87,39 @@ cost_report = dg.define_asset_job(
     ),
 )
 
+renew_certificates = dg.define_asset_job(
+    "renew_certificates",
+    selection=dg.AssetSelection.assets(
+        *([environment, asset] for environment in ENVIRONMENTS for asset in ("certificates", "tls_scan"))
+    ),
+    description=(
+        "Each environment's certificate renewed when fewer than tls.renew_before_days are left (ACME: Pebble locally; "
+        "ACM's on aws is read), the router reloaded gracefully, then sslyze against the HTTPS endpoint."
+    ),
+)
+
+security_scans = dg.define_asset_job(
+    "security_scans",
+    selection=dg.AssetSelection.assets("terraform_scan", "dockerfile_scan", "dependency_audit"),
+    description=(
+        "checkov over infra/terraform/, hadolint over the Dockerfiles, pip-audit and npm audit over the dependencies "
+        '("not checked" with the reason where the advisory data cannot be reached).'
+    ),
+)
+
+
+@dg.job(
+    name="rotate_database_password",
+    config=rotation_run_config,
+    description=(
+        "New password on the idle one of two login roles of an environment's database (the partition), "
+        "rolled out slot by slot, the other locked."
+    ),
+)
+def rotate_database_password() -> None:
+    rotate_database_login()
+
+
 JOBS = [
     build_images,
     release_staging,
@@ -95,4 +130,7 @@ JOBS = [
     dr_drill,
     perf_regression,
     cost_report,
+    renew_certificates,
+    security_scans,
+    rotate_database_password,
 ]

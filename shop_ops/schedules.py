@@ -90,6 +90,26 @@ def build_schedules(default_status: dg.DefaultScheduleStatus) -> list[dg.Schedul
         description="06:45 UTC: each environment's top statements by total execution time (slow_queries).",
     )
 
+    # 05:30 UTC, before the working day: certificates renewed (and scanned) with weeks to spare.
+    daily_certificate_schedule = dg.ScheduleDefinition(
+        name="daily_certificate_schedule",
+        job_name="renew_certificates",
+        cron_schedule="30 5 * * *",
+        execution_timezone="UTC",
+        default_status=default_status,
+        description="05:30 UTC: renew certificates with fewer than tls.renew_before_days left, reload, scan with sslyze.",
+    )
+
+    # 05:45 UTC: checkov, hadolint and the dependency audits, one picture a day.
+    daily_security_scan_schedule = dg.ScheduleDefinition(
+        name="daily_security_scan_schedule",
+        job_name="security_scans",
+        cron_schedule="45 5 * * *",
+        execution_timezone="UTC",
+        default_status=default_status,
+        description="05:45 UTC: checkov (Terraform), hadolint (Dockerfiles), pip-audit and npm audit (dependencies).",
+    )
+
     return [
         nightly_backup_schedule,
         weekly_dr_drill_schedule,
@@ -98,6 +118,8 @@ def build_schedules(default_status: dg.DefaultScheduleStatus) -> list[dg.Schedul
         daily_budget_schedule,
         daily_slo_schedule,
         daily_slow_queries_schedule,
+        daily_certificate_schedule,
+        daily_security_scan_schedule,
     ]
 
 

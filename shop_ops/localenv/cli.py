@@ -98,6 +98,9 @@ def human_status(status: dict) -> list[str]:
             where += f"  slot: {entry['slot'] or '-'}"
             if entry.get("version"):
                 where += f"  version: {entry['version']}"
+            if entry.get("https_url"):
+                days = (entry.get("certificate") or {}).get("days_to_expiry")
+                where += f"  {entry['https_url']} (certificate: {f'{days} days left' if days is not None else 'none'})"
         rows.append((key.replace("_", " "), _updown(entry), where))
     width = max(len(name) for name, _, _ in rows)
     return [f"{name:<{width}}  {state:<4}  {where}" for name, state, where in rows]

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from shop_ops.observability import logs
+from shop_ops.services.db_logins import pooled_login_roles
 from shop_ops.services.files import ensure_secret_file
 from shop_ops.services.pgbouncer import PgBouncer
 from shop_ops.services.processes import PostgresCluster, PostgresReplica, port_is_open
@@ -120,7 +121,9 @@ class DataTier:
         """PgBouncer (its auth file synced with the shop role's password) and the replica, once the primary serves
         the shop's role and database."""
         cluster, bouncer = self.clusters[name], self.pgbouncers[name]
-        bouncer.sync_auth(cluster, ["shop"])  # reloads a running PgBouncer: a changed password takes effect
+        bouncer.sync_auth(
+            cluster, pooled_login_roles(cluster)
+        )  # reloads a running PgBouncer: a changed password takes effect
         if bouncer.running():
             say(f"pgbouncer ({name}) on {bouncer.address} ... already running")
         else:

@@ -7,7 +7,10 @@ Everything lives under `Settings.state_path`:
                                                        (`postgres` may link elsewhere: see `place_postgres`)
     <postgres>/../secrets/backup.key                   the backup key (0600, PostgreSQL's OS user): beside the
                                                        PostgreSQL folders, never inside a repository or store
-    secrets/<env>-db-password                          the `shop` role's password (0640, group 10001)
+    secrets/<env>-db-password                          the `shop` role's password (0640, group 10001): migrations, the
+                                                       seed and the pipeline's own sessions
+    secrets/<env>-db-login                             which login role the serving backends use (shop_a or shop_b)
+    secrets/<env>-db-<role>-password                   that role's password (0640, group 10001); the other is locked
     secrets/<env>-admin-token                          the shop's admin bearer token (0640, group 10001)
     stack/heartbeat-<env>.pid, logs/heartbeat-<env>.log   the heartbeat writer DR drills check (ops.heartbeat)
     postgres/<env>/pgbouncer, postgres/<env>/replica   PgBouncer for the shop's backends, a streaming replica
@@ -49,6 +52,7 @@ from shop_ops.localenv.docker_api import DockerApi
 from shop_ops.localenv.heartbeat import Heartbeat
 from shop_ops.localenv.monitoring import Monitoring
 from shop_ops.localenv.registry import RegistryServer
+from shop_ops.localenv.tls import LocalTls
 from shop_ops.observability import queries
 from shop_ops.release import apps
 from shop_ops.resources.ledger import LedgerEntry, ReleaseLedger, open_ledger
@@ -69,7 +73,7 @@ if TYPE_CHECKING:  # imports dagster: only when containers are touched, so `stat
     from shop_ops.backup.physical import PgBackRest
     from shop_ops.resources.containers import DockerEngine
 
-CONTAINER_UID = 10001  # the shop images run as this UID/GID
+CONTAINER_UID = apps.CONTAINER_UID
 # Where PostgreSQL's folders go when the OS user it runs as cannot reach the state folder (see place_postgres).
 PG_HOME = Path("/var/lib/shop-ops")
 SEED_PRODUCTS = 2000
@@ -162,16 +166,13 @@ class LocalStack:
         }
         self.data = DataTier(settings, self.postgres, CONTAINER_UID)
         self.registry = RegistryServer(self.state / "registry", settings.registry.port)
-        self.routers = {
-            name: Router(
-                name,
-                self.state / "routers" / name,
-                env.router_port,
-                settings.performance.edge_cache_seconds,
-                metrics_targets=settings.metrics_targets_dir(),
-            )
-            for name, env in self.environments.items()
-        }
+        # As the pipeline's resource describes them (a certificate install rewrites their nginx.conf from it):
+        # the internal listener, the public HTTPS/HTTP listeners, the shared ACME challenge port, the rate limit.
+        from shop_ops.definitions import router_resource  # the one description of the routers
+
+        routers = router_resource(settings)
+        self.routers: dict[str, Router] = {name: routers.router(name) for name in self.environments}
+        self.tls = LocalTls(settings)
         self.dagster = DagsterDev(self.state / "dagster", settings.dagster.port)
         self.monitoring = self._monitoring()
         self.central_logs = self._central_logs()
@@ -258,8 +259,10 @@ class LocalStack:
             images = self._ensure_images()
             for name in self.environments:
                 self._up_apps(name, images, rollback)
+            self.tls.up_ca(self._step, self.say, rollback.add)
             for name in self.environments:
                 self._up_router(name, rollback)
+            self.tls.up_certificates(self._step, self.say)
             self.monitoring.up(self._step, self.say, rollback.add)
             self.central_logs.up(self._step, self.say, rollback.add)
             # Last: its sensors (on from the start) may launch release runs, which need the environments up.
@@ -342,11 +345,21 @@ class LocalStack:
             (self.settings.dagster.port, "dagster", self.dagster.running),
             (self.settings.registry.port, "registry", self.registry_running),
         ]
-        plan += self.monitoring.ports() + self.central_logs.ports() + self.data.ports()
+        plan += self.monitoring.ports() + self.central_logs.ports() + self.data.ports() + list(self.tls.ports())
+        # Every router binds the one ACME challenge port (reuseport): it is ours while any of them runs.
+        plan.append(
+            (
+                self.settings.tls.challenge_port,
+                "ACME challenges (routers)",
+                lambda: any(r.running() for r in self.routers.values()),
+            )
+        )
         ours_ports = self._container_ports()
         for name, env in self.environments.items():
             plan.append((env.postgres_port, f"postgres ({name})", self.postgres[name].running))
             plan.append((env.router_port, f"router ({name})", self.routers[name].running))
+            plan.append((env.https_port, f"router ({name}, HTTPS)", self.routers[name].running))
+            plan.append((env.http_port, f"router ({name}, HTTP redirect)", self.routers[name].running))
             for slot, ports in env.slots.items():
                 for role, port in (("backend", ports.backend_port), ("frontend", ports.frontend_port)):
                     plan.append((port, f"{role} {slot} slot ({name})", lambda p=port: p in ours_ports))
@@ -457,6 +470,11 @@ class LocalStack:
         # Timeouts and plan_cache_mode on the role: they hold through PgBouncer, which passes no startup settings.
         cluster.set_role_defaults("shop", self.settings.data.shop_role_defaults())
         cluster.create_database(env.database, owner="shop")
+        from shop_ops.definitions import shop_wiring  # imports dagster: not for `status`
+
+        logins = shop_wiring(self.settings, name).database_logins
+        assert logins is not None
+        logins.logins(name).ensure()  # shop_a/shop_b IN ROLE shop; the serving one logs in (rotate_database_password)
 
     def _up_heartbeat(self, name: str, rollback: _Rollback) -> None:
         """The writer of `ops.heartbeat` (one row every few seconds), which DR drills check their recovery point on."""
@@ -607,6 +625,7 @@ class LocalStack:
         """Stop what the stack started (by pid files and container labels), nothing else."""
         for name, router in self.routers.items():
             self._stop(f"{name} router", router.running, router.stop)
+        self.tls.down(self._stop)
         self._stop("dagster dev", lambda: bool(read_pid(self.dagster.pidfile)), self.dagster.stop)
         self.monitoring.down(self._stop)
         self.central_logs.down(self._stop)
@@ -687,6 +706,7 @@ class LocalStack:
             "folder": str(self.settings.backup_folder()),
         }
         result.update(self.data.status())
+        result.update(self.tls.status())
         for name in self.environments:
             result[name] = self._environment_status(name)
         result.update(self.monitoring.status())
@@ -706,6 +726,8 @@ class LocalStack:
             "up": False,
             "slot": serving.slot if serving else None,
             "api_url": f"{router.url}/api/",
+            "https_url": self.tls.https_url(name),
+            "certificate": self.tls.certificate(name),
             "admin_token_file": str(self.admin_token_file(name)),
         }
         if serving:
@@ -738,6 +760,7 @@ class LocalStack:
                     f"{self.settings.carts_sentinel(name)[0]}, password in {self.settings.redis_password_file(name)})",
                 )
             )
+        lines += self.tls.urls()
         lines.append(("registry", f"{self.registry.url}  (credentials in {self.registry.credentials_file})"))
         lines.append(("docker api", self.docker.docker_host))
         lines += self.monitoring.urls() + self.central_logs.urls()
@@ -767,6 +790,8 @@ def tool_problems() -> list[str]:
         "redis-server": "redis-server",
         "redis-sentinel": "redis-sentinel",
         "pgbouncer": "pgbouncer",
+        "pebble": "pebble",
+        "pebble-challtestsrv": "pebble",
         "docker-registry": "docker-registry",
         "htpasswd": "apache2-utils",
         "podman": "podman",

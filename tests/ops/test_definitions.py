@@ -26,6 +26,8 @@ def test_definitions_names_and_blocking_checks():
         "staging/load_test_baseline", "production/load_test_baseline", "staging/nightly_load_test",
         "production/nightly_load_test", "capacity_report", "cost_estimate", "actual_spend", "cost_report",
         "terraform_scan", "slo_report", "staging/slow_queries", "production/slow_queries",
+        "staging/certificates", "production/certificates", "staging/tls_scan", "production/tls_scan",
+        "dockerfile_scan", "dependency_audit",
     }  # fmt: skip
     checks = graph.asset_check_keys
     assert {(c.asset_key.to_user_string(), c.name) for c in checks} >= {
@@ -72,6 +74,14 @@ def test_definitions_names_and_blocking_checks():
     assert graph.get(dg.AssetKey(["staging", "database_schema"])).group_name == "database"
     # Performance: a baseline per release hangs from the deployment; the nightly run is checked against it.
     assert ("staging/nightly_load_test", "no_latency_regression") in blocking
+    # Security: certificates renewed daily with a blocking expiry check, sslyze after each renewal, daily scans.
+    assert {("staging/certificates", "not_expiring"), ("production/tls_scan", "tls_compliant")} <= blocking
+    assert graph.get(dg.AssetKey(["staging", "tls_scan"])).parent_keys == {dg.AssetKey(["staging", "certificates"])}
+    assert {graph.get(dg.AssetKey(key)).group_name for key in ("terraform_scan", "dockerfile_scan")} == {"security"}
+    schedules = {s.name: s for s in defs.schedules}
+    assert schedules["daily_certificate_schedule"].job_name == "renew_certificates"
+    assert schedules["daily_security_scan_schedule"].job_name == "security_scans"
+    assert type(defs.resources["certificate_authority"]).__name__ == "CertificateAuthorityResource"
     assert graph.get(dg.AssetKey(["production", "load_test_baseline"])).parent_keys == {
         dg.AssetKey(["production", "deployment"])
     }

@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import socket
+import ssl
 import stat
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import dagster as dg
 import httpx
@@ -55,7 +57,7 @@ pytestmark = pytest.mark.services  # `shop-ops local up` starts every service an
 SHOP_OPS = str(Path(sys.executable).parent / "shop-ops")
 SERVICES = (
     "postgres", "pgbouncer", "replica", "redis", "registry", "docker_api", "staging", "production", "dagster",
-    "prometheus", "alertmanager", "pushgateway", "exporters", "logs",
+    "prometheus", "alertmanager", "pushgateway", "exporters", "logs", "pebble",
 )  # fmt: skip
 
 
@@ -324,6 +326,22 @@ def test_up_status_down_up(local_env: dict[str, str], docker_api: DockerApi) -> 
         products = httpx.get(f"{url}/api/products", timeout=10)
         assert products.status_code == 200 and products.json()["items"], products.text[:200]
         assert home.headers["x-shop-slot"] == "blue"
+        # Public: HTTPS with the certificate `up` had Pebble issue (chain to the local roots, the name by SNI), HSTS;
+        # plain HTTP redirects there.
+        https = urlsplit(doc[name]["https_url"])
+        assert https.hostname == f"{name}.shop.test" and doc[name]["certificate"]["days_to_expiry"] > 89
+        roots = ssl.create_default_context(cafile=doc["pebble"]["trust_bundle"])
+        with httpx.Client(verify=roots, timeout=10) as client:
+            secure = client.get(
+                f"https://127.0.0.1:{https.port}/api/products",
+                headers={"Host": https.netloc},
+                extensions={"sni_hostname": https.hostname},
+            )
+        assert secure.status_code == 200 and secure.json()["items"], secure.text[:200]
+        assert secure.headers["strict-transport-security"].startswith("max-age=")
+        http_port = load_settings(Path(env["SHOP_OPS_CONFIG"])).local_environments()[name].http_port
+        redirect = httpx.get(f"http://127.0.0.1:{http_port}/cart?x=1", timeout=10)
+        assert redirect.status_code == 301 and redirect.headers["location"] == f"{doc[name]['https_url']}/cart?x=1"
 
         # The password file: readable by the containers' group 10001, nobody else; TCP needs it.
         pw = Path(doc["postgres"][name]["password_file"])
@@ -406,7 +424,7 @@ def test_up_status_down_up(local_env: dict[str, str], docker_api: DockerApi) -> 
 
     again = shop_ops(env, "up")
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "starting" not in again.stdout and "already running" in again.stdout
+    assert "starting" not in again.stdout and "already running" in again.stdout, again.stdout
 
     # A real release: the build pushed as 9.9.9 -> registry_push_sensor (in this stack's dagster dev)
     # -> one release_staging run -> staging serves 9.9.9, verified, recorded in the ledger.
