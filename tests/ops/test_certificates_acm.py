@@ -2,42 +2,26 @@
 
 from __future__ import annotations
 
-import datetime as dt
-
 import dagster as dg
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import serialization
 
 from shop_ops.assets.security import EXPIRY_CHECK, certificate_assets
 from shop_ops.resources.aws import AwsResource
 from shop_ops.resources.notifier import NotifierResource
 from shop_ops.security.acm import AcmCertificates
+from tests.certificates import LocalCa, private_pem
 
 DOMAINS = {"staging": "staging.shop.example.com", "production": "shop.example.com"}
 
 
 def _import(acm, domain: str, days: int) -> str:
-    """A certificate for `domain` valid `days` more days, imported into ACM; its ARN."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)])
-    now = dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(domain), x509.DNSName(f"www.{domain}")]), False)
-        .sign(key, hashes.SHA256())
-    )
-    pem = serialization.Encoding.PEM
+    """A certificate for `domain` (and www.) valid `days` more days, imported into ACM with its chain; its ARN."""
+    ca = LocalCa("shop-ops test CA")
+    certificate, key = ca.server((domain, f"www.{domain}"), days=days)
     return acm.import_certificate(
-        Certificate=certificate.public_bytes(pem),
-        PrivateKey=key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+        Certificate=certificate.public_bytes(serialization.Encoding.PEM),
+        PrivateKey=private_pem(key),
+        CertificateChain=ca.pem(),
     )["CertificateArn"]
 
 

@@ -8,7 +8,6 @@ certificate from a root the scan does not trust.
 
 from __future__ import annotations
 
-import datetime as dt
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,10 +15,6 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from shop_ops.assets.security import TLS_CHECK, tls_scan
 from shop_ops.resources.router import nginx_binary
@@ -27,6 +22,7 @@ from shop_ops.security.checkov import ScanError
 from shop_ops.security.scanners import ScannerResource, TlsEndpoint
 from shop_ops.security.tls_scan import TlsTarget, run_sslyze
 from shop_ops.services.processes import free_port, launch_daemon, port_is_open, stop_own
+from tests.certificates import LocalCa
 from tests.support import wait_until
 
 pytestmark = pytest.mark.services
@@ -42,49 +38,6 @@ INTERMEDIATE_CIPHERS = (
     "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305"
 )
 LEGACY_SUITE = "ECDHE-ECDSA-AES128-SHA"  # TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA: the one usable in TLS 1.0 with ECDSA
-
-
-def _root(name: str) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                                     encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .sign(key, hashes.SHA256())
-    )  # fmt: skip
-    return certificate, key
-
-
-def _leaf(folder: Path, issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey], days: int) -> tuple[Path, Path]:
-    """A `days`-long server certificate for NAME signed by `issuer`: (certificate PEM, key PEM) under `folder`."""
-    root, root_key = issuer
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    certificate = (
-        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, NAME)]))
-        .issuer_name(root.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(NAME)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()), critical=False)
-        .sign(root_key, hashes.SHA256())
-    )  # fmt: skip
-    folder.mkdir(parents=True, exist_ok=True)
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    key_path.chmod(0o600)
-    return cert_path, key_path
 
 
 def _server(port: int, cert: Path, key: Path, protocols: str, ciphers: str) -> str:
@@ -118,11 +71,10 @@ class Endpoints:
 def endpoints(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Endpoints]:
     assert (SSLYZE / "bin" / "python").exists(), f"{SSLYZE} is missing: `make install` makes .venv-sslyze"
     folder = tmp_path_factory.mktemp("tls-scan")
-    trusted, foreign = _root("shop-ops test root"), _root("someone else's root")
-    roots = folder / "roots.pem"
-    roots.write_bytes(trusted[0].public_bytes(serialization.Encoding.PEM))
-    good = _leaf(folder / "good", trusted, 90)
-    other = _leaf(folder / "other", foreign, 90)
+    trusted, foreign = LocalCa("shop-ops test root"), LocalCa("someone else's root")
+    roots = trusted.write(folder / "roots.pem")
+    good = trusted.server_files(folder / "good", (NAME,))
+    other = foreign.server_files(folder / "other", (NAME,))
     ports = Endpoints(roots, free_port(), free_port(), free_port(), free_port())
     servers = [
         _server(ports.intermediate, *good, "TLSv1.2 TLSv1.3", INTERMEDIATE_CIPHERS),
