@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,6 +14,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from shop_ops.resources.router import nginx_binary
+from shop_ops.services.processes import free_port, launch_daemon, port_is_open, stop_own
+from tests.support import wait_until
 
 
 def private_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -88,3 +95,73 @@ class LocalCa:
         key_path.write_bytes(private_pem(key))
         key_path.chmod(0o600)
         return cert_path, key_path
+
+
+# TLS endpoints for scanner tests: one real nginx with three listeners, certificates from LocalCa roots.
+NAME = "staging.shop.test"
+HSTS = 63072000
+# Mozilla's intermediate configuration (ssl-config.mozilla.org, nginx, OpenSSL 3).
+INTERMEDIATE_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+    "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305"
+)
+LEGACY_SUITE = "ECDHE-ECDSA-AES128-SHA"  # TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA: the one usable in TLS 1.0 with ECDSA
+
+
+def _server(port: int, cert: Path, key: Path, protocols: str, ciphers: str) -> str:
+    return f"""
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        server_name {NAME};
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
+        ssl_protocols {protocols};
+        ssl_ecdh_curve X25519:prime256v1:secp384r1;
+        ssl_ciphers {ciphers};
+        ssl_prefer_server_ciphers off;
+        ssl_session_timeout 1d;
+        ssl_session_cache shared:tls{port}:1m;
+        add_header Strict-Transport-Security "max-age={HSTS}" always;
+        location / {{ return 200 "ok\\n"; }}
+    }}"""
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    roots: Path  # the trusted root, PEM
+    intermediate: int  # Mozilla intermediate, certificate from the trusted root
+    legacy: int  # plus TLS 1.0/1.1 and a CBC suite
+    foreign: int  # intermediate, certificate from another root
+    closed: int  # nothing listens
+
+
+@contextmanager
+def tls_endpoints(folder: Path) -> Iterator[Endpoints]:
+    """A real nginx on 127.0.0.1 with three TLS listeners for NAME (see Endpoints), its files in `folder`."""
+    trusted, foreign = LocalCa("shop-ops test root"), LocalCa("someone else's root")
+    roots = trusted.write(folder / "roots.pem")
+    good = trusted.server_files(folder / "good", (NAME,))
+    other = foreign.server_files(folder / "other", (NAME,))
+    ports = Endpoints(roots, free_port(), free_port(), free_port(), free_port())
+    servers = [
+        _server(ports.intermediate, *good, "TLSv1.2 TLSv1.3", INTERMEDIATE_CIPHERS),
+        _server(ports.legacy, *good, "TLSv1 TLSv1.1 TLSv1.2 TLSv1.3", f"{INTERMEDIATE_CIPHERS}:{LEGACY_SUITE}:@SECLEVEL=0"),
+        _server(ports.foreign, *other, "TLSv1.2 TLSv1.3", INTERMEDIATE_CIPHERS),
+    ]  # fmt: skip
+    (folder / "tmp").mkdir()
+    conf = folder / "nginx.conf"
+    conf.write_text(
+        f"daemon off;\npid {folder / 'nginx.pid'};\nerror_log {folder / 'error.log'};\n"
+        "events { worker_connections 64; }\n"
+        f"http {{\n    access_log off;\n    client_body_temp_path {folder / 'tmp'};\n{''.join(servers)}\n}}\n"
+    )
+    check = subprocess.run([nginx_binary(), "-t", "-p", str(folder), "-c", str(conf)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stderr
+    pidfile = folder / "launcher.pid"
+    process = launch_daemon([nginx_binary(), "-p", str(folder), "-c", str(conf)], folder / "nginx.out", pidfile)
+    try:
+        wait_until("nginx listening", lambda: port_is_open(ports.foreign) or None, timeout=10, step=0.1)
+        yield ports
+    finally:
+        stop_own(process, pidfile, lambda pid: False, 10, "the test's nginx")

@@ -24,6 +24,7 @@ from shop_ops.localenv.docker_api import DockerApi
 from shop_ops.security.checkov import CheckovScanner
 from shop_ops.services.processes import PostgresCluster
 from shop_ops.settings import load_settings
+from tests.certificates import NAME, tls_endpoints
 
 RUN_TIMEOUT_S = 120
 PG_PROGRAMS = ("pg_dump", "pg_restore", "psql", "initdb", "pg_ctl", "postgres")
@@ -192,3 +193,34 @@ def test_runner_image_scans_and_prices_its_terraform_like_the_host(runner_image:
         terraform_dir=str(ROOT / "infra" / "terraform"), price_table=str(ROOT / "infra" / "pricing" / "aws-eu-central-1.csv")
     )  # fmt: skip
     assert report["estimate"] == costs.estimate().lines.groupby("environment")["monthly_usd"].sum().round(6).to_dict()
+
+
+# Runs in the container: python -c SSLYZE_PROBE PORT NAME ROOTS_PEM; the image's sslyze (settings.sslyze_path:
+# SHOP_OPS_SSLYZE, its own virtualenv) against an endpoint on the host.
+SSLYZE_PROBE = r"""
+import json, sys, tempfile
+from pathlib import Path
+
+from shop_ops.security.tls_scan import TlsTarget, run_sslyze
+from shop_ops.settings import get_settings
+
+roots = Path(tempfile.mkdtemp()) / "roots.pem"
+roots.write_text(sys.argv[3])
+venv = get_settings().sslyze_path
+scan = run_sslyze(venv, TlsTarget("127.0.0.1", int(sys.argv[1]), sys.argv[2]), roots)
+print("REPORT " + json.dumps({"venv": str(venv), "compliant": scan.compliant, "chain_valid": scan.chain_valid,
+      "protocols": list(scan.accepted_protocols)}))
+"""
+
+
+def test_runner_image_scans_tls_with_its_own_sslyze(runner_image: str, docker_api: DockerApi, tmp_path: Path) -> None:
+    with tls_endpoints(tmp_path) as endpoints:
+        reports = {}
+        for kind, port in (("intermediate", endpoints.intermediate), ("legacy", endpoints.legacy)):
+            command = ["python", "-c", SSLYZE_PROBE, str(port), NAME, endpoints.roots.read_text()]
+            logs = _run_in_image(runner_image, docker_api, command)
+            reports[kind] = json.loads(next(line for line in logs.splitlines() if line.startswith("REPORT "))[7:])
+    assert reports["intermediate"] == {
+        "venv": "/opt/sslyze", "compliant": True, "chain_valid": True, "protocols": ["TLSv1.2", "TLSv1.3"]
+    }  # fmt: skip
+    assert reports["legacy"]["compliant"] is False and "TLSv1.0" in reports["legacy"]["protocols"]
