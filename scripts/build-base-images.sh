@@ -126,12 +126,16 @@ minbase_tarball() {
         echo "$tarball"
         return
     fi
-    local dir=$WORK/minbase t0=$SECONDS
-    rm -rf "$dir"
+    # debootstrap's dependency resolution splits its target path on spaces: into a clone under
+    # "shop ops/" it silently fetches only the required packages (no libc6) and then fails to
+    # chroot. So it works in a folder of its own under /var/tmp, whatever the clone's path.
+    local dir t0=$SECONDS
+    dir=$(mktemp -d /var/tmp/shop-ops-minbase.XXXXXX)
     log "debootstrap --variant=minbase $SUITE from $MIRROR (about a minute)"
     if ! debootstrap --variant=minbase --arch="$ARCH" "$SUITE" "$dir" "$MIRROR" \
         >"$WORK/debootstrap.log" 2>&1; then
         tail -n 30 "$WORK/debootstrap.log" >&2
+        rm -rf "$dir"
         die "debootstrap failed (log: $WORK/debootstrap.log)"
     fi
     tar -C "$dir" --numeric-owner -cf "$tarball.tmp" .
