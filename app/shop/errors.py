@@ -18,7 +18,9 @@ class ApiError(Exception):
 
 
 class ErrorDetail(BaseModel):
-    code: str = Field(examples=["not_found"])
+    code: str = Field(
+        examples=["not_found"], description="stable, machine-readable; the API's description lists every code"
+    )
     message: str = Field(examples=["Product 42 not found"])
     request_id: str = Field(examples=["6f1c2a0e9b7d4c3a"])
     # Only in 503 dependency_unavailable answers: what is unavailable.
@@ -29,6 +31,34 @@ class ErrorBody(BaseModel):
     """Every 4xx and 5xx answer has this body."""
 
     error: ErrorDetail
+
+
+# Every `error.code` the API answers with, its status and when (the document's description lists them; a test
+# greps app/shop for the codes raised, so a new one cannot go undocumented). `rate_limited` is answered by the
+# router in front of the backend (shop-ops's nginx limit_req), with the same body.
+ERROR_CODES: dict[str, tuple[int, str]] = {
+    "malformed_json": (400, "the request body is not valid JSON"),
+    "missing_idempotency_key": (400, "checkout without an `Idempotency-Key` header"),
+    "invalid_idempotency_key": (400, "an `Idempotency-Key` longer than 200 characters or not printable"),
+    "unauthorized": (401, "an admin operation without the right `Authorization: Bearer` token"),
+    "not_found": (404, "an unknown product, cart, cart line, order or path"),
+    "method_not_allowed": (405, "a method the path does not have (`Allow` lists those it has)"),
+    "insufficient_stock": (409, "more of a product than is in stock (cart change or checkout)"),
+    "product_unavailable": (409, "checkout of a cart holding a product that is no longer sold"),
+    "idempotency_key_reused": (409, "an `Idempotency-Key` already used for another cart"),
+    "request_too_large": (413, "a request body over the size limit"),
+    "validation_error": (422, "invalid input; the message names the first bad field (`query.q: ...`)"),
+    "invalid_page": (422, "`page` out of its range"),
+    "invalid_limit": (422, "`limit` out of its range"),
+    "invalid_quantity": (422, "more than 1000 of one product in a cart"),
+    "cart_full": (422, "a new product in a cart that holds 100 different ones already"),
+    "empty_cart": (422, "checkout of an empty cart"),
+    "empty_update": (422, "an admin product change that names no field"),
+    "rate_limited": (429, "too many requests from this client address; retry after `Retry-After` seconds"),
+    "http_error": (400, "any other HTTP-level refusal (the status says which)"),
+    "internal_error": (500, "an unexpected failure; quote `request_id` when reporting it"),
+    "dependency_unavailable": (503, "PostgreSQL or Redis is unavailable (`error.dependency`); retry shortly"),
+}
 
 
 def not_found(kind: str, ident: object) -> ApiError:

@@ -12,7 +12,7 @@ from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
-from shop import logs, metrics
+from shop import logs, metrics, openapi
 from shop.api import api_router
 from shop.api.responses import error_response
 from shop.dependencies import CANDIDATES as DEPENDENCY_FAILURES
@@ -107,11 +107,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(
         title="Shop API",
         version=settings.version,
-        description="Catalog, carts and checkout of the shop operated by shop-ops. "
-        "Every error answers with the ErrorBody schema.",
+        description=openapi.description(settings.max_request_bytes),
         lifespan=lifespan,
         routes=api_router.routes,
+        # The document and its pages are routes of shop/api/docs.py, under /api/ where the routers send them.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
+    openapi.install(app)
     app.state.settings = settings
     # The last added runs first: RequestContext (request id, log line), then CORS, then the body limit.
     app.add_middleware(BodyLimit, max_bytes=settings.max_request_bytes)

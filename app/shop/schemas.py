@@ -113,8 +113,13 @@ class CheckoutRequest(BaseModel):
     )
     cart_id: Annotated[str, Field(pattern=CART_ID_PATTERN), StorableText]
     # \x85 (NEL) is in the \s of the Rust regex engine pydantic validates with, not in that of
-    # ECMA-262, which reads the OpenAPI document: named, so that both refuse it.
-    email: Annotated[str, Field(pattern=r"^[^@\s\x85]+@[^@\s\x85]+\.[^@\s\x85]+$", max_length=254), StorableText]
+    # ECMA-262, which reads the OpenAPI document: named, so that both refuse it. U+FFFD too: StorableText
+    # refuses it (it marks bytes that were not UTF-8), so the document says so rather than promise it.
+    email: Annotated[
+        str,
+        Field(pattern=r"^[^@\s\x85\ufffd]+@[^@\s\x85\ufffd]+\.[^@\s\x85\ufffd]+$", max_length=254),
+        StorableText,
+    ]
 
 
 class OrderLine(BaseModel):

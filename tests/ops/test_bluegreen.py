@@ -10,9 +10,12 @@ The tests run in file order against that one environment (each starts from what 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
+import re
 import shutil
+import subprocess
 import tempfile
 import threading
 import time
@@ -23,7 +26,11 @@ from pathlib import Path
 import httpx
 import psycopg2
 import pytest
+import schemathesis
+from schemathesis.checks import not_a_server_error
+from schemathesis.config import SchemathesisConfig
 
+from shop.seed import seed_catalog
 from shop_ops.localenv.registry import RegistryServer
 from shop_ops.release import apps
 from shop_ops.release.bluegreen import BlueGreen
@@ -46,7 +53,7 @@ from shop_ops.resources.registry import RegistryClient
 from shop_ops.resources.router import Router, Upstreams
 from shop_ops.services.discovery import shop_targets_file
 from shop_ops.services.processes import PostgresCluster, RedisServer, free_port
-from tests.support import new_database
+from tests.support import SEED_PRODUCTS, new_database
 
 LOADTESTS = Path(__file__).resolve().parents[2] / "loadtests"
 # Own repositories in the session registry: the images assets' tests own shop/backend and shop/frontend.
@@ -412,3 +419,91 @@ def test_contracting_migration_waits_for_the_old_release_then_blocks_rollback(
     assert "Roll forward" in message
     assert served(staging.router) == ("5.0.0", result.slot)
     assert len(deps.ledger.history("staging")) == rows
+
+
+# The API's documentation through the environment's router (the release serving now: 5.0.0, built from this
+# checkout's backend): the document, both pages and their assets, in Chromium under their CSP, and schemathesis
+# against the document with the real shop (PostgreSQL, Redis) behind the router.
+FRONTEND = Path(__file__).resolve().parents[2] / "frontend"
+PAGE_ASSET = re.compile(r'(?:src|href)="([^"]+)"')
+REDOCLY_LOGO = "https://cdn.redoc.ly/redoc/logo-mini.svg"
+
+
+def test_api_docs_through_the_router(staging: Env, tmp_path: Path) -> None:
+    base = staging.router.url
+    document = httpx.get(f"{base}/api/openapi.json", timeout=10)
+    assert document.status_code == 200 and document.headers["content-type"] == "application/json", document.text[:200]
+    spec = document.json()  # the backend's, not the storefront's HTML
+    assert spec["servers"] == [{"url": base, "description": spec["servers"][0]["description"]}]
+    assert spec["info"]["version"] == "5.0.0" and document.headers["x-shop-slot"] == served(staging.router)[1]
+    operations = sum(len(ops) for ops in spec["paths"].values())
+
+    # A client the router rate-limits (127.0.0.2 is not on its allow-list) loads both pages, every asset and the
+    # document: all within the burst, none refused.
+    limited = httpx.Client(base_url=base, transport=httpx.HTTPTransport(local_address="127.0.0.2"), timeout=10)
+    with limited:
+        for page in ("/api/docs", "/api/redoc"):
+            html = limited.get(page)
+            assert html.status_code == 200 and "script-src 'self'" in html.headers["content-security-policy"]
+            assets = PAGE_ASSET.findall(html.text)
+            answers = {asset: limited.get(f"/api/{asset}").status_code for asset in assets}
+            assert len(assets) >= 3 and set(answers.values()) == {200}, answers
+            assert limited.get("/api/openapi.json").status_code == 200
+
+    result = subprocess.run(
+        ["node", str(FRONTEND / "e2e" / "api-docs.mjs"), base, str(tmp_path)],
+        cwd=FRONTEND, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    shown = json.loads(result.stdout.strip().splitlines()[-1])
+    # ReDoc always tries to show Redocly's logo from their CDN: the policy blocks it (and nothing else), by design.
+    blocked = [line for line in shown["csp_violations"] + shown["failed"] if REDOCLY_LOGO in line]
+    assert len(blocked) <= 2 and all("img-src" in line or line.endswith(": csp") for line in blocked), blocked
+    unexpected = [line for line in shown["csp_violations"] + shown["failed"] if REDOCLY_LOGO not in line]
+    assert (unexpected, shown["errors"]) == ([], []), shown
+    assert shown["swagger_operations"] == operations and shown["redoc_operations"] == operations, shown
+    assert shown["swagger_servers"] and shown["swagger_servers"][0].startswith(base), shown
+    assert (tmp_path / "swagger-ui.png").stat().st_size > 10_000 and (tmp_path / "redoc.png").stat().st_size > 10_000
+
+
+ROUTED_MAX_EXAMPLES = 15  # per operation and phase: the whole run stays under a minute on 2 cores
+
+
+@pytest.fixture(scope="module")
+def routed_schema(staging: Env):
+    """The document as the router serves it (`routed` leaves out the admin operations and /metrics, which the
+    router does not forward).
+
+    Every request carries the synthetic marker, as smoke and load tests' do: any order placed is kept out of
+    business figures. The catalog is seeded first, so half of the generated ids reach real products and a cart.
+    """
+    asyncio.run(seed_catalog(staging.deps.app_env.database_url, SEED_PRODUCTS))
+    base = staging.router.url
+    cart = httpx.post(f"{base}/api/carts", timeout=10).json()["id"]
+    httpx.post(f"{base}/api/carts/{cart}/items", json={"product_id": 1, "quantity": 1}, timeout=10).raise_for_status()
+    config = SchemathesisConfig.from_dict(
+        {
+            "seed": 20261201,
+            "headers": {"X-Synthetic": "1"},
+            "generation": {"max-examples": ROUTED_MAX_EXAMPLES, "database": "none", "allow-x00": False},
+            "dictionaries": {"carts": {"values": [cart]}, "products": {"values": list(range(1, SEED_PRODUCTS + 1))}},
+            "parameters": {
+                "path.cart_id": {"dictionary": "carts", "probability": 0.5},
+                "path.product_id": {"dictionary": "products", "probability": 0.5},
+                "body.product_id": {"dictionary": "products", "probability": 0.5},
+            },
+        }
+    )
+    return schemathesis.openapi.from_url(f"{base}/api/openapi.json", config=config)
+
+
+# The filters on the lazy schema: from_fixture replaces the fixture's own filters with these.
+routed = schemathesis.pytest.from_fixture("routed_schema").exclude(tag="admin").exclude(path="/metrics")
+
+
+@pytest.mark.usefixtures("schemathesis_nodeid")
+@routed.parametrize()
+def test_no_server_error_through_the_router(case) -> None:
+    assert case.operation.path.startswith(("/api/", "/healthz", "/readyz", "/version"))
+    assert not case.operation.path.startswith("/api/admin/")
+    case.call_and_validate(checks=[not_a_server_error])

@@ -205,7 +205,7 @@ def test_malformed_json_is_400(client: httpx.Client, admin_token: str, path: str
 
 
 def test_openapi_documents_the_bulk_operations(client: httpx.Client):
-    paths = client.get("/openapi.json").json()["paths"]
+    paths = client.get("/api/openapi.json").json()["paths"]
     for path in (RESTOCK, PURGE):
         operation = paths[path]["post"]
         assert operation["summary"] and "Bearer" in operation["description"]

@@ -62,20 +62,14 @@ def schemathesis_config(cart_id: str) -> SchemathesisConfig:
 def api_schema(server: ShopServer):
     cart = httpx.post(f"{server.url}/api/carts").json()["id"]
     httpx.post(f"{server.url}/api/carts/{cart}/items", json={"product_id": 1, "quantity": 1}).raise_for_status()
-    return schemathesis.openapi.from_url(f"{server.url}/openapi.json", config=schemathesis_config(cart))
+    return schemathesis.openapi.from_url(f"{server.url}/api/openapi.json", config=schemathesis_config(cart))
 
 
 schema = schemathesis.pytest.from_fixture("api_schema")
 
 
-@pytest.fixture(autouse=True)
-def _schemathesis_nodeid_shim(request: pytest.FixtureRequest):
-    # schemathesis 4.32.5's from_fixture reads `item._nodeid`, which pytest 9.2 no longer has
-    # (AttributeError before any request is made); it only uses it to name the per-operation reports.
-    request.node._nodeid = request.node.nodeid
-
-
 @pytest.mark.services
+@pytest.mark.usefixtures("schemathesis_nodeid")
 @schema.parametrize()
 def test_every_operation_answers_as_documented(case):
     # All of schemathesis's checks: no 5xx; status code, content type, headers and body as
@@ -141,7 +135,7 @@ def test_admin_body_with_nul_is_422(client: httpx.Client, admin_token: str):
 def test_every_api_operation_documents_the_rate_limit_and_body_limit(client: httpx.Client):
     # The router's 429 (nginx limit_req, shop_ops/resources/rate_limit.py) and the backend's 413 carry the
     # ErrorBody; the 429 names its Retry-After header. Probes (/healthz, ...) are never limited.
-    spec = client.get("/openapi.json").json()
+    spec = client.get("/api/openapi.json").json()
     operations = [(p, m, op) for p, ops in spec["paths"].items() if p.startswith("/api/") for m, op in ops.items()]
     assert len(operations) >= 10
     for path, method, op in operations:

@@ -115,7 +115,7 @@ def test_secrets_never_reach_the_log(postgres: PostgresCluster, start_server, sh
 
 
 def test_openapi_documents_examples_and_error_body(client: httpx.Client):
-    spec = client.get("/openapi.json").json()
+    spec = client.get("/api/openapi.json").json()
     paths = spec["paths"]
     for path in ["/api/products", "/api/products/{product_id}", "/api/carts", "/api/carts/{cart_id}/items",
                  "/api/carts/{cart_id}/items/{product_id}", "/api/checkout", "/api/orders/{order_id}",
@@ -127,5 +127,7 @@ def test_openapi_documents_examples_and_error_body(client: httpx.Client):
     schemas = spec["components"]["schemas"]
     for name in ["Product", "Cart", "Order", "CheckoutRequest", "AddItem"]:
         assert schemas[name].get("examples"), name
-    assert client.get("/docs").status_code == 200
-    assert client.get("/redoc").status_code == 200
+    assert client.get("/api/docs").status_code == 200
+    assert client.get("/api/redoc").status_code == 200
+    # The old paths on the backend's own port lead to the new ones.
+    assert client.get("/openapi.json", follow_redirects=True).json()["paths"] == paths

@@ -19,8 +19,9 @@ async def get_services(request: Request) -> Services:
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
-# The raw `Authorization` header of the admin routes; require_admin checks it.
-AuthorizationHeader = Annotated[str | None, Header()]
+# The raw `Authorization` header of the admin routes; require_admin checks it. Documented as the admin
+# operations' bearer security scheme (shop/openapi.py), not as a parameter (OpenAPI ignores one named so).
+AuthorizationHeader = Annotated[str | None, Header(include_in_schema=False)]
 
 
 def require_admin(settings: Settings, authorization: str | None) -> None:

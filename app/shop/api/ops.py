@@ -49,6 +49,7 @@ async def version(svc: ServicesDep) -> dict[str, str]:
 
 @router.get("/metrics", response_class=Response)
 async def prometheus_metrics(svc: ServicesDep) -> Response:
+    """Prometheus metrics, scraped on the backend's own port: an environment's router does not forward `/metrics`."""
     pool = svc.engine.pool
     metrics.DB_POOL_CHECKED_OUT.set(pool.checkedout())  # type: ignore[attr-defined]
     return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
