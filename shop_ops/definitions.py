@@ -32,10 +32,13 @@ from shop_ops.assets.backups import (
 from shop_ops.assets.costs import actual_spend, cost_estimate, cost_report
 from shop_ops.assets.database import database_schema, slow_queries
 from shop_ops.assets.deployments import deployment_history, deployments
+from shop_ops.assets.docs import ASSET as API_DOCS
+from shop_ops.assets.docs import api_docs_assets
 from shop_ops.assets.environment_health import environment_health
 from shop_ops.assets.images import image_assets
 from shop_ops.assets.observability import slo_report
 from shop_ops.assets.performance import capacity_report, load_test_baseline, nightly_load_test
+from shop_ops.assets.retention import build_registry_retention_job
 from shop_ops.assets.security import (
     certificate_assets,
     dependency_audit,
@@ -83,14 +86,21 @@ from shop_ops.settings import ENVIRONMENTS, ROOT, Settings, get_settings
 
 
 def registry_resource(settings: Settings) -> RegistryResource:
-    """The local registry (credentials file written by the local environment), or ECR in the aws profile."""
+    """The local registry (credentials file written by the local environment; its folder for garbage collection,
+    unless SHOP_OPS_REGISTRY_URL names another registry), or ECR in the aws profile (its API for housekeeping)."""
+    folder: str | None = None
+    aws: AwsResource | None = None
     if settings.profile == "local":
         url = f"http://127.0.0.1:{settings.registry.port}"
         credentials: str | None = str(settings.state_path / "registry" / "credentials.json")
+        folder = None if os.environ.get("SHOP_OPS_REGISTRY_URL") else str(settings.state_path / "registry")
     else:
         assert settings.aws is not None  # the settings refuse an aws profile without it
         url, credentials = f"https://{settings.aws.ecr_registry}", None
+        aws = AwsResource(region=settings.aws.region, endpoint_url=os.environ.get("SHOP_OPS_AWS_ENDPOINT_URL") or None)
     return RegistryResource(
+        local_folder=folder,
+        aws=aws,
         url=os.environ.get("SHOP_OPS_REGISTRY_URL") or url,
         credentials_file=os.environ.get("SHOP_OPS_REGISTRY_CREDENTIALS_FILE") or credentials,
         backend_repository=settings.images.backend_repository,
@@ -458,8 +468,10 @@ images = [
         backend_repository=settings.images.backend_repository,
         frontend_repository=settings.images.frontend_repository,
     )
-    for definition in image_assets(spec)
+    # The backend's release tag waits for the API docs' verdict on the same build (blocking checks + release gate).
+    for definition in image_assets(spec, gate=dg.AssetKey(API_DOCS) if spec.name == "backend" else None)
 ]
+api_docs = api_docs_assets(dg.AssetKey("backend_image"), settings.state_path / "api-docs")
 
 backup_assets = [
     *(database_backup(environment) for environment in ENVIRONMENTS),
@@ -476,6 +488,7 @@ backup_checks = [
 defs = dg.Definitions(
     assets=[
         *images,
+        *api_docs,
         *(database_schema(environment) for environment in ENVIRONMENTS),
         *(slow_queries(environment, settings.data.slow_queries_top) for environment in ENVIRONMENTS),
         *deployments,
@@ -497,10 +510,16 @@ defs = dg.Definitions(
         slo_report,
     ],
     asset_checks=backup_checks,
-    jobs=JOBS,
+    jobs=[
+        *JOBS,
+        build_registry_retention_job(
+            settings.images.keep_releases, settings.images.keep_builds, prune_local_images=settings.profile == "local"
+        ),
+    ],
     schedules=build_schedules(schedule_status),
     sensors=[
-        build_registry_push_sensor(sensor_status),
+        # On from the start everywhere: it is the release path's one entry (on aws it lists ECR through its API).
+        build_registry_push_sensor(dg.DefaultSensorStatus.RUNNING),
         build_run_failure_alert_sensor(sensor_status),
         build_backup_freshness_sensor([key for c in backup_checks for key in c.check_keys], sensor_status),
         build_pipeline_metrics_sensor(pushgateway_url(settings), ENVIRONMENTS, sensor_status),

@@ -6,13 +6,29 @@ import dagster as dg
 from shop_ops.assets.backups import GROUP as BACKUPS
 from shop_ops.assets.costs import GROUP as COSTS
 from shop_ops.assets.deployments import rollback_environment, rollback_run_config
+from shop_ops.assets.docs import GROUP as DOCS
+from shop_ops.assets.images import pushed_build_config
 from shop_ops.assets.rotation import rotate_database_login, rotation_run_config
 from shop_ops.settings import ENVIRONMENTS
 
 build_images = dg.define_asset_job(
     "build_images",
-    selection=dg.AssetSelection.groups("images"),
-    description="Build and push both images; release them (<version> tag) when their blocking checks pass.",
+    selection=dg.AssetSelection.groups("images", DOCS),
+    description=(
+        "Build and push both images, document the backend's API (api_docs); release them (<version> tag) when "
+        "their blocking checks pass."
+    ),
+)
+
+check_pushed_build = dg.define_asset_job(
+    "check_pushed_build",
+    selection=dg.AssetSelection.groups("images", DOCS),
+    # Launch with run config {"pushed_tag": "<version>-<sha>"} and the run tag images/pushed_tag (pushed_build_launch).
+    config=pushed_build_config,
+    description=(
+        "The images' blocking checks and api_docs on a build CI already pushed (run config pushed_tag: "
+        "<version>-<sha>); release tag when they pass, none when one fails."
+    ),
 )
 
 release_staging = dg.define_asset_job(
@@ -122,6 +138,7 @@ def rotate_database_password() -> None:
 
 JOBS = [
     build_images,
+    check_pushed_build,
     release_staging,
     promote_production,
     rollback,

@@ -110,7 +110,19 @@ def build_schedules(default_status: dg.DefaultScheduleStatus) -> list[dg.Schedul
         description="05:45 UTC: checkov (Terraform), hadolint (Dockerfiles), pip-audit and npm audit (dependencies).",
     )
 
+    # Sundays 01:30 UTC: registry housekeeping, before the nightly backup and away from the weekly drill. The
+    # registry is read-only (pushes refused) for the seconds its garbage collection takes.
+    weekly_registry_retention_schedule = dg.ScheduleDefinition(
+        name="weekly_registry_retention_schedule",
+        job_name="registry_retention",
+        cron_schedule="30 1 * * 0",
+        execution_timezone="UTC",
+        default_status=default_status,
+        description="Sundays 01:30 UTC: keep what serves, recent releases and the last builds; delete and collect the rest.",
+    )
+
     return [
+        weekly_registry_retention_schedule,
         nightly_backup_schedule,
         weekly_dr_drill_schedule,
         nightly_perf_schedule,

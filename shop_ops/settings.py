@@ -81,6 +81,9 @@ class ImageSettings(_Strict):
     frontend_repository: str = "shop/frontend"
     backend_budget_mb: float = Field(default=500, gt=0)
     frontend_budget_mb: float = Field(default=100, gt=0)
+    # registry_retention keeps the ledger's last keep_releases releases and the last keep_builds builds per repository.
+    keep_releases: int = Field(default=5, ge=1)
+    keep_builds: int = Field(default=10, ge=0)
 
 
 class DagsterSettings(_Strict):

@@ -12,7 +12,9 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+import tempfile
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -212,6 +214,71 @@ def build_and_push(
     )
 
 
+VERSION_LABEL = "org.opencontainers.image.version"
+REVISION_LABEL = "org.opencontainers.image.revision"
+
+
+def dockerfile_at(revision: str, dockerfile: Path, root: Path = ROOT) -> str:
+    """The Dockerfile as committed at `revision` (`git show`): what CI built a pushed image from."""
+    relative = dockerfile.resolve().relative_to(root.resolve()).as_posix()
+    result = subprocess.run(["git", "-C", str(root), "show", f"{revision}:{relative}"], capture_output=True, text=True)
+    if result.returncode != 0 or revision in ("", "unknown"):
+        raise ReleaseBlocked(
+            f"cannot lint {relative} as of the image's revision {revision or '(no revision label)'}: "
+            f"{result.stderr.strip() or 'no such commit'}. Launch from a checkout that has that commit "
+            f"(git fetch origin), or rebuild the image with scripts/build-images.sh"
+        )
+    return result.stdout
+
+
+def inspect_pushed(
+    engine: DockerEngine, registry: RegistryClient, spec: ImageSpec, tag: str, log: Log = print
+) -> BuiltImage:
+    """A build CI pushed as `<repository>:<tag>`: pulled, inspected and its Dockerfile linted as of the image's
+    revision label (git show), so the same checks judge it as a build from the working tree.
+
+    The tag must be `<version>-<revision>` of the image's own labels: the release tag comes from them.
+    """
+    digest = registry.manifest_digest(spec.repository, tag)
+    if digest is None:
+        raise ReleaseBlocked(
+            f"{registry.image_ref(spec.repository, tag)} is not in the registry: check the pushed_tag "
+            f"(<version>-<sha>, as the main workflow pushed it)"
+        )
+    ref = registry.image_ref(spec.repository, tag)
+    started = time.monotonic()
+    image_id = engine.pull(ref, auth=registry_auth(registry), insecure=registry.insecure)
+    facts = engine.inspect(ref)
+    version, revision = facts.labels.get(VERSION_LABEL, ""), facts.labels.get(REVISION_LABEL, "")
+    if tag != f"{version}-{revision}":
+        raise ReleaseBlocked(
+            f"{ref} carries the labels version {version or '(none)'} and revision {revision or '(none)'}: "
+            f"a pushed build's tag must be <version>-<revision> of its own labels"
+        )
+    with tempfile.TemporaryDirectory(prefix="shop-ops-dockerfile-") as folder:
+        dockerfile = Path(folder) / "Dockerfile"
+        dockerfile.write_text(dockerfile_at(revision, spec.context / "Dockerfile"))
+        findings = lint_dockerfile(dockerfile)
+    log(f"pulled {ref} ({digest}, {facts.size_mb} MB, {facts.layers} layers); Dockerfile as of {revision}")
+    return BuiltImage(
+        name=spec.name,
+        registry=registry.address,
+        repository=spec.repository,
+        tag=tag,
+        digest=digest,
+        image_id=image_id,
+        version=version,
+        git_commit=revision,
+        size_mb=facts.size_mb,
+        layers=facts.layers,
+        user=facts.user,
+        healthcheck=facts.healthcheck,
+        labels=facts.labels,
+        build_seconds=round(time.monotonic() - started, 2),
+        hadolint=findings,
+    )
+
+
 def evaluate_image(image: BuiltImage, budget_mb: float) -> dict[str, CheckOutcome]:
     """The release policy, one verdict per check name (CHECK_NAMES)."""
     uid = image.user.split(":", 1)[0]
@@ -247,19 +314,40 @@ def evaluate_image(image: BuiltImage, budget_mb: float) -> dict[str, CheckOutcom
 
 
 @dataclass(frozen=True)
+class ReleaseGate:
+    """Another verdict a build must pass before its release tag (the API docs' breaking-change check), for one digest."""
+
+    name: str
+    digest: str
+    passed: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class Release:
     ref: str
     digest: str
     previous_digest: str | None
 
 
-def release_image(registry: RegistryClient, image: BuiltImage, budget_mb: float, log: Log = print) -> Release:
-    """Add the release tag <version> to the checked digest: only if the policy passes, the candidate tag
-    still holds it, and <version> was not released before as another digest (release tags never move)."""
-    failed = [o for o in evaluate_image(image, budget_mb).values() if not o.passed]
+def release_image(
+    registry: RegistryClient,
+    image: BuiltImage,
+    budget_mb: float,
+    log: Log = print,
+    gates: Sequence[ReleaseGate] = (),
+) -> Release:
+    """Add the release tag <version> to the checked digest: only if the policy and every gate (judged for this
+    very digest) pass, the candidate tag still holds it, and <version> was not released before as another
+    digest (release tags never move)."""
+    failed = [f"{o.name}: {o.description}" for o in evaluate_image(image, budget_mb).values() if not o.passed]
+    for gate in gates:
+        if gate.digest != image.digest:
+            failed.append(f"{gate.name}: judged {gate.digest}, not this build; materialize {gate.name} for it first")
+        elif not gate.passed:
+            failed.append(f"{gate.name}: {gate.reason}")
     if failed:
-        reasons = "; ".join(f"{o.name}: {o.description}" for o in failed)
-        raise ReleaseBlocked(f"{image.ref} is not released: {reasons}")
+        raise ReleaseBlocked(f"{image.ref} is not released: {'; '.join(failed)}")
     current = registry.manifest_digest(image.repository, image.tag)
     if current != image.digest:
         raise ReleaseBlocked(f"{image.ref} now points at {current}, not the checked {image.digest}; rebuild")

@@ -1,6 +1,6 @@
 """Finds new releases in the registry (a version tag on both the backend and frontend repositories) for the push sensor.
 
-Plain functions over `RegistryClient`, no Dagster: `registry_push_sensor` calls `scan` each tick
+Plain functions over `RegistryClient` (or ECR's API, `EcrImages`), no Dagster: `registry_push_sensor` calls `scan` each tick
 and turns every `ReleaseCandidate` into a `release_staging` run request with its `run_key`.
 
 Rules:
@@ -28,10 +28,21 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import httpx
 
-from shop_ops.resources.registry import RegistryClient, RegistryError
+from shop_ops.resources.registry import RegistryError
+
+
+class WatchedRegistry(Protocol):
+    """What a scan reads: `RegistryClient` (the distribution API) or `EcrImages` (ECR's API, aws profile)."""
+
+    @property
+    def url(self) -> str: ...
+    def tags(self, repository: str) -> list[str]: ...
+    def manifest_digest(self, repository: str, reference: str) -> str | None: ...
+
 
 CURSOR_FORMAT = 1
 RELEASE_TAG = re.compile(r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$")
@@ -131,14 +142,14 @@ class ScanResult:
     notes: list[str] = field(default_factory=list)  # e.g. why the stored cursor was not used
 
 
-def _digest(registry: RegistryClient, repository: str, tag: str) -> str | None:
+def _digest(registry: WatchedRegistry, repository: str, tag: str) -> str | None:
     digest = registry.manifest_digest(repository, tag)
     if digest is not None and not DIGEST.match(digest):
         raise ValueError(f"registry answered {digest[:80]!r} as the digest of {repository}:{tag}")
     return digest
 
 
-def scan(registry: RegistryClient, backend_repo: str, frontend_repo: str, cursor: WatchCursor) -> ScanResult:
+def scan(registry: WatchedRegistry, backend_repo: str, frontend_repo: str, cursor: WatchCursor) -> ScanResult:
     """The releases in the registry that are not in `cursor` yet, and the cursor that includes them."""
     notes = [cursor.note] if cursor.note else []
     try:
@@ -155,7 +166,7 @@ def scan(registry: RegistryClient, backend_repo: str, frontend_repo: str, cursor
 
 
 def _scan(
-    registry: RegistryClient, backend_repo: str, frontend_repo: str, cursor: WatchCursor, notes: list[str]
+    registry: WatchedRegistry, backend_repo: str, frontend_repo: str, cursor: WatchCursor, notes: list[str]
 ) -> ScanResult:
     tags = {"backend": set(registry.tags(backend_repo)), "frontend": set(registry.tags(frontend_repo))}
     if any(not isinstance(t, str) for values in tags.values() for t in values):

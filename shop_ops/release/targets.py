@@ -149,6 +149,11 @@ class ReleaseTarget(dg.ConfigurableResource):
         memory); empty where the Docker API does not run them (ECS)."""
         return []
 
+    def running_images(self, environment: str) -> list[str]:
+        """Every image reference `environment`'s containers run or may restart (both slots, stopped ones too):
+        registry housekeeping keeps them. DeployRefused where this target cannot tell (nothing is deleted then)."""
+        raise DeployRefused(f"{type(self).__name__} cannot list the images {environment} runs: not built")
+
     def serving_release(self, environment: str) -> str:
         """The ledger's release serving `environment`, as `version (release id)`, or why there is none."""
         entry = self.ledger.open().serving(environment)
@@ -203,6 +208,11 @@ class BlueGreenTarget(ReleaseTarget):
 
     def serving_containers(self, environment: str) -> list[str]:
         return sorted(c.name for c in self._serving(environment))
+
+    def running_images(self, environment: str) -> list[str]:
+        labels = {apps.LABEL_STACK: self.stack, apps.LABEL_ENVIRONMENT: environment}
+        containers = self.containers.engine().list_services(labels=labels, include_stopped=True)
+        return sorted({c.image for c in containers})
 
     def strategy(self, environment: str, log: Log, login: str | None = None) -> BlueGreen:
         """`environment`'s blue/green steps; slots it starts log in as `login` (else the serving login role)."""
@@ -260,6 +270,23 @@ class EcsTarget(ReleaseTarget):
         if environment not in self.urls:
             raise DeployRefused(f"unknown environment {environment!r}: use one of {', '.join(self.urls)}")
         return self.urls[environment]
+
+    def running_images(self, environment: str) -> list[str]:
+        """The images of every task definition the environment's service deploys now (primary and, mid-rollout,
+        the others)."""
+        if environment not in self.services:
+            raise DeployRefused(f"unknown environment {environment!r}: use one of {', '.join(self.services)}")
+        ecs = self.aws.ecs()
+        found = ecs.describe_services(cluster=self.cluster, services=[self.services[environment]]).get("services")
+        if not found:
+            raise DeployRefused(f"ECS service {self.services[environment]} not found in cluster {self.cluster}")
+        images = set()
+        for deployment in found[0].get("deployments") or []:
+            definition = ecs.describe_task_definition(taskDefinition=deployment["taskDefinition"])["taskDefinition"]
+            images.update(c["image"] for c in definition.get("containerDefinitions") or [])
+        if not images:
+            raise DeployRefused(f"ECS service {self.services[environment]} shows no deployment with images")
+        return sorted(images)
 
     def strategy(self, environment: str, log: Log) -> EcsService:
         if environment not in self.services:

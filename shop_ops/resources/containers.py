@@ -57,6 +57,16 @@ class ImageFacts:
 
 
 @dataclass(frozen=True)
+class LocalImage:
+    """An image in the engine's store: its names (`repo:tag`), registry digests (`repo@sha256:...`), build time."""
+
+    image_id: str
+    tags: tuple[str, ...]
+    digests: tuple[str, ...]
+    created: datetime | None
+
+
+@dataclass(frozen=True)
 class RunResult:
     exit_code: int
     logs: str  # stdout and stderr
@@ -342,6 +352,25 @@ class DockerEngine:
                 return False
             raise
 
+    def list_images(self) -> list[LocalImage]:
+        """Every image in the engine's store (untagged ones too)."""
+        images = []
+        for item in self.client.api.images(all=False):
+            created = item.get("Created")
+            images.append(
+                LocalImage(
+                    image_id=_image_id(str(item["Id"])),
+                    tags=tuple(t for t in item.get("RepoTags") or () if t and "<none>" not in t),
+                    digests=tuple(d for d in item.get("RepoDigests") or () if d and "<none>" not in d),
+                    created=datetime.fromtimestamp(created, UTC) if isinstance(created, int | float) else None,
+                )
+            )
+        return images
+
+    def image_ids_in_use(self) -> set[str]:
+        """The image ids of every container, running or stopped (their images must stay)."""
+        return {_image_id(str(c.get("ImageID") or "")) for c in self.client.api.containers(all=True)} - {""}
+
     # ------------------------------------------------------------------ containers
     def _host_config(
         self, mounts: Mapping[str | Path, str] | None, hardening: Hardening | None = None
@@ -589,6 +618,11 @@ class DockerEngine:
         if "client" in self.__dict__:
             self.client.close()
             del self.__dict__["client"]
+
+
+def _image_id(value: str) -> str:
+    """`sha256:<hex>` whether the engine answered with the prefix (Docker) or without (some podman answers)."""
+    return value if not value or value.startswith("sha256:") else f"sha256:{value}"
 
 
 def ping(docker_host: str) -> bool:

@@ -1,7 +1,7 @@
 """`registry_push_sensor`: a new release in the registry (a version tag in both repositories) -> `release_staging`.
 
-The scan is `shop_ops.release.registry_watch.scan` (plain, tested against a real registry); the
-registry and the shop's two repositories come from the `registry` resource. The cursor keeps the
+The scan is `shop_ops.release.registry_watch.scan` (plain, tested against a real registry and ECR's
+API on moto); the registry (ECR's API on aws) and the shop's two repositories come from the `registry` resource. The cursor keeps the
 releases already requested and `run_key` (version + both digests) makes Dagster drop a duplicate
 request, e.g. after a daemon restart mid-tick.
 """
@@ -19,7 +19,7 @@ JOB = "release_staging"
 def registry_push_sensor(context: dg.SensorEvaluationContext, registry: RegistryResource) -> dg.SensorResult:
     """One tick: a run request per release not requested before; the registry down keeps the cursor."""
     cursor = WatchCursor.from_json(context.cursor)
-    result = scan(registry.client(), registry.backend_repository, registry.frontend_repository, cursor)
+    result = scan(registry.images_api(), registry.backend_repository, registry.frontend_repository, cursor)
     for line in [*result.notes, *result.skipped]:
         context.log.info(line)
     if result.error:

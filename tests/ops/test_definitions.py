@@ -27,7 +27,7 @@ def test_definitions_names_and_blocking_checks():
         "production/nightly_load_test", "capacity_report", "cost_estimate", "actual_spend", "cost_report",
         "terraform_scan", "slo_report", "staging/slow_queries", "production/slow_queries",
         "staging/certificates", "production/certificates", "staging/tls_scan", "production/tls_scan",
-        "dockerfile_scan", "dependency_audit",
+        "dockerfile_scan", "dependency_audit", "api_docs",
     }  # fmt: skip
     checks = graph.asset_check_keys
     assert {(c.asset_key.to_user_string(), c.name) for c in checks} >= {
@@ -57,6 +57,13 @@ def test_definitions_names_and_blocking_checks():
     }
     assert graph.get(dg.AssetKey(["staging", "restore_test"])).group_name == "backups"
     assert defs.resolve_job_def("build_images").name == "build_images"
+    # API docs: judged between the backend build and its release tag; a blocking breaking-change check.
+    assert graph.get(dg.AssetKey("api_docs")).parent_keys == {dg.AssetKey("backend_image")}
+    assert graph.get(dg.AssetKey("api_docs")).group_name == "docs"
+    assert dg.AssetKey("api_docs") in graph.get(dg.AssetKey("backend_release_tag")).parent_keys
+    assert {("api_docs", "no_breaking_changes"), ("api_docs", "valid_openapi")} <= blocking
+    for job in ("build_images", "check_pushed_build"):
+        assert dg.AssetKey("api_docs") in defs.resolve_job_def(job).asset_layer.executable_asset_keys
     assert {"containers", "registry", "postgres", "ledger", "notifier", "release_target", "backup_target"} <= set(
         defs.resources or {}
     )
@@ -125,6 +132,11 @@ def test_definitions_names_and_blocking_checks():
     error_log = defs.resources["error_log"]
     assert error_log.store == "postgres" and "passfile=" in error_log.dsn and error_log.retention_days == 14
     assert type(defs.resources["spend"]).__name__ == "NoSpend"
+    # Registry housekeeping: an op job run weekly, the settings' numbers as its defaults; the local registry's folder.
+    assert defs.resolve_schedule_def("weekly_registry_retention_schedule").job_name == "registry_retention"
+    retention = defs.resolve_job_def("registry_retention").run_config["ops"]["apply_retention"]["config"]
+    assert (retention["keep_releases"], retention["keep_builds"], retention["prune_local_images"]) == (5, 10, True)
+    assert str(defs.resources["registry"].local_folder).endswith("/registry")
 
 
 def test_workspace_validates_with_the_dagster_cli():

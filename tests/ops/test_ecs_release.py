@@ -462,6 +462,7 @@ print(json.dumps({
     "assets": sorted(k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()),
     "jobs": sorted(j.name for j in defs.resolve_all_job_defs()),
     "sensor": defs.resolve_sensor_def("registry_push_sensor").default_status.value,
+    "sensor_reads": type(defs.resources["registry"].images_api()).__name__,
     "release_target": type(defs.resources["release_target"]).__name__,
     "deployment": sorted(defs.resolve_assets_def(dg.AssetKey(["staging", "deployment"])).required_resource_keys),
     "rollback": sorted(defs.resolve_job_def("rollback").required_resource_keys),
@@ -475,7 +476,7 @@ print(json.dumps({
     loaded = json.loads(result.stdout.strip().splitlines()[-1])
     assert {"staging/deployment", "production/deployment", "deployment_history"} <= set(loaded["assets"])
     assert {"release_staging", "promote_production", "rollback"} <= set(loaded["jobs"])
-    assert loaded["sensor"] == "STOPPED"
+    assert loaded["sensor"] == "RUNNING" and loaded["sensor_reads"] == "EcrImages"  # the release path's entry, on ECR
     assert loaded["release_target"] == "EcsTarget"
     assert set(loaded["deployment"]) - {"io_manager"} == {"release_target"}
     assert set(loaded["rollback"]) - {"io_manager"} == {"release_target"}

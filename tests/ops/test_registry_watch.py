@@ -7,6 +7,7 @@ The tests run in file order; the last one moves a release tag to new images.
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import threading
@@ -19,7 +20,7 @@ import pytest
 
 from shop_ops.release.registry_watch import ReleaseCandidate, WatchCursor, release_key, release_version, scan
 from shop_ops.resources.containers import DockerEngine, RegistryAuth
-from shop_ops.resources.registry import RegistryClient
+from shop_ops.resources.registry import OCI_MANIFEST, EcrImages, RegistryClient, RegistryResource
 from shop_ops.services.processes import free_port
 
 BACKEND = "watch-test/backend"
@@ -161,3 +162,34 @@ def test_release_tag_moved_to_new_images_is_a_new_release(pushed: Pushed, regist
     result = scan(registry_client, BACKEND, FRONTEND, cursor)
     assert [(c.version, c.frontend_digest) for c in result.new_releases] == [("0.2.0", new_frontend)]
     assert result.cursor.requested == cursor.requested | {result.new_releases[0].run_key}
+
+
+def test_on_aws_the_watch_lists_ecr_through_its_api(aws, tmp_path: Path) -> None:
+    """The aws profile's sensor reads ECR's API (moto): a version in both repositories is one release, by digest."""
+    ecr = aws.client("ecr")
+    prefix = f"watch{tmp_path.name[-6:].lower()}"
+    digests = {}
+    for role in ("backend", "frontend"):
+        repository = f"{prefix}/{role}"
+        ecr.create_repository(repositoryName=repository)
+        manifest = json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "annotations": {"seed": role}})
+        for tag in ("0.3.0-abc1234", "0.3.0"):
+            image = ecr.put_image(repositoryName=repository, imageManifest=manifest, imageTag=tag)["image"]
+        digests[role] = image["imageId"]["imageDigest"]
+    ecr.put_image(
+        repositoryName=f"{prefix}/backend",
+        imageManifest=json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "annotations": {"seed": "only"}}),
+        imageTag="0.4.0",
+    )
+    images = RegistryResource(url="https://123456789012.dkr.ecr.eu-west-1.amazonaws.com", aws=aws).images_api()
+    assert isinstance(images, EcrImages)
+
+    result = scan(images, f"{prefix}/backend", f"{prefix}/frontend", WatchCursor())
+
+    assert result.error is None
+    assert [(c.version, c.backend_digest, c.frontend_digest) for c in result.new_releases] == [
+        ("0.3.0", digests["backend"], digests["frontend"])
+    ]
+    assert any("0.4.0" in line for line in result.skipped)  # only in one repository so far
+    missing = scan(images, f"{prefix}/none", f"{prefix}/frontend", WatchCursor())
+    assert missing.new_releases == [] and missing.error is None

@@ -29,10 +29,12 @@ def production(tmp_path: Path) -> apps.AppEnvironment:
 def test_serving_backends_go_through_pgbouncer_and_one_off_commands_do_not(production: apps.AppEnvironment):
     env = load_settings(LOCAL).local_environments()["production"]
     serving, one_off = production.backend_env(18201), production.backend_env()
-    assert serving["SHOP_DATABASE_URL"] == f"postgresql+asyncpg://shop@127.0.0.1:{env.pgbouncer_port}/shop"
+    # Serving: the active login role once a local stack made them (rotation's shop_a/shop_b), else the owner.
+    login = production.serving_login or "shop"
+    assert serving["SHOP_DATABASE_URL"] == f"postgresql+asyncpg://{login}@127.0.0.1:{env.pgbouncer_port}/shop"
     # Migrations and the seed: a direct session (advisory locks, DDL, no statement timeout through a pool).
     assert one_off["SHOP_DATABASE_URL"] == f"postgresql+asyncpg://shop@127.0.0.1:{env.postgres_port}/shop"
-    assert serving["SHOP_DATABASE_REPLICA_URL"] == f"postgresql+asyncpg://shop@127.0.0.1:{env.replica_port}/shop"
+    assert serving["SHOP_DATABASE_REPLICA_URL"] == f"postgresql+asyncpg://{login}@127.0.0.1:{env.replica_port}/shop"
     assert "SHOP_DATABASE_REPLICA_URL" not in one_off
 
 

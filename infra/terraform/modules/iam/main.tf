@@ -135,6 +135,13 @@ data "aws_iam_policy_document" "run_task" {
     resources = var.ecr_repository_arns
   }
 
+  # registry_retention: images it does not keep are deleted by digest (ECR collects their layers itself).
+  statement {
+    sid       = "EcrRetention"
+    actions   = ["ecr:BatchDeleteImage"]
+    resources = var.ecr_repository_arns
+  }
+
   # Logical backups (backup_store on S3) and their DR copies.
   statement {
     sid       = "BackupsList"
