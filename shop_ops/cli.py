@@ -1,4 +1,4 @@
-"""The `shop-ops` command line: `shop-ops local up | down | status [--json]`."""
+"""The `shop-ops` command line: `shop-ops local up | down | status [--json]`, `shop-ops jobs ...`, `shop-ops github ...`."""
 
 from __future__ import annotations
 
@@ -7,12 +7,19 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="shop-ops", description="Operate the shop: the local environment.")
+    parser = argparse.ArgumentParser(
+        prog="shop-ops", description="Operate the shop: the local environment, Dagster jobs launched from outside."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     local = sub.add_parser("local", help="the local environment (every service on 127.0.0.1)")
     local.add_argument("action", choices=["up", "down", "status"])
     local.add_argument("--json", action="store_true", help="status: one JSON object keyed by service")
+    from shop_ops.operator import cli as operator_cli
+
+    operator_cli.add_parsers(sub)
     args = parser.parse_args(argv)
+    if args.command in ("jobs", "github"):
+        return operator_cli.run(args)
     from shop_ops.localenv import cli as local_cli
 
     return local_cli.run(args.action, as_json=args.json)

@@ -22,8 +22,10 @@ from shop_ops.settings import AwsEnvironment, AwsSettings, CostSettings, ImageSe
 ROOT = Path(__file__).resolve().parents[2]
 TERRAFORM = ROOT / "infra" / "terraform"
 ENVIRONMENTS = ("staging", "production")
-# Every root module (applied on its own, with its own state).
+# Every root module of AWS (applied on its own, with its own state).
 ROOTS = ("bootstrap", "environments/shared", "environments/staging", "environments/production")
+# The repository's settings on GitHub (tests/delivery/test_github_settings.py checks it against the workflows).
+GITHUB_ROOT = "github"
 
 # Where each value of config/aws.yaml comes from: setting -> output of each environment root
 # (infra/terraform/README.md has the same table). Keep the two in step.
@@ -53,6 +55,8 @@ NOT_FROM_TERRAFORM = {
     "poll_seconds",
     "backend_budget_mb",
     "frontend_budget_mb",
+    "keep_releases",
+    "keep_builds",
 }
 
 # The two Redis of each environment, both calls of modules/cache: the cache may evict, the cart store must not.
@@ -107,6 +111,12 @@ TAGGABLE = {
 }
 # Types used here that have no tags argument (configuration of a tagged parent, or tagless APIs).
 NOT_TAGGABLE = {
+    # GitHub's resources (infra/terraform/github): no AWS tags
+    "github_actions_environment_variable",
+    "github_actions_variable",
+    "github_branch_protection",
+    "github_repository_environment",
+    "github_repository_environment_deployment_policy",
     "aws_acm_certificate_validation",
     "aws_appautoscaling_policy",
     "aws_cloudfront_cache_policy",
@@ -476,7 +486,7 @@ def test_alb_serves_tls12_plus_and_redirects_http() -> None:
 
 
 def test_remote_state_is_locked() -> None:
-    for root in ROOTS[1:]:
+    for root in (*ROOTS[1:], GITHUB_ROOT):
         backend = None
         for path in root_files(root):
             for entry in parse(path).get("terraform", []):
