@@ -218,24 +218,27 @@ VERSION_LABEL = "org.opencontainers.image.version"
 REVISION_LABEL = "org.opencontainers.image.revision"
 
 
-def dockerfile_at(revision: str, dockerfile: Path, root: Path = ROOT) -> str:
-    """The Dockerfile as committed at `revision` (`git show`): what CI built a pushed image from."""
-    relative = dockerfile.resolve().relative_to(root.resolve()).as_posix()
-    result = subprocess.run(["git", "-C", str(root), "show", f"{revision}:{relative}"], capture_output=True, text=True)
-    if result.returncode != 0 or revision in ("", "unknown"):
+# Where each image keeps the Dockerfile it was built from (app/Dockerfile, frontend/Dockerfile copy themselves
+# there): a pushed build is linted as it was built, wherever the check runs (no checkout needed).
+DOCKERFILE_IN_IMAGE = "/usr/share/shop/Dockerfile"
+
+
+def dockerfile_of(engine: DockerEngine, ref: str) -> str:
+    """The Dockerfile `ref` was built from, as the image carries it."""
+    content = engine.read_file(ref, DOCKERFILE_IN_IMAGE)
+    if content is None:
         raise ReleaseBlocked(
-            f"cannot lint {relative} as of the image's revision {revision or '(no revision label)'}: "
-            f"{result.stderr.strip() or 'no such commit'}. Launch from a checkout that has that commit "
-            f"(git fetch origin), or rebuild the image with scripts/build-images.sh"
+            f"{ref} carries no {DOCKERFILE_IN_IMAGE}: it was built from an older Dockerfile; rebuild and push it "
+            f"(make push-build)"
         )
-    return result.stdout
+    return content.decode()
 
 
 def inspect_pushed(
     engine: DockerEngine, registry: RegistryClient, spec: ImageSpec, tag: str, log: Log = print
 ) -> BuiltImage:
-    """A build CI pushed as `<repository>:<tag>`: pulled, inspected and its Dockerfile linted as of the image's
-    revision label (git show), so the same checks judge it as a build from the working tree.
+    """A build CI pushed as `<repository>:<tag>`: pulled, inspected and the Dockerfile it carries linted, so the
+    same checks judge it as a build from the working tree.
 
     The tag must be `<version>-<revision>` of the image's own labels: the release tag comes from them.
     """
@@ -257,9 +260,9 @@ def inspect_pushed(
         )
     with tempfile.TemporaryDirectory(prefix="shop-ops-dockerfile-") as folder:
         dockerfile = Path(folder) / "Dockerfile"
-        dockerfile.write_text(dockerfile_at(revision, spec.context / "Dockerfile"))
+        dockerfile.write_text(dockerfile_of(engine, ref))
         findings = lint_dockerfile(dockerfile)
-    log(f"pulled {ref} ({digest}, {facts.size_mb} MB, {facts.layers} layers); Dockerfile as of {revision}")
+    log(f"pulled {ref} ({digest}, {facts.size_mb} MB, {facts.layers} layers); its own Dockerfile (revision {revision})")
     return BuiltImage(
         name=spec.name,
         registry=registry.address,

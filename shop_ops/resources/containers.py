@@ -7,7 +7,9 @@ run with host networking (services bind 127.0.0.1; podman's bridge cannot reach 
 
 from __future__ import annotations
 
+import io
 import os
+import tarfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -378,6 +380,25 @@ class DockerEngine:
         binds = {str(Path(src).resolve()): {"bind": dst, "mode": "ro"} for src, dst in (mounts or {}).items()}
         confined = hardening.host_config() if hardening is not None else {}
         return self.client.api.create_host_config(network_mode="host", binds=binds, **confined)
+
+    def read_file(self, image: str, path: str) -> bytes | None:
+        """One file of `image` (from a created, never started container; the container is removed); None when absent."""
+        api = self.client.api
+        cid = api.create_container(image, labels={MANAGED_LABEL: "true", "io.shop-ops.role": "read-file"})["Id"]
+        try:
+            try:
+                stream, _ = api.get_archive(cid, path)
+            except NotFound:
+                return None
+            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+                member = archive.next()
+                extracted = archive.extractfile(member) if member is not None and member.isfile() else None
+                return extracted.read() if extracted is not None else None
+        finally:
+            try:
+                api.remove_container(cid, force=True)
+            except NotFound:
+                pass
 
     def run_once(
         self,

@@ -15,13 +15,16 @@ from shop_ops.assets.docs import ASSET, api_docs_assets
 from shop_ops.assets.images import image_assets
 from shop_ops.release.api_docs import ApiDocsReport
 from shop_ops.release.images import (
+    DOCKERFILE_IN_IMAGE,
     REVISION_LABEL,
     ImageSpec,
     ReleaseBlocked,
+    lint_dockerfile,
     registry_auth,
     release_image,
     shop_image_specs,
 )
+from shop_ops.settings import ROOT
 
 # The first test here may pay for the session's image build (the `built` fixture) on top of its own pushes.
 pytestmark = pytest.mark.timeout(600)
@@ -77,7 +80,7 @@ def check_pushed(tag: str, folder: Path, resources: dict) -> dg.ExecuteInProcess
 
 
 def test_compatible_build_is_released_with_changelog_entry_and_postman_collection(
-    push_backend, ops_resources, registry_client
+    push_backend, ops_resources, registry_client, engine
 ):
     tag = push_backend("1.1.0", ADD_FIELD)
     result = check_pushed(tag, push_backend.folder, ops_resources)
@@ -101,6 +104,10 @@ def test_compatible_build_is_released_with_changelog_entry_and_postman_collectio
     names = {item["name"] for folder in collection["item"] for item in folder["item"]}
     assert {"List Products", "Add Item", "Checkout", "Get Order"} <= names
     assert Path(metadata["document"].value).parent == push_backend.folder / tag
+    # hadolint judged the Dockerfile the image carries: the one it was built from, no checkout needed.
+    image = result.output_for_node("backend_image")
+    assert image.hadolint == lint_dockerfile(ROOT / "app" / "Dockerfile")
+    assert engine.read_file(image.ref, DOCKERFILE_IN_IMAGE) == (ROOT / "app" / "Dockerfile").read_bytes()
 
 
 def test_build_that_removes_a_response_field_fails_the_check_and_gets_no_release_tag(
