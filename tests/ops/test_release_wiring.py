@@ -98,7 +98,9 @@ def test_push_sensor_requests_one_release_staging_run_per_release(registry, push
         backend_repository="sensor-test/backend", frontend_repository="sensor-test/frontend",
     )  # fmt: skip
     with dg.instance_for_test() as instance:
-        first = registry_push_sensor(dg.build_sensor_context(instance=instance, resources={"registry": resource}))
+        # Contexts as context managers: the registry resource nests the (optional) aws resource, so Dagster opens it.
+        with dg.build_sensor_context(instance=instance, resources={"registry": resource}) as context:
+            first = registry_push_sensor(context)
         assert len(first.run_requests) == 1
         request = first.run_requests[0]
         config = request.run_config["ops"]["staging__deployment"]["config"]
@@ -107,16 +109,16 @@ def test_push_sensor_requests_one_release_staging_run_per_release(registry, push
         assert request.run_key == f"release:0.4.0:{pushed_release['backend']}:{pushed_release['frontend']}"
         assert request.tags["environment"] == "staging"
         # the same push seen again (next tick, or a restarted daemon with the saved cursor): nothing new
-        again = registry_push_sensor(
-            dg.build_sensor_context(instance=instance, cursor=first.cursor, resources={"registry": resource})
-        )
+        with dg.build_sensor_context(
+            instance=instance, cursor=first.cursor, resources={"registry": resource}
+        ) as context:
+            again = registry_push_sensor(context)
         assert again.run_requests == []
         assert again.skip_reason.skip_message.startswith("no new release (already requested: 0.4.0; ")
         # registry down: skipped, cursor kept
         down = RegistryResource(url="http://127.0.0.1:9", credentials_file=str(registry.credentials_file))
-        broken = registry_push_sensor(
-            dg.build_sensor_context(instance=instance, cursor=first.cursor, resources={"registry": down})
-        )
+        with dg.build_sensor_context(instance=instance, cursor=first.cursor, resources={"registry": down}) as context:
+            broken = registry_push_sensor(context)
         assert broken.run_requests == [] and broken.cursor is None
         assert "registry not readable" in broken.skip_reason.skip_message
 
