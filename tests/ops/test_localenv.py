@@ -290,9 +290,6 @@ STEP_FAILURE = dg.DagsterEventType.STEP_FAILURE
 FINAL_STATUSES = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
 
-# up, a release through the sensor, promote, a second release, rollback, down, up: about 4 min here.
-@pytest.mark.timeout(720)
-@pytest.mark.filterwarnings("ignore:Using variable_values and operation_name:DeprecationWarning")  # dagster_graphql
 def _bytes_if_present(path: Path) -> bytes:
     """A file's bytes; nothing if it went away since it was listed (dagster dev still runs: SQLite folds its
     -wal and -journal files into the database, which is read too)."""
@@ -302,6 +299,9 @@ def _bytes_if_present(path: Path) -> bytes:
         return b""
 
 
+# up, a release through the sensor, promote, a second release, rollback, down, up: about 4 min here.
+@pytest.mark.timeout(720)
+@pytest.mark.filterwarnings("ignore:Using variable_values and operation_name:DeprecationWarning")  # dagster_graphql
 def test_up_status_down_up(local_env: dict[str, str], docker_api: DockerApi) -> None:
     env = local_env
     up = shop_ops(env, "up")
