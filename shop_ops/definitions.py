@@ -278,6 +278,7 @@ def release_target(
         router=router, postgres=postgres or postgres_resource(settings), stack=stack_id(settings.state_path),
         shops={name: shop_wiring(settings, name) for name in environments},
         admin_token_files={name: str(settings.admin_token_file(name)) for name in environments},
+        payment_webhook_secret_files={name: str(settings.payment_webhook_secret_file(name)) for name in environments},
         container_logs_dir=str(settings.container_logs_dir()),
     )  # fmt: skip
 

@@ -462,6 +462,13 @@ class Settings(_Strict):
         override = os.environ.get(f"SHOP_OPS_{environment.upper()}_ADMIN_TOKEN_FILE")
         return Path(override) if override else self.state_path / "secrets" / f"{environment}-admin-token"
 
+    def payment_webhook_secret_file(self, environment: str) -> Path:
+        """The payment provider's webhook signing secret of an environment's shop:
+        SHOP_OPS_<ENV>_PAYMENT_WEBHOOK_SECRET_FILE, else `secrets/<env>-payment-webhook-secret`, where
+        `shop-ops local up` makes a random one (its backend containers mount it as SHOP_PAYMENT_WEBHOOK_SECRET_FILE)."""
+        override = os.environ.get(f"SHOP_OPS_{environment.upper()}_PAYMENT_WEBHOOK_SECRET_FILE")
+        return Path(override) if override else self.state_path / "secrets" / f"{environment}-payment-webhook-secret"
+
     def backup_key_file(self) -> Path:
         """The backup key: SHOP_OPS_BACKUP_KEY_FILE, `backups.key_file`, else `secrets/backup.key` beside
         the PostgreSQL folders (where PostgreSQL's OS user can read it: its WAL archiving encrypts too)."""

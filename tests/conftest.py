@@ -95,10 +95,23 @@ def admin_token() -> str:
 
 
 @pytest.fixture(scope="session")
+def payment_webhook_secret() -> str:
+    """The `server`'s payment webhook signing secret (tests/shop/test_payments_webhook.py signs with it)."""
+    return "test-webhook-secret-not-a-secret"
+
+
+@pytest.fixture(scope="session")
 def server(
-    shop_db: str, redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory, admin_token: str
+    shop_db: str,
+    redis_server: RedisServer,
+    tmp_path_factory: pytest.TempPathFactory,
+    admin_token: str,
+    payment_webhook_secret: str,
 ) -> Iterator[ShopServer]:
-    env = shop_env(shop_db, redis_server.url(0), SHOP_ADMIN_TOKEN=admin_token, SHOP_VERSION="9.9.9")
+    env = shop_env(
+        shop_db, redis_server.url(0), SHOP_ADMIN_TOKEN=admin_token, SHOP_VERSION="9.9.9",
+        SHOP_PAYMENT_WEBHOOK_SECRET=payment_webhook_secret,
+    )  # fmt: skip
     srv = ShopServer(env, tmp_path_factory.mktemp("serve") / "shop.log")
     srv.start()
     yield srv

@@ -36,7 +36,7 @@ _PLACE_ORDER_SQL = """
         INSERT INTO orders (email, status, total_cents, synthetic, idempotency_key, cart_id)
         SELECT $4, 'placed', CASE WHEN count(*) = $3 THEN sum(price_cents::bigint * quantity) END, $5, $6, $7
         FROM taken
-        RETURNING id, email, status, total_cents, synthetic, created_at
+        RETURNING id, email, status, total_cents, synthetic, created_at, payment_status
     ), lines AS (
         INSERT INTO order_lines (order_id, product_id, name, price_cents, quantity)
         SELECT placed.id, taken.product_id, taken.name, taken.price_cents, taken.quantity FROM placed, taken
@@ -47,7 +47,7 @@ _PLACE_ORDER_SQL = """
 """
 _ORDER_BY_KEY_SQL = text("SELECT id, cart_id FROM orders WHERE idempotency_key = :key")
 _ORDER_SQL = """
-    SELECT o.id, o.email, o.status, o.total_cents, o.synthetic, o.created_at,
+    SELECT o.id, o.email, o.status, o.total_cents, o.synthetic, o.created_at, o.payment_status,
            (SELECT json_agg(json_build_object('product_id', product_id, 'name', name,
                 'price_cents', price_cents, 'quantity', quantity) ORDER BY product_id)
             FROM order_lines WHERE order_id = o.id) AS items
@@ -72,6 +72,7 @@ def order_doc(row: Any) -> dict[str, Any]:
         "items": items or [],
         "synthetic": row["synthetic"],
         "created_at": row["created_at"].isoformat(),
+        "payment_status": row["payment_status"],
     }
 
 

@@ -61,7 +61,24 @@ orders = Table(
     Column("idempotency_key", Text, nullable=False, unique=True),
     Column("cart_id", Text, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # pending | paid | failed | refunded: moved only by the payment provider's events (shop/payments.py).
+    Column("payment_status", Text, nullable=False, server_default=text("'pending'")),
     Index("ix_orders_created_at", "created_at"),
+)
+
+# The payment provider's events, one row per event id (a replay inserts nothing); `applied` says whether
+# the event moved the order's payment status (an out-of-order event is recorded, not applied).
+payment_events = Table(
+    "payment_events",
+    metadata,
+    Column("event_id", Text, primary_key=True),
+    Column("order_id", BigInteger, ForeignKey("orders.id", ondelete="CASCADE"), nullable=False),
+    Column("type", Text, nullable=False),
+    Column("amount_cents", BigInteger, nullable=True),
+    Column("applied", Boolean, nullable=False),
+    Column("payload_sha256", Text, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Index("ix_payment_events_order_id", "order_id"),
 )
 
 order_lines = Table(

@@ -41,6 +41,8 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "missing_idempotency_key": (400, "checkout without an `Idempotency-Key` header"),
     "invalid_idempotency_key": (400, "an `Idempotency-Key` longer than 200 characters or not printable"),
     "unauthorized": (401, "an admin operation without the right `Authorization: Bearer` token"),
+    "invalid_signature": (401, "a payment callback whose `X-Shop-Signature` is missing, malformed or wrong"),
+    "stale_signature": (401, "a correctly signed payment callback more than 5 minutes from the shop's clock"),
     "not_found": (404, "an unknown product, cart, cart line, order or path"),
     "method_not_allowed": (405, "a method the path does not have (`Allow` lists those it has)"),
     "insufficient_stock": (409, "more of a product than is in stock (cart change or checkout)"),
@@ -54,10 +56,12 @@ ERROR_CODES: dict[str, tuple[int, str]] = {
     "cart_full": (422, "a new product in a cart that holds 100 different ones already"),
     "empty_cart": (422, "checkout of an empty cart"),
     "empty_update": (422, "an admin product change that names no field"),
+    "unknown_order": (422, "a payment callback about an order this shop does not have (nothing recorded)"),
     "rate_limited": (429, "too many requests from this client address; retry after `Retry-After` seconds"),
     "http_error": (400, "any other HTTP-level refusal (the status says which)"),
     "internal_error": (500, "an unexpected failure; quote `request_id` when reporting it"),
     "dependency_unavailable": (503, "PostgreSQL or Redis is unavailable (`error.dependency`); retry shortly"),
+    "webhook_not_configured": (503, "a payment callback while `SHOP_PAYMENT_WEBHOOK_SECRET` is not set"),
 }
 
 

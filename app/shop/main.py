@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 
 from shop import logs, metrics, openapi
-from shop.api import api_router
+from shop.api import api_router, payments
 from shop.api.responses import error_response
 from shop.dependencies import CANDIDATES as DEPENDENCY_FAILURES
 from shop.dependencies import NAMES as DEPENDENCY_NAMES
@@ -110,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=openapi.description(settings.max_request_bytes),
         lifespan=lifespan,
         routes=api_router.routes,
+        webhooks=payments.webhooks,  # OpenAPI 3.1 `webhooks`: what the payment provider sends
         # The document and its pages are routes of shop/api/docs.py, under /api/ where the routers send them.
         openapi_url=None,
         docs_url=None,

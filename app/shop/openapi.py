@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from starlette.datastructures import Headers
 
 from shop.errors import ERROR_CODES
+from shop.payments import SIGNATURE_HEADER, TOLERANCE_SECONDS, sign
 
 DOCS_PATH = "/api/docs"
 REDOC_PATH = "/api/redoc"
@@ -26,6 +27,11 @@ ADMIN_TAG = "admin"
 # environment may set others, and its 429 answers always say when to retry.
 DEFAULT_RATE_PER_SECOND = 20
 DEFAULT_BURST = 40
+# The payment callback's worked example (not any environment's secret).
+EXAMPLE_SECRET = "whsec_4f9c2b7e1d8a6035"
+EXAMPLE_TIMESTAMP = 1796119200
+EXAMPLE_BODY = '{"id":"evt_1QxY2Z3a4b5c","type":"payment.paid","order_id":17,"amount_cents":9198,"created":1796119200}'
+EXAMPLE_SIGNATURE = sign(EXAMPLE_SECRET, EXAMPLE_TIMESTAMP, EXAMPLE_BODY.encode())
 # A Host header the document may name as its server: a DNS name or an IPv4/IPv6 literal, with a port.
 _HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?$")
 
@@ -33,6 +39,7 @@ TAGS = [
     {"name": "catalog", "description": "Products and categories (anonymous reads, cached for about a second)."},
     {"name": "cart", "description": "Carts live 7 days after their last change; ids are 32 hex characters."},
     {"name": "checkout", "description": "A cart becomes an order, once per `Idempotency-Key`; orders read back."},
+    {"name": "payments", "description": "The payment provider's signed callback (also under `webhooks`)."},
     {"name": "admin", "description": "Operations for the shop's staff: `Authorization: Bearer <admin token>`."},
     {"name": "operations", "description": "Probes for load balancers and the release pipeline."},
 ]
@@ -54,6 +61,7 @@ at `{OPENAPI_PATH}`. Each environment serves its own, with that environment's UR
 Catalog, cart, checkout and order operations need no credentials. The admin operations (tag `admin`) need the
 admin bearer token: `Authorization: Bearer <token>` (security scheme `{SECURITY_SCHEME}`); without it or with
 another token they answer 401 `unauthorized`. The shop's operators hand the token out; it is never in a URL.
+The payment provider's callback carries no token: it is signed (see Payment callback below).
 
 ## Errors
 
@@ -82,6 +90,27 @@ The shop's own clients (release checks, load tests) are on an allow-list and nev
 
 A request body over {max_request_bytes} bytes is refused with `413` `request_too_large`, before any operation
 reads it (with or without `Content-Length`).
+
+## Payment callback
+
+The payment provider sends its events (`payment.paid`, `payment.failed`, `payment.refunded`; the `webhooks`
+section has the event's schema) to `POST /api/payments/webhook`, signed with the environment's webhook secret
+(`SHOP_PAYMENT_WEBHOOK_SECRET`): the header `{SIGNATURE_HEADER}: t=<unix seconds>,v1=<signature>`, where the
+signature is the lowercase hex HMAC-SHA256, keyed with the secret, of the timestamp, a dot and the raw body
+exactly as sent. More than one `v1=` may be sent (while a secret is replaced); one must match. A signature
+more than {TOLERANCE_SECONDS // 60} minutes from the shop's clock is refused (`stale_signature`), a wrong one
+with `invalid_signature` (both 401). Worked example, secret `{EXAMPLE_SECRET}`, `t={EXAMPLE_TIMESTAMP}`:
+
+```text
+signed text: {EXAMPLE_TIMESTAMP}.{EXAMPLE_BODY}
+header:      {SIGNATURE_HEADER}: t={EXAMPLE_TIMESTAMP},v1={EXAMPLE_SIGNATURE}
+```
+
+Each event is recorded once per `id`: a replay answers 200 with `duplicate: true` and changes nothing. An order's
+`payment_status` moves pending -> paid or failed, failed -> paid, paid -> refunded, never backwards: an event
+that would (a failure after the payment, a refund of an unpaid order) is recorded with `applied: false`. An
+event about an unknown order is refused with 422 `unknown_order` and not recorded. Any answer but 200 means:
+send the event again later.
 
 ## Synthetic orders
 

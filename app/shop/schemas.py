@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
@@ -122,6 +122,9 @@ class CheckoutRequest(BaseModel):
     ]
 
 
+PaymentStatus = Literal["pending", "paid", "failed", "refunded"]
+
+
 class OrderLine(BaseModel):
     product_id: int
     name: str
@@ -142,6 +145,7 @@ class Order(BaseModel):
                     "items": [{"product_id": 1, "name": "Sturdy Oak Lamp", "price_cents": 4599, "quantity": 2}],
                     "synthetic": False,
                     "created_at": "2026-11-27T10:00:00+00:00",
+                    "payment_status": "paid",
                 }
             ]
         }
@@ -154,6 +158,47 @@ class Order(BaseModel):
     items: list[OrderLine]
     synthetic: bool
     created_at: datetime
+    payment_status: PaymentStatus = Field(
+        description="set by the payment provider's events (POST /api/payments/webhook); `pending` until one arrives"
+    )
+
+
+PAYMENT_EVENT_EXAMPLE = {
+    "id": "evt_1QxY2Z3a4b5c",
+    "type": "payment.paid",
+    "order_id": 17,
+    "amount_cents": 9198,
+    "created": 1796119200,
+}
+
+
+class PaymentEvent(BaseModel):
+    """An event of the payment provider about one order's payment, as it signs and sends it."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [PAYMENT_EVENT_EXAMPLE]})
+    id: Annotated[str, Field(pattern=r"^evt_[A-Za-z0-9_-]{1,100}$", description="unique per event; replays reuse it")]
+    type: Literal["payment.paid", "payment.failed", "payment.refunded"]
+    order_id: Annotated[int, Field(ge=1, le=2**62, description="the order's `id` (not its number)")]
+    amount_cents: Annotated[int | None, Field(ge=0, le=2**62, description="what was paid or refunded")] = None
+    created: Annotated[int, Field(ge=0, description="when the provider created the event (unix seconds)")]
+
+
+class PaymentReceipt(BaseModel):
+    """The shop's answer to a payment event (200 for a new event and for a replay alike)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"event_id": "evt_1QxY2Z3a4b5c", "order_id": 17, "duplicate": False, "applied": True,
+                 "payment_status": "paid"}
+            ]
+        }
+    )  # fmt: skip
+    event_id: str
+    order_id: int
+    duplicate: bool = Field(description="true when this event id was received before: nothing changed")
+    applied: bool = Field(description="whether this delivery moved the order's payment status")
+    payment_status: PaymentStatus = Field(description="the order's payment status after the event")
 
 
 class Readiness(BaseModel):

@@ -1,4 +1,4 @@
-"""The services the routes use (database, Redis, catalog, carts, checkout, retention, statistics), one set per worker."""
+"""The services the routes use (database, Redis, catalog, carts, checkout, payments, ...), one set per worker."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from shop.checkout import Checkout
 from shop.db import create_engine, create_replica_engine
 from shop.health import ReadinessChecks
 from shop.migrate import contract_revisions, known_revisions
+from shop.payments import Payments
 from shop.reporting import ReportingReads
 from shop.retention import Retention
 from shop.settings import Settings
@@ -32,6 +33,7 @@ class Services:
     catalog: Catalog
     carts: Carts
     checkout: Checkout
+    payments: Payments
     retention: Retention
     statistics: Statistics
     known_revisions: list[str]
@@ -59,6 +61,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
             catalog=catalog,
             carts=carts,
             checkout=Checkout(engine, carts, catalog),
+            payments=Payments(engine),
             retention=Retention(engine),
             statistics=Statistics(ReportingReads(engine, replica_engine, settings.database_timeout_seconds)),
             known_revisions=known_revisions(),

@@ -14,7 +14,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-SECRET_FIELDS = ("database_password", "redis_password", "admin_token")
+SECRET_FIELDS = ("database_password", "redis_password", "admin_token", "payment_webhook_secret")
+# A payment webhook signing secret shorter than this is a mistake (a truncated file, a placeholder).
+MIN_WEBHOOK_SECRET_LENGTH = 16
 
 
 class SettingsError(Exception):
@@ -67,6 +69,9 @@ class Settings(BaseSettings):
     local_cache_ttl_seconds: float = Field(default=1.0, ge=0, le=60)
     cart_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
     admin_token: SecretStr | None = None
+    # The payment provider's webhook signing secret (POST /api/payments/webhook checks the HMAC with it).
+    # Not set: the callback answers 503 webhook_not_configured, naming this variable.
+    payment_webhook_secret: SecretStr | None = None
     # The largest request body accepted: a larger one is answered 413 request_too_large before the
     # routes read it, whether it announces its length or comes chunked.
     max_request_bytes: int = Field(default=1_048_576, ge=1024, le=64 * 1_048_576)
@@ -93,6 +98,16 @@ class Settings(BaseSettings):
         if not url.database:
             raise ValueError("names no database: end it with /DBNAME")
         return url.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+
+    @field_validator("payment_webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().strip()) < MIN_WEBHOOK_SECRET_LENGTH:
+            raise ValueError(
+                f"is shorter than {MIN_WEBHOOK_SECRET_LENGTH} characters: use the provider's signing secret "
+                "(or `openssl rand -hex 32` for a test provider)"
+            )
+        return value
 
     @field_validator("database_replica_url")
     @classmethod

@@ -12,6 +12,7 @@ Everything lives under `Settings.state_path`:
     secrets/<env>-db-login                             which login role the serving backends use (shop_a or shop_b)
     secrets/<env>-db-<role>-password                   that role's password (0640, group 10001); the other is locked
     secrets/<env>-admin-token                          the shop's admin bearer token (0640, group 10001)
+    secrets/<env>-payment-webhook-secret               the payment callback's signing secret (0640, group 10001)
     stack/heartbeat-<env>.pid, logs/heartbeat-<env>.log   the heartbeat writer DR drills check (ops.heartbeat)
     postgres/<env>/pgbouncer, postgres/<env>/replica   PgBouncer for the shop's backends, a streaming replica
     redis/<env>/                                       the cache, the cart store, its replica and Sentinel
@@ -225,6 +226,7 @@ class LocalStack:
             database_url=f"postgresql+asyncpg://shop@127.0.0.1:{env.postgres_port}/{env.database}",
             password_file=self.password_file(name), admin_token_file=self.admin_token_file(name),
             log_folder=self.settings.container_logs_dir(),
+            payment_webhook_secret_file=self.settings.payment_webhook_secret_file(name),
         )  # fmt: skip
 
     def dsn(self, name: str) -> str:
@@ -465,6 +467,7 @@ class LocalStack:
         path = self.password_file(name)
         _ensure_secret_file(path)
         _ensure_secret_file(self.admin_token_file(name))
+        _ensure_secret_file(self.settings.payment_webhook_secret_file(name))
         # As a SCRAM verifier, in a session that logs no statement: never in a log or pg_stat_statements.
         cluster.set_role_password("shop", path.read_text().strip())
         # Timeouts and plan_cache_mode on the role: they hold through PgBouncer, which passes no startup settings.

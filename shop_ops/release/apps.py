@@ -1,8 +1,8 @@
 """The shop's app containers in the local environment: one-off commands and the slot services.
 
 Built on `DockerEngine` (shop_ops/resources/containers.py): host networking, a stop timeout,
-labels that let `down` find exactly this stack's containers, and the database and Redis passwords
-and the admin token as read-only file mounts (never environment values). Every container is
+labels that let `down` find exactly this stack's containers, and the database and Redis passwords,
+the admin token and the payment webhook secret as read-only file mounts (never environment values). Every container is
 confined (`AppEnvironment.hardening`): read-only root filesystem with a tmpfs on /tmp, no
 capabilities, no-new-privileges, memory and CPU limits.
 """
@@ -31,6 +31,7 @@ LABEL_ROLE = "io.shop-ops.role"
 LABEL_PORT = "io.shop-ops.port"
 PASSWORD_MOUNT = "/run/secrets/shop-db-password"
 ADMIN_TOKEN_MOUNT = "/run/secrets/shop-admin-token"
+PAYMENT_WEBHOOK_SECRET_MOUNT = "/run/secrets/shop-payment-webhook-secret"
 REDIS_PASSWORD_MOUNT = "/run/secrets/shop-redis-password"
 STOP_TIMEOUT = 10
 CONTAINER_UID = 10001  # the shop images run as this UID/GID: the secret files they mount are of this group
@@ -79,6 +80,9 @@ class AppEnvironment:
     # the browser origins its CORS answers allow (SHOP_CORS_ORIGINS; empty: no CORS headers at all).
     max_request_bytes: int | None = None
     cors_origins: tuple[str, ...] = ()
+    # The payment provider's webhook signing secret (SHOP_PAYMENT_WEBHOOK_SECRET_FILE), mounted like the admin
+    # token; None: the backend answers the payment callback 503 webhook_not_configured.
+    payment_webhook_secret_file: Path | None = None
 
     @property
     def hardening(self) -> Hardening:
@@ -112,6 +116,9 @@ class AppEnvironment:
             "SHOP_DATABASE_URL": database_url,
             "SHOP_DATABASE_REPLICA_URL": replica_url,
             "SHOP_REDIS_PASSWORD_FILE": REDIS_PASSWORD_MOUNT if self.redis_password_file else None,
+            "SHOP_PAYMENT_WEBHOOK_SECRET_FILE": (
+                PAYMENT_WEBHOOK_SECRET_MOUNT if self.payment_webhook_secret_file else None
+            ),
             "SHOP_CARTS_SENTINELS": self.carts_sentinels,
             "SHOP_CARTS_SENTINEL_SERVICE": self.carts_sentinel_service if self.carts_sentinels else None,
             "SHOP_DATABASE_POOL_SIZE": str(self.database_pool_size) if self.database_pool_size else None,
@@ -143,6 +150,8 @@ class AppEnvironment:
         mounts: dict[str | Path, str] = {password: PASSWORD_MOUNT, self.admin_token_file: ADMIN_TOKEN_MOUNT}
         if self.redis_password_file is not None:
             mounts[self.redis_password_file] = REDIS_PASSWORD_MOUNT
+        if self.payment_webhook_secret_file is not None:
+            mounts[self.payment_webhook_secret_file] = PAYMENT_WEBHOOK_SECRET_MOUNT
         return mounts
 
     def labels(self, **extra: str) -> dict[str, str]:

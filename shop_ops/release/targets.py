@@ -100,7 +100,7 @@ class ShopWiring(dg.Config):
 
     def app_environment(
         self, *, stack: str, name: str, database_url: str, password_file: Path, admin_token_file: Path,
-        log_folder: Path | None, login: str | None = None,
+        log_folder: Path | None, login: str | None = None, payment_webhook_secret_file: Path | None = None,
     ) -> apps.AppEnvironment:  # fmt: skip
         """The shop's containers of environment `name` wired to these services; serving backends log in as
         `login` (one of the alternating login roles), else as the one that serves now."""
@@ -121,6 +121,7 @@ class ShopWiring(dg.Config):
             redis_timeout_seconds=self.redis_timeout_seconds, database_timeout_seconds=self.database_timeout_seconds,
             memory_mb=self.container_memory_mb or None, cpus=self.container_cpus or None,
             max_request_bytes=self.max_request_bytes or None, cors_origins=tuple(self.cors_origins),
+            payment_webhook_secret_file=payment_webhook_secret_file,
         )  # fmt: skip
 
 
@@ -184,6 +185,11 @@ class BlueGreenTarget(ReleaseTarget):
     admin_token_files: dict[str, str] = Field(
         description="environment -> the file with its shop's admin token, mounted read-only into the backends"
     )
+    payment_webhook_secret_files: dict[str, str] = Field(
+        default_factory=dict,
+        description="environment -> the file with its shop's payment webhook secret, mounted read-only into the "
+        "backends (none: the shop answers payment callbacks 503)",
+    )
     ready_timeout_seconds: float = 90
     container_logs_dir: str = Field(
         default="", description="where the containers write their logs for the central log collector; empty: nowhere"
@@ -224,10 +230,12 @@ class BlueGreenTarget(ReleaseTarget):
         admin_token_file = self.admin_token_files.get(environment)
         if not admin_token_file:
             raise DeployRefused(f"no admin token file is configured for {environment}")
+        webhook_secret = self.payment_webhook_secret_files.get(environment)  # none: callbacks answer 503
         app_env = self.shops[environment].app_environment(
             stack=self.stack, name=environment, database_url=database.url(),
             password_file=Path(database.password_file), admin_token_file=Path(admin_token_file),
             log_folder=Path(self.container_logs_dir) if self.container_logs_dir else None, login=login,
+            payment_webhook_secret_file=Path(webhook_secret) if webhook_secret else None,
         )  # fmt: skip
         return BlueGreen(
             engine=self.containers.engine(), registry=self.registry.client(), router=self.router.router(environment),

@@ -6,7 +6,7 @@ redactor (shop_ops/services/redaction.py: masked in everything the pipeline logs
 recorded by NAME in `accessed` (name, backend, action, time; never the value) for the run's audit.
 
 `files`: `<state>/secrets/<name>` as `shop-ops local up` writes them (`<env>-db-password`,
-`<env>-admin-token`, `<env>-redis-password`, `<env>-redis-admin-password`,
+`<env>-admin-token`, `<env>-payment-webhook-secret`, `<env>-redis-password`, `<env>-redis-admin-password`,
 `<env>-replication-password`, `logs-reader.pgpass`), plus `paths` for the ones kept elsewhere (the
 backup key beside the PostgreSQL folders). A file readable by others, or by a group other than
 `shared_group` (the shop containers' group, which mounts some of them), is refused.

@@ -30,6 +30,7 @@ import schemathesis
 from schemathesis.checks import not_a_server_error
 from schemathesis.config import SchemathesisConfig
 
+from shop.migrate import head_revision
 from shop.seed import seed_catalog
 from shop_ops.localenv.registry import RegistryServer
 from shop_ops.release import apps
@@ -61,10 +62,12 @@ REPOSITORY_PREFIX = "bluegreen-test"
 BACKEND_BASE = "localhost/shop-backend:local"
 FRONTEND_BASE = "localhost/shop-frontend:local"
 MIGRATIONS_DIR = "/opt/venv/lib/python3.11/site-packages/shop/alembic/versions/"
-# Two more migrations for release 5.0.0: an expand one, then a contracting one that undoes it.
+# Two more migrations for release 5.0.0, on top of the shop's head: an expand one, then a contracting one
+# that undoes it.
+HEAD = head_revision()
 MIGRATIONS = {
-    "0003_legacy_code.py": ("0003", "0002", "expand", 'op.add_column("products", sa.Column("legacy_code", sa.Text))'),
-    "0004_drop_legacy_code.py": ("0004", "0003", "contract", 'op.drop_column("products", "legacy_code")'),
+    "0901_legacy_code.py": ("0901", HEAD, "expand", 'op.add_column("products", sa.Column("legacy_code", sa.Text))'),
+    "0902_drop_legacy_code.py": ("0902", "0901", "contract", 'op.drop_column("products", "legacy_code")'),
 }
 # version -> extra Dockerfile lines of its backend image
 RELEASES = {
@@ -385,16 +388,16 @@ def test_rollback_to_previous_verified(staging: Env, releases: dict[str, Release
 def test_contracting_migration_waits_for_the_old_release_then_blocks_rollback(
     staging: Env, releases: dict[str, Release]
 ) -> None:
-    # 5.0.0 brings 0003 (expand) and 0004 (contract). 1.0.0 serves: 0004 must wait, and say why.
+    # 5.0.0 brings 0901 (expand) and 0902 (contract). 1.0.0 serves: 0902 must wait, and say why.
     lines: list[str] = []
     deps = dataclasses.replace(staging.deps, log=lines.append)
     database = deps.database
-    assert database.current_revision() == "0002" and served(staging.router)[0] == "1.0.0"
+    assert database.current_revision() == HEAD and served(staging.router)[0] == "1.0.0"
     result = deploy("staging", releases["5.0.0"], deps, verify=version_verifier("5.0.0"))
     assert result.status == "verified"
-    assert (result.schema["applied"], result.schema["held_back"]) == ("0003 (expand)", "0004 (contract)")
+    assert (result.schema["applied"], result.schema["held_back"]) == ("0901 (expand)", "0902 (contract)")
     assert result.metadata()["schema_expand_only"] is True
-    assert database.current_revision() == "0003"
+    assert database.current_revision() == "0901"
     waiting = [line for line in lines if "held back" in line]
     assert waiting and "1.0.0" in waiting[0] and "still serves staging" in waiting[0], lines
     # 5.0.0 is ready without 0004: only a contracting migration is missing.
@@ -407,8 +410,8 @@ def test_contracting_migration_waits_for_the_old_release_then_blocks_rollback(
         deps.engine, "staging", backend, releases["5.0.0"].backend_digest, deps.app_env.database_url,
         deps.app_env.password_file, deps.ledger, registry_auth=registry_auth(deps.registry), insecure_registry=True,
     )  # fmt: skip
-    assert change.expand_only is False and change.result.applied == [("0004", "contract")], change
-    assert database.current_revision() == "0004" and change.waiting == ""
+    assert change.expand_only is False and change.result.applied == [("0902", "contract")], change
+    assert database.current_revision() == "0902" and change.waiting == ""
 
     # Back to 1.0.0 would run it on a schema contracted after it: refused, nothing changes.
     rows = len(deps.ledger.history("staging"))

@@ -52,7 +52,7 @@ def test_every_migration_declares_its_phase():
     revisions = known_revisions()
     assert revisions[0] == "0001" and len(revisions) >= 2
     assert all(migration_phase(rev) in ("expand", "contract") for rev in revisions)
-    assert migration_phase("0002") == "expand"
+    assert migration_phase("0002") == "expand" and migration_phase("0003") == "expand"
 
 
 def test_schema_state():
@@ -100,12 +100,13 @@ def test_shop_migrate_command_reports_before_and_after(postgres: PostgresCluster
     }
 
 
+# On top of the real head, whatever it is: {revision} is the next number, {down} the head.
 CONTRACT_MIGRATION = '''"""Contract: drop products.brand (test only)."""
 
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "{revision}"
+down_revision = "{down}"
 branch_labels = None
 depends_on = None
 phase = "contract"
@@ -123,7 +124,12 @@ def downgrade() -> None:
 def test_shop_migrate_expand_only_holds_back_a_contracting_migration(postgres: PostgresCluster, tmp_path: Path):
     # A copy of the shop package with one more migration, marked contracting.
     shutil.copytree(APP / "shop", tmp_path / "shop", ignore=shutil.ignore_patterns("__pycache__"))
-    (tmp_path / "shop" / "alembic" / "versions" / "0003_contract_test.py").write_text(CONTRACT_MIGRATION)
+    head = head_revision()
+    contract = f"{int(head) + 1:04d}"
+    (tmp_path / "shop" / "alembic" / "versions" / f"{contract}_contract_test.py").write_text(
+        CONTRACT_MIGRATION.format(revision=contract, down=head)
+    )
+    expands = [{"revision": rev, "phase": "expand"} for rev in known_revisions()[1:]]
     url = new_database(postgres)
     upgrade(url, "0001")
     env = {
@@ -140,19 +146,19 @@ def test_shop_migrate_expand_only_holds_back_a_contracting_migration(postgres: P
         return json.loads(result.stdout.strip().splitlines()[-1]), result.stderr
 
     out, err = shop_migrate("--expand-only")
-    assert out["revision_before"] == "0001" and out["revision_after"] == "0002"
-    assert out["applied"] == [{"revision": "0002", "phase": "expand"}]
-    assert out["held_back"] == [{"revision": "0003", "phase": "contract"}]
-    assert "held back 0003 (contract)" in err and "older release still serves" in err
-    assert current_revision(url) == "0002"
+    assert out["revision_before"] == "0001" and out["revision_after"] == head
+    assert out["applied"] == expands
+    assert out["held_back"] == [{"revision": contract, "phase": "contract"}]
+    assert f"held back {contract} (contract)" in err and "older release still serves" in err
+    assert current_revision(url) == head
     db = url.rsplit("/", 1)[1]
     assert "brand" in postgres.psql(
         "SELECT column_name FROM information_schema.columns WHERE table_name = 'products'", db
     )
 
     out, _ = shop_migrate()  # no older release serves any more: the contracting migration runs
-    assert out["applied"] == [{"revision": "0003", "phase": "contract"}] and out["held_back"] == []
-    assert current_revision(url) == "0003"
+    assert out["applied"] == [{"revision": contract, "phase": "contract"}] and out["held_back"] == []
+    assert current_revision(url) == contract
     assert "brand" not in postgres.psql(
         "SELECT column_name FROM information_schema.columns WHERE table_name = 'products'", db
     )

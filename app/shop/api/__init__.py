@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from shop.api import admin, carts, catalog, checkout, docs, ops, orders
+from shop.api import admin, carts, catalog, checkout, docs, ops, orders, payments
 
 # The areas' routes themselves, in the order the OpenAPI document has always listed them. Not
 # `include_router`: FastAPI 0.163 resolves an included router again on every request, one level
@@ -13,5 +13,7 @@ from shop.api import admin, carts, catalog, checkout, docs, ops, orders
 # route's full path and tags. `docs` (the document and its pages) is left out of the document itself.
 # (app.dependency_overrides does not reach routes built by another router; nothing here uses it.)
 api_router = APIRouter(
-    routes=[route for area in (catalog, admin, carts, checkout, orders, ops, docs) for route in area.router.routes]
+    routes=[
+        route for area in (catalog, admin, carts, checkout, orders, payments, ops, docs) for route in area.router.routes
+    ]
 )

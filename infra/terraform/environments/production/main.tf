@@ -215,6 +215,7 @@ module "ecs" {
   database_secret_arn                = module.secrets.database_secret_arn
   redis_auth_secret_arn              = module.secrets.redis_auth_secret_arn
   admin_token_secret_arn             = module.secrets.admin_token_secret_arn
+  payment_webhook_secret_arn         = module.secrets.payment_webhook_secret_arn
   backend_log_group                  = module.logs.names["/shop/${local.environment}/backend"]
   frontend_log_group                 = module.logs.names["/shop/${local.environment}/frontend"]
   tags                               = local.tags

@@ -27,6 +27,7 @@ locals {
     # The one AUTH token of both Redis (the cache and the cart store).
     { name = "SHOP_REDIS_PASSWORD", valueFrom = var.redis_auth_secret_arn },
     { name = "SHOP_ADMIN_TOKEN", valueFrom = var.admin_token_secret_arn },
+    { name = "SHOP_PAYMENT_WEBHOOK_SECRET", valueFrom = var.payment_webhook_secret_arn },
   ]
 
   # Both containers: read-only root filesystem, the images' unprivileged user, no Linux capabilities.
@@ -50,7 +51,7 @@ data "aws_iam_policy_document" "tasks_assume" {
   }
 }
 
-# Execution role: pull from ECR, write the two log groups, read the three secrets at start.
+# Execution role: pull from ECR, write the two log groups, read the four secrets at start.
 resource "aws_iam_role" "execution" {
   name               = "${var.name}-execution"
   assume_role_policy = data.aws_iam_policy_document.tasks_assume.json
@@ -66,7 +67,7 @@ resource "aws_iam_role_policy_attachment" "execution_ecs" {
 data "aws_iam_policy_document" "execution_secrets" {
   statement {
     actions   = ["secretsmanager:GetSecretValue"]
-    resources = [var.database_secret_arn, var.redis_auth_secret_arn, var.admin_token_secret_arn]
+    resources = [var.database_secret_arn, var.redis_auth_secret_arn, var.admin_token_secret_arn, var.payment_webhook_secret_arn]
   }
 }
 

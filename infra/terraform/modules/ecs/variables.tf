@@ -107,6 +107,10 @@ variable "admin_token_secret_arn" {
   type = string
 }
 
+variable "payment_webhook_secret_arn" {
+  type = string
+}
+
 variable "backend_log_group" {
   type = string
 }

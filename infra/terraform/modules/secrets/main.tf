@@ -178,3 +178,31 @@ resource "aws_secretsmanager_secret_version" "admin_token" {
   secret_id     = aws_secretsmanager_secret.admin_token.id
   secret_string = random_password.admin_token.result
 }
+
+# The payment provider's webhook signing secret (SHOP_PAYMENT_WEBHOOK_SECRET). The provider issues it:
+# Terraform starts it with a random value (a task cannot start on a secret without one; no provider
+# signs with it, so callbacks are refused 401 until then), the operator puts the provider's value
+# (`aws secretsmanager put-secret-value`) and releases; Terraform leaves that value alone.
+resource "random_password" "payment_webhook_secret" {
+  length  = 48
+  special = false
+}
+
+resource "aws_secretsmanager_secret" "payment_webhook_secret" {
+  #checkov:skip=CKV2_AWS_57:the payment provider issues this secret; it is replaced by hand with the provider's new one (then a release), not by a rotation Lambda
+  name                    = "${var.prefix}/payment-webhook-secret"
+  description             = "The payment provider's webhook signing secret (SHOP_PAYMENT_WEBHOOK_SECRET) of ${var.prefix}"
+  kms_key_id              = var.kms_key_arn
+  recovery_window_in_days = var.recovery_window_days
+
+  tags = merge(var.tags, { Component = "secrets" })
+}
+
+resource "aws_secretsmanager_secret_version" "payment_webhook_secret" {
+  secret_id     = aws_secretsmanager_secret.payment_webhook_secret.id
+  secret_string = random_password.payment_webhook_secret.result
+
+  lifecycle {
+    ignore_changes = [secret_string]
+  }
+}

@@ -25,3 +25,7 @@ output "redis_auth_token" {
 output "admin_token_secret_arn" {
   value = aws_secretsmanager_secret.admin_token.arn
 }
+
+output "payment_webhook_secret_arn" {
+  value = aws_secretsmanager_secret.payment_webhook_secret.arn
+}
