@@ -161,9 +161,13 @@ def staging(
     admin_token_file = state / "admin-token"
     admin_token_file.write_text("bluegreen-test-admin-token\n")
     admin_token_file.chmod(0o644)
+    webhook_secret_file = state / "payment-webhook-secret"  # as local up makes it: callbacks are configured
+    webhook_secret_file.write_text("bluegreen-test-webhook-secret\n")
+    webhook_secret_file.chmod(0o644)
     app_env = apps.AppEnvironment(
         stack=f"bgtest{free_port()}", name="staging", database_url=url, password_file=password_file,
         redis_url=redis_server.url(5), admin_token_file=admin_token_file,
+        payment_webhook_secret_file=webhook_secret_file,
     )  # fmt: skip
     slots = {slot: Upstreams(slot, free_port(), free_port()) for slot in ("blue", "green")}
     router = Router("staging", state / "router", free_port(), metrics_targets=state / "prometheus-targets")
@@ -400,7 +404,7 @@ def test_contracting_migration_waits_for_the_old_release_then_blocks_rollback(
     assert database.current_revision() == "0901"
     waiting = [line for line in lines if "held back" in line]
     assert waiting and "1.0.0" in waiting[0] and "still serves staging" in waiting[0], lines
-    # 5.0.0 is ready without 0004: only a contracting migration is missing.
+    # 5.0.0 is ready without 0902: only a contracting migration is missing.
     readyz = httpx.get(f"{staging.router.url}/readyz", timeout=5).json()
     assert (readyz["status"], readyz["schema_state"]) == ("ready", "contract_pending"), readyz
 
@@ -418,7 +422,7 @@ def test_contracting_migration_waits_for_the_old_release_then_blocks_rollback(
     with pytest.raises(DeployRefused) as refused:
         rollback("staging", deps)
     message = str(refused.value)
-    assert "rollback of staging to 1.0.0 refused: contracting migration 0004 ran on staging after 1.0.0" in message
+    assert "rollback of staging to 1.0.0 refused: contracting migration 0902 ran on staging after 1.0.0" in message
     assert "Roll forward" in message
     assert served(staging.router) == ("5.0.0", result.slot)
     assert len(deps.ledger.history("staging")) == rows
@@ -439,7 +443,8 @@ def test_api_docs_through_the_router(staging: Env, tmp_path: Path) -> None:
     spec = document.json()  # the backend's, not the storefront's HTML
     assert spec["servers"] == [{"url": base, "description": spec["servers"][0]["description"]}]
     assert spec["info"]["version"] == "5.0.0" and document.headers["x-shop-slot"] == served(staging.router)[1]
-    operations = sum(len(ops) for ops in spec["paths"].values())
+    # The pages show every operation and every webhook (OpenAPI 3.1: the payment callback's event).
+    operations = sum(len(ops) for ops in [*spec["paths"].values(), *spec.get("webhooks", {}).values()])
 
     # A client the router rate-limits (127.0.0.2 is not on its allow-list) loads both pages, every asset and the
     # document: all within the burst, none refused.
