@@ -148,7 +148,7 @@ def test_purge_deletes_only_synthetic_orders_older_than_the_age(
 def test_purge_goes_through_many_batches(
     client: httpx.Client, postgres: PostgresCluster, shop_db: str, admin_token: str
 ):
-    """12,000 synthetic orders (12 batches) and 50 real ones, all created at the same instant (batch boundaries
+    """12,000 synthetic orders (24 batches) and 50 real ones, all created at the same instant (batch boundaries
     fall inside one creation time): every synthetic one goes, with its lines, and no real one."""
     db = db_name(shop_db)
     postgres.psql(
