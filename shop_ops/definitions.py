@@ -85,6 +85,12 @@ from shop_ops.services.processes import PostgresCluster
 from shop_ops.settings import ENVIRONMENTS, ROOT, Settings, get_settings
 
 
+def aws_resource(settings: Settings) -> AwsResource:
+    """boto3 for the aws profile's region (SHOP_OPS_AWS_ENDPOINT_URL: another endpoint, e.g. moto in tests)."""
+    assert settings.aws is not None  # the settings refuse an aws profile without it
+    return AwsResource(region=settings.aws.region, endpoint_url=os.environ.get("SHOP_OPS_AWS_ENDPOINT_URL") or None)
+
+
 def registry_resource(settings: Settings) -> RegistryResource:
     """The local registry (credentials file written by the local environment; its folder for garbage collection,
     unless SHOP_OPS_REGISTRY_URL names another registry), or ECR in the aws profile (its API for housekeeping)."""
@@ -97,7 +103,7 @@ def registry_resource(settings: Settings) -> RegistryResource:
     else:
         assert settings.aws is not None  # the settings refuse an aws profile without it
         url, credentials = f"https://{settings.aws.ecr_registry}", None
-        aws = AwsResource(region=settings.aws.region, endpoint_url=os.environ.get("SHOP_OPS_AWS_ENDPOINT_URL") or None)
+        aws = aws_resource(settings)
     return RegistryResource(
         local_folder=folder,
         aws=aws,
@@ -210,9 +216,7 @@ def certificate_source(settings: Settings) -> CertificateSource:
     if settings.profile == "aws":
         assert settings.aws is not None
         return AcmCertificates(
-            aws=AwsResource(
-                region=settings.aws.region, endpoint_url=os.environ.get("SHOP_OPS_AWS_ENDPOINT_URL") or None
-            ),
+            aws=aws_resource(settings),
             domains={name: urlsplit(env.url).hostname or "" for name, env in settings.aws_environments().items()},
             expiry_check_days=tls.expiry_check_days,
         )
@@ -262,7 +266,7 @@ def release_target(
         environments = settings.aws_environments()
         return EcsTarget(
             registry=registry, ledger=ledger, k6=K6Resource(), verify_script=str(settings.loadtests_path / "verify.js"),
-            aws=AwsResource(region=settings.aws.region, endpoint_url=os.environ.get("SHOP_OPS_AWS_ENDPOINT_URL") or None),
+            aws=aws_resource(settings),
             cluster=settings.aws.ecs_cluster,
             services={name: env.ecs_service for name, env in environments.items()},
             database_secrets={name: env.database_secret_arn for name, env in environments.items()},
@@ -298,7 +302,7 @@ def backup_target(settings: Settings, postgres: PostgresResource, containers: Co
             ),
             key_file=os.environ.get("SHOP_OPS_BACKUP_KEY_FILE") or str(settings.backup_key_file()),
             retention_daily=backups.retention_daily, retention_monthly=backups.retention_monthly,
-            aws=AwsResource(region=aws.region, endpoint_url=endpoint), dr_region=aws.dr_region or aws.region,
+            aws=aws_resource(settings), dr_region=aws.dr_region or aws.region,
             instances={name: env.db_instance for name, env in settings.aws_environments().items() if env.db_instance},
             restore_instance_class=aws.restore_instance_class, restore_subnet_group=aws.restore_subnet_group,
             restore_security_groups=list(aws.restore_security_groups), dr_kms_key_id=aws.dr_kms_key_id,
@@ -381,8 +385,7 @@ def spend_source(settings: Settings) -> SpendSource:
     if settings.profile != "aws":
         return NoSpend(reason="the local profile runs nothing on AWS: no bill to read (the estimate stands alone)")
     assert settings.aws is not None
-    aws = AwsResource(region=settings.aws.region, endpoint_url=os.environ.get("SHOP_OPS_AWS_ENDPOINT_URL") or None)
-    return CostExplorerSpend(aws=aws, project=settings.costs.project_tag)
+    return CostExplorerSpend(aws=aws_resource(settings), project=settings.costs.project_tag)
 
 
 def pushgateway_url(settings: Settings) -> str:

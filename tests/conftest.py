@@ -16,8 +16,8 @@ import pytest
 from shop.migrate import upgrade
 from shop.seed import seed_catalog
 from shop_ops.localenv.docker_api import DockerApi
-from shop_ops.localenv.registry import RegistryServer
 from shop_ops.services.processes import PostgresCluster, RedisServer, free_port
+from shop_ops.services.registry import RegistryServer
 from tests.support import SEED_PRODUCTS, ShopServer, new_database, running_cluster, shop_env
 
 ROOT = Path(__file__).resolve().parents[1]

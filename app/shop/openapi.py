@@ -1,8 +1,9 @@
 """The OpenAPI document of the shop's API: its description (auth, errors, limits, versioning), security and servers.
 
 One document per app (FastAPI generates it from the routes once); `for_request` gives it the server of the URL
-it is read through, `main` (`shop-openapi`) prints it without a running server or any service, for tools that
-take it from the built image (the pipeline's `api_docs` asset).
+it is read through, `main` (`shop-openapi`) prints it without a running server or any service, for people and
+tools (the pipeline's `api_docs` asset reads `app.openapi()` of the image itself instead, which older releases
+without this command answer too).
 """
 
 from __future__ import annotations

@@ -4,28 +4,16 @@
 // Prints one JSON line: {"swagger_operations": N, "swagger_servers": [...], "redoc_operations": N,
 // "csp_violations": [...], "failed": [...], "errors": [...]} (failed: requests that failed or answered >= 400;
 // errors: uncaught page errors).
-import { chromium } from 'playwright-core';
+import { launchChromium, scriptArguments, watchCspViolations } from './browser.mjs';
 
-const [baseUrl, shots] = process.argv.slice(2);
-if (!baseUrl || !shots) {
-  console.error('usage: node e2e/api-docs.mjs BASE_URL SCREENSHOT_DIR');
-  process.exit(2);
-}
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-    '--disable-sync', '--no-first-run', '--disable-quic'],
-});
+const [baseUrl, shots] = scriptArguments('api-docs.mjs');
+const browser = await launchChromium();
 try {
   const page = await browser.newPage({ viewport: { width: 1280, height: 1600 } });
   page.setDefaultTimeout(20000);
-  const cspViolations = [];
+  const cspViolations = watchCspViolations(page);
   const failed = [];
   const errors = [];
-  page.on('console', (msg) => {
-    if (msg.text().includes('Content Security Policy')) cspViolations.push(msg.text());
-  });
   page.on('requestfailed', (req) => failed.push(`${req.url()}: ${req.failure()?.errorText}`));
   page.on('response', (res) => {
     if (res.status() >= 400) failed.push(`${res.url()}: ${res.status()}`);

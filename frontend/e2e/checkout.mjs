@@ -3,26 +3,14 @@
 //   node e2e/checkout.mjs BASE_URL SCREENSHOT_DIR
 // Prints one JSON line: {"order_number": "...", "product": "...", "csp_violations": [...]}
 // (csp_violations: what Chromium refused under the storefront's Content-Security-Policy, as it logs it).
-import { chromium } from 'playwright-core';
+import { launchChromium, scriptArguments, watchCspViolations } from './browser.mjs';
 
-const [baseUrl, shots] = process.argv.slice(2);
-if (!baseUrl || !shots) {
-  console.error('usage: node e2e/checkout.mjs BASE_URL SCREENSHOT_DIR');
-  process.exit(2);
-}
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-    '--disable-sync', '--no-first-run', '--disable-quic'],
-});
+const [baseUrl, shots] = scriptArguments('checkout.mjs');
+const browser = await launchChromium();
 try {
   const page = await browser.newPage();
   page.setDefaultTimeout(15000);
-  const cspViolations = [];
-  page.on('console', (msg) => {
-    if (msg.text().includes('Content Security Policy')) cspViolations.push(msg.text());
-  });
+  const cspViolations = watchCspViolations(page);
   const home = await page.goto(baseUrl);
   if (!home.headers()['content-security-policy']) throw new Error('the storefront sent no Content-Security-Policy');
   await page.getByTestId('search-input').fill('lamp');

@@ -52,7 +52,6 @@ from shop_ops.localenv.data_tier import DataTier
 from shop_ops.localenv.docker_api import DockerApi
 from shop_ops.localenv.heartbeat import Heartbeat
 from shop_ops.localenv.monitoring import Monitoring
-from shop_ops.localenv.registry import RegistryServer
 from shop_ops.localenv.tls import LocalTls
 from shop_ops.observability import queries
 from shop_ops.release import apps
@@ -68,6 +67,7 @@ from shop_ops.services.processes import (
     port_is_open,
     read_pid,
 )
+from shop_ops.services.registry import RegistryServer
 from shop_ops.settings import ROOT, LocalEnvironment, Settings
 
 if TYPE_CHECKING:  # imports dagster: only when containers are touched, so `status` stays quick

@@ -21,7 +21,7 @@ from typing import Literal
 
 from shop_ops.release.build_context import build_lock, prepare_backend, prepare_frontend
 from shop_ops.release.source import Source
-from shop_ops.resources.containers import DockerEngine, RegistryAuth
+from shop_ops.resources.containers import DockerEngine, ImageFacts, RegistryAuth
 from shop_ops.resources.registry import RegistryClient
 from shop_ops.settings import ROOT
 
@@ -165,6 +165,26 @@ def prepare_context(spec: ImageSpec, log: Log) -> Path:
     return spec.context
 
 
+def built_image(
+    spec: ImageSpec,
+    registry: RegistryClient,
+    tag: str,
+    digest: str,
+    facts: ImageFacts,
+    version: str,
+    git_commit: str,
+    seconds: float,
+    findings: tuple[LintFinding, ...],
+    image_id: str,
+) -> BuiltImage:
+    """What the checks judge of an image in the registry as `tag` (built here, or a pushed build pulled here)."""
+    return BuiltImage(
+        name=spec.name, registry=registry.address, repository=spec.repository, tag=tag, digest=digest,
+        image_id=image_id, version=version, git_commit=git_commit, size_mb=facts.size_mb, layers=facts.layers,
+        user=facts.user, healthcheck=facts.healthcheck, labels=facts.labels, build_seconds=seconds, hadolint=findings,
+    )  # fmt: skip
+
+
 def build_and_push(
     engine: DockerEngine, registry: RegistryClient, spec: ImageSpec, source: Source, log: Log = print
 ) -> BuiltImage:
@@ -195,23 +215,8 @@ def build_and_push(
     if stored != digest:
         raise RuntimeError(f"pushed {ref} as {digest} but the registry holds {stored}")
     log(f"pushed {ref} ({digest}, {facts.size_mb} MB, {facts.layers} layers, built in {build.seconds} s)")
-    return BuiltImage(
-        name=spec.name,
-        registry=registry.address,
-        repository=spec.repository,
-        tag=source.candidate_tag,
-        digest=digest,
-        image_id=build.image_id,
-        version=source.version,
-        git_commit=source.git_commit,
-        size_mb=facts.size_mb,
-        layers=facts.layers,
-        user=facts.user,
-        healthcheck=facts.healthcheck,
-        labels=facts.labels,
-        build_seconds=build.seconds,
-        hadolint=findings,
-    )
+    return built_image(spec, registry, source.candidate_tag, digest, facts, source.version, source.git_commit,
+                       build.seconds, findings, image_id=build.image_id)  # fmt: skip
 
 
 VERSION_LABEL = "org.opencontainers.image.version"
@@ -242,13 +247,12 @@ def inspect_pushed(
 
     The tag must be `<version>-<revision>` of the image's own labels: the release tag comes from them.
     """
+    ref = registry.image_ref(spec.repository, tag)
     digest = registry.manifest_digest(spec.repository, tag)
     if digest is None:
         raise ReleaseBlocked(
-            f"{registry.image_ref(spec.repository, tag)} is not in the registry: check the pushed_tag "
-            f"(<version>-<sha>, as the main workflow pushed it)"
+            f"{ref} is not in the registry: check the pushed_tag (<version>-<sha>, as the main workflow pushed it)"
         )
-    ref = registry.image_ref(spec.repository, tag)
     started = time.monotonic()
     image_id = engine.pull(ref, auth=registry_auth(registry), insecure=registry.insecure)
     facts = engine.inspect(ref)
@@ -263,23 +267,8 @@ def inspect_pushed(
         dockerfile.write_text(dockerfile_of(engine, ref))
         findings = lint_dockerfile(dockerfile)
     log(f"pulled {ref} ({digest}, {facts.size_mb} MB, {facts.layers} layers); its own Dockerfile (revision {revision})")
-    return BuiltImage(
-        name=spec.name,
-        registry=registry.address,
-        repository=spec.repository,
-        tag=tag,
-        digest=digest,
-        image_id=image_id,
-        version=version,
-        git_commit=revision,
-        size_mb=facts.size_mb,
-        layers=facts.layers,
-        user=facts.user,
-        healthcheck=facts.healthcheck,
-        labels=facts.labels,
-        build_seconds=round(time.monotonic() - started, 2),
-        hadolint=findings,
-    )
+    return built_image(spec, registry, tag, digest, facts, version, revision, round(time.monotonic() - started, 2),
+                       findings, image_id=image_id)  # fmt: skip
 
 
 def evaluate_image(image: BuiltImage, budget_mb: float) -> dict[str, CheckOutcome]:

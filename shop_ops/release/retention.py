@@ -76,11 +76,9 @@ class StoredImage:
 
 
 @dataclass(frozen=True)
-class Decision:
-    repository: str
-    digest: str
-    tags: tuple[str, ...]
-    created: datetime | None
+class Decision(StoredImage):
+    """A stored image and what housekeeping does with it, with every reason."""
+
     keep: bool
     reasons: tuple[str, ...]
 
@@ -229,10 +227,7 @@ def plan(images: Sequence[StoredImage], keeps: Keeps, keep_builds: int) -> list[
             reasons[(repository, image.digest)].append(f"one of the last {keep_builds} builds of {repository}")
     return [
         Decision(
-            repository=i.repository,
-            digest=i.digest,
-            tags=i.tags,
-            created=i.created,
+            **vars(i),
             keep=bool(reasons[(i.repository, i.digest)]),
             reasons=tuple(reasons[(i.repository, i.digest)] or [NOT_KEPT]),
         )

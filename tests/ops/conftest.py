@@ -19,13 +19,13 @@ from aiosmtpd.controller import Controller
 
 from shop_ops.assets.images import image_assets
 from shop_ops.localenv.docker_api import DockerApi
-from shop_ops.localenv.registry import RegistryServer
 from shop_ops.release.images import BuiltImage, shop_image_specs
 from shop_ops.resources.aws import AwsResource
 from shop_ops.resources.containers import ContainersResource, DockerEngine
 from shop_ops.resources.ledger import ReleaseLedger, dagster_postgres_url
 from shop_ops.resources.registry import RegistryClient, RegistryResource
 from shop_ops.services.processes import free_port, wait_for_http
+from shop_ops.services.registry import RegistryServer
 from tests.support import dagster_pg_env
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -32,7 +32,6 @@ from schemathesis.config import SchemathesisConfig
 
 from shop.migrate import head_revision
 from shop.seed import seed_catalog
-from shop_ops.localenv.registry import RegistryServer
 from shop_ops.release import apps
 from shop_ops.release.bluegreen import BlueGreen
 from shop_ops.release.flow import (
@@ -54,6 +53,7 @@ from shop_ops.resources.registry import RegistryClient
 from shop_ops.resources.router import Router, Upstreams
 from shop_ops.services.discovery import shop_targets_file
 from shop_ops.services.processes import PostgresCluster, RedisServer, free_port
+from shop_ops.services.registry import RegistryServer
 from tests.support import SEED_PRODUCTS, new_database
 
 LOADTESTS = Path(__file__).resolve().parents[2] / "loadtests"

@@ -30,10 +30,10 @@ import pytest
 import yaml
 from dagster._core.scheduler.instigation import InstigatorState, InstigatorTick, InstigatorType, TickStatus
 
-from shop_ops.localenv.registry import RegistryServer
 from shop_ops.release.registry_watch import WatchCursor
 from shop_ops.resources.containers import DockerEngine, RegistryAuth
 from shop_ops.resources.registry import RegistryClient
+from shop_ops.services.registry import RegistryServer
 
 pytestmark = pytest.mark.services  # a real dagster-daemon, besides the registry
 
