@@ -150,9 +150,14 @@ def remember_file(path: Path) -> bool:
     return True
 
 
+# Files of the secrets folder that hold no secret: `<env>-db-login` names the login role that serves
+# (shop_a or shop_b, shop_ops/services/db_logins.py); masking it would hide role names in reports.
+NOT_SECRET_FILES = ("-db-login",)
+
+
 def remember_files(path: Path) -> list[str]:
-    """Remember the secret files at `path` (a file, or every file in a folder); returns the names remembered."""
-    files = sorted(path.iterdir()) if path.is_dir() else [path]
+    """Remember the secret files at `path` (a file, or every secret file in a folder); returns the names remembered."""
+    files = [f for f in sorted(path.iterdir()) if not f.name.endswith(NOT_SECRET_FILES)] if path.is_dir() else [path]
     return [file.name for file in files if remember_file(file)]
 
 

@@ -171,8 +171,10 @@ def test_secret_files_and_variables_are_remembered(tmp_path):
     (tmp_path / "logs-reader.pgpass").write_text(f"127.0.0.1:55434:logs:shop_logs_reader:{pgpass_pw}\n")
     registry = tmp_path / "credentials.json"
     registry.write_text(json.dumps({"username": "shop-ops", "password": json_pw}))
+    (tmp_path / "staging-db-login").write_text("shop_a\n")  # which role serves: a name, not a secret
     try:
         assert remember_files(tmp_path) == ["credentials.json", "logs-reader.pgpass", "staging-db-password"]
+        assert redact("pool user shop_a") == "pool user shop_a"
         KNOWN_SECRETS.discard(json_pw)
         environ = {"SHOP_OPS_SMTP_PASSWORD": env_pw, "SHOP_OPS_SMTP_HOST": "mail.example",
                    "SHOP_OPS_REGISTRY_CREDENTIALS_FILE": str(registry), "SHOP_OPS_SMTP_TO": "ops@example.test"}  # fmt: skip
