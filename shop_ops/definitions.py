@@ -40,6 +40,7 @@ from shop_ops.assets.observability import slo_report
 from shop_ops.assets.performance import capacity_report, load_test_baseline, nightly_load_test
 from shop_ops.assets.retention import build_registry_retention_job
 from shop_ops.assets.security import (
+    audit_log,
     certificate_assets,
     dependency_audit,
     dockerfile_scan,
@@ -70,6 +71,7 @@ from shop_ops.resources.router import EnvironmentRouter, RouterResource, SlotPor
 from shop_ops.resources.shop_admin import ShopAdminResource
 from shop_ops.schedules import build_schedules
 from shop_ops.security.acm import AcmCertificates
+from shop_ops.security.audit import AuditTrail
 from shop_ops.security.certificates import CertificateAuthorityResource, CertificateSource
 from shop_ops.security.checkov import CheckovScanner
 from shop_ops.security.redaction import install_redaction
@@ -334,23 +336,29 @@ def backup_target(settings: Settings, postgres: PostgresResource, containers: Co
     )  # fmt: skip
 
 
-def secrets_resource(settings: Settings) -> SecretsResource:
-    """The state's secret files (local), or Secrets Manager with each environment's database secret (aws)."""
+def secrets_resource(settings: Settings, ledger: LedgerResource | None = None) -> SecretsResource:
+    """The state's secret files (local), or Secrets Manager with each environment's database secret (aws); every
+    access recorded by name in `ledger` (the audit trail's `secret_access`)."""
     if settings.profile == "aws":
         assert settings.aws is not None
         return SecretsResource(
             backend="aws", region=settings.aws.region,
             endpoint_url=os.environ.get("SHOP_OPS_AWS_ENDPOINT_URL") or None,
             database_secrets={name: env.database_secret_arn for name, env in settings.aws_environments().items()},
+            ledger=ledger,
         )  # fmt: skip
     overrides = {name: os.environ.get(f"SHOP_OPS_{name.upper()}_DATABASE_PASSWORD_FILE") for name in ENVIRONMENTS}
     return SecretsResource(
         folder=str(settings.state_path / "secrets"),
+        # The files the release target hands the shop's containers, under the names its pre-flight reads.
         paths={
             "backup.key": str(settings.backup_key_file()),
             **{f"{n}-db-password": p for n, p in overrides.items() if p},
+            **{f"{n}-admin-token": str(settings.admin_token_file(n)) for n in ENVIRONMENTS},
+            **{f"{n}-payment-webhook-secret": str(settings.payment_webhook_secret_file(n)) for n in ENVIRONMENTS},
         },
         shared_group=CONTAINER_UID,  # the shop containers' group reads the files they mount
+        ledger=ledger,
     )
 
 
@@ -447,7 +455,8 @@ def resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "error_log": error_log(settings),
         "certificate_authority": certificate_source(settings),
         "scanners": scanners_resource(settings),
-        "secrets": secrets_resource(settings),
+        "secrets": secrets_resource(settings, ledger),
+        "audit_trail": AuditTrail(ledger=ledger, retention_days=settings.security.audit_retention_days),
         "terraform_scanner": CheckovScanner(
             checkov=str(settings.checkov_path), directory=str(settings.infra_path / "terraform")
         ),
@@ -511,6 +520,7 @@ defs = dg.Definitions(
         *tls_scan_assets(list(ENVIRONMENTS)),
         dockerfile_scan,
         dependency_audit,
+        audit_log,
         slo_report,
     ],
     asset_checks=backup_checks,

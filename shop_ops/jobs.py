@@ -1,5 +1,5 @@
 """The jobs people launch from the UI and sensors request: builds, releases, rollback, health checks, backups, costs,
-certificates, scans and the database password's rotation."""
+certificates, scans, the audit trail and the database password's rotation."""
 
 import dagster as dg
 
@@ -123,6 +123,15 @@ security_scans = dg.define_asset_job(
     ),
 )
 
+audit_trail = dg.define_asset_job(
+    "audit_trail",
+    selection=dg.AssetSelection.assets("audit_log"),
+    description=(
+        "The audit trail: who launched which job with what configuration, the release ledger's approvals and the "
+        "secrets read (by name) per run; fails its check when a production deploy has no recorded approver."
+    ),
+)
+
 
 @dg.job(
     name="rotate_database_password",
@@ -149,5 +158,6 @@ JOBS = [
     cost_report,
     renew_certificates,
     security_scans,
+    audit_trail,
     rotate_database_password,
 ]

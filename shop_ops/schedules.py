@@ -110,6 +110,16 @@ def build_schedules(default_status: dg.DefaultScheduleStatus) -> list[dg.Schedul
         description="05:45 UTC: checkov (Terraform), hadolint (Dockerfiles), pip-audit and npm audit (dependencies).",
     )
 
+    # 06:00 UTC: the audit trail, after the night's releases, backups and scans.
+    daily_audit_schedule = dg.ScheduleDefinition(
+        name="daily_audit_schedule",
+        job_name="audit_trail",
+        cron_schedule="0 6 * * *",
+        execution_timezone="UTC",
+        default_status=default_status,
+        description="06:00 UTC: the audit trail (runs, launchers, approvals, secrets read by name); older rows pruned.",
+    )
+
     # Sundays 01:30 UTC: registry housekeeping, before the nightly backup and away from the weekly drill. The
     # registry is read-only (pushes refused) for the seconds its garbage collection takes.
     weekly_registry_retention_schedule = dg.ScheduleDefinition(
@@ -132,6 +142,7 @@ def build_schedules(default_status: dg.DefaultScheduleStatus) -> list[dg.Schedul
         daily_slow_queries_schedule,
         daily_certificate_schedule,
         daily_security_scan_schedule,
+        daily_audit_schedule,
     ]
 
 

@@ -311,7 +311,8 @@ class TlsSettings(_Strict):
 
 
 class SecuritySettings(_Strict):
-    """Hardening knobs (issue 14; docs/security.md): the routers' API rate limit, the shop's body limit and CORS."""
+    """Hardening knobs (issue 14; docs/security.md): the routers' API rate limit, the shop's body limit and CORS;
+    the audit trail's retention."""
 
     # Per client address on the API (nginx limit_req): a steady rate and a burst served without delay.
     api_rate_per_second: int = Field(default=20, ge=1)
@@ -323,6 +324,8 @@ class SecuritySettings(_Strict):
     # Shop containers: limits beside the read-only root, dropped capabilities and no-new-privileges.
     container_memory_mb: int = Field(default=512, ge=64)
     container_cpus: float = Field(default=1.0, gt=0)
+    # The audit trail (audit_log): rows older than this are left out, older secret access records deleted.
+    audit_retention_days: int = Field(default=90, ge=1)
 
 
 class AwsSettings(_Strict):

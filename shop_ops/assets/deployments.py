@@ -6,6 +6,14 @@ staging; one deploy per environment) live inside the release flow, so "Materiali
 backfill or a direct launch cannot get around them. `approved_by` is an audit note recorded with
 the run, not authentication: open-source Dagster has no login. In the lineage a deployment follows
 the images' release tags and its environment's `database_schema` (dependencies, not loaded values).
+A deploy reads the secrets its release is given through the `secrets` resource after the guards
+(`ReleaseTarget.check_secrets`): recorded by name for the audit trail, a missing or placeholder one refuses it.
+
+Deployment notifications: the deployment asset and the rollback op hand the release flow a
+`ReleaseNotices` over the `notifier` resource with a link to the run (`run_release_action`), so
+each release event is sent once (shop_ops/release/notifications.py). When the step then fails
+with an event it announced (refused, rolled back, failed), the run gets the tag
+`shop-ops/release-notice/<step>` and run_failure_alert_sensor does not announce that failure again.
 """
 
 from collections.abc import Callable
@@ -15,8 +23,11 @@ import dagster as dg
 import pandas as pd
 
 from shop_ops.release.flow import DeployFailed, DeployRefused, Release, ReleaseResult
+from shop_ops.release.notifications import Notify, ReleaseNotices, release_notice_tag
 from shop_ops.release.targets import ReleaseTarget
 from shop_ops.resources.ledger import LedgerResource
+from shop_ops.resources.notifier import NotifierResource
+from shop_ops.security.secrets import SecretsResource
 from shop_ops.settings import ENVIRONMENTS
 
 GROUP = "deployments"
@@ -46,14 +57,36 @@ def rollback_run_config(environment: str) -> dict[str, Any]:
     return {"ops": {"rollback_environment": {"config": {"reason": f"rollback of {environment} requested from the UI"}}}}
 
 
-def run_release_action(action: str, call: Callable[[], ReleaseResult]) -> ReleaseResult:
-    """`call()`'s result; a refusal or failure becomes a dg.Failure naming `action` (with the attempt's numbers)."""
+def run_release_action(
+    context: dg.AssetExecutionContext | dg.OpExecutionContext,
+    notifier: NotifierResource,
+    action: str,
+    call: Callable[[Notify], ReleaseResult],
+) -> ReleaseResult:
+    """`call(notify)`'s result, its release events sent through `notifier` with a link to this run.
+
+    A refusal or failure becomes a dg.Failure naming `action` (with the attempt's numbers); when a
+    release notice announced it, the run is tagged so that run_failure_alert_sensor does not repeat it.
+    """
+    notices = ReleaseNotices(
+        notifier.send, f"{notifier.ui_url.rstrip('/')}/runs/{context.run.run_id}", context.log.warning
+    )
     try:
-        return call()
+        return call(notices)
     except DeployRefused as exc:
+        _tag_announced(context, notices)
         raise dg.Failure(description=f"{action} refused: {exc}") from None
     except DeployFailed as exc:
+        _tag_announced(context, notices)
         raise dg.Failure(description=f"{action} failed: {exc}", metadata=exc.result.metadata()) from None
+
+
+def _tag_announced(context: dg.AssetExecutionContext | dg.OpExecutionContext, notices: ReleaseNotices) -> None:
+    """Tag the run when a sent release notice already told people why this step fails."""
+    announced = notices.announced_failure()
+    if announced is not None:
+        step = context.get_step_execution_context().step.key
+        context.instance.add_run_tags(context.run.run_id, {release_notice_tag(step): announced.kind})
 
 
 def deployment_asset(environment: str) -> dg.AssetsDefinition:
@@ -70,13 +103,18 @@ def deployment_asset(environment: str) -> dg.AssetsDefinition:
         tags={"environment": environment},
     )
     def deployment(
-        context: dg.AssetExecutionContext, config: ReleaseConfig, release_target: ReleaseTarget
+        context: dg.AssetExecutionContext,
+        config: ReleaseConfig,
+        release_target: ReleaseTarget,
+        notifier: NotifierResource,
+        secrets: SecretsResource,
     ) -> dg.MaterializeResult:
         release = Release(config.version, config.backend_digest, config.frontend_digest)
+        approved_by = config.approved_by or None
         result = run_release_action(
-            f"deploy to {environment}",
-            lambda: release_target.deploy(environment, release, config.approved_by or None, context.log.info),
-        )
+            context, notifier, f"deploy to {environment}",
+            lambda notify: release_target.deploy(environment, release, approved_by, context.log.info, notify, secrets),
+        )  # fmt: skip
         return dg.MaterializeResult(metadata={**result.metadata(), "approved_by": config.approved_by or "-"})
 
     return deployment
@@ -86,15 +124,18 @@ deployments = [deployment_asset(environment) for environment in ENVIRONMENTS]
 
 
 @dg.op(description="Put an environment (the run's partition) back on its previous verified release.")
-def rollback_environment(context: dg.OpExecutionContext, config: RollbackConfig, release_target: ReleaseTarget) -> None:
+def rollback_environment(
+    context: dg.OpExecutionContext, config: RollbackConfig, release_target: ReleaseTarget, notifier: NotifierResource
+) -> None:
     if not context.has_partition_key or context.partition_key not in ENVIRONMENTS:
         raise dg.Failure(
             description=f"launch rollback for one partition, the environment to roll back: {', '.join(ENVIRONMENTS)}"
         )
     environment = context.partition_key
     result = run_release_action(
-        f"rollback of {environment}", lambda: release_target.rollback(environment, config.reason, context.log.info)
-    )
+        context, notifier, f"rollback of {environment}",
+        lambda notify: release_target.rollback(environment, config.reason, context.log.info, notify),
+    )  # fmt: skip
     context.log_event(dg.AssetMaterialization(asset_key=[environment, "deployment"], metadata=result.metadata()))
 
 

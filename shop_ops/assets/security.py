@@ -15,6 +15,10 @@ DataFrame of findings: `<env>/tls_scan` (sslyze against the environment's HTTPS 
 check: Mozilla-intermediate compliant and the chain valid to the trust bundle), `dockerfile_scan`
 (hadolint over every Dockerfile, through the images' own runner) and `dependency_audit` (pip-audit,
 npm audit; "not checked" with the reason where their advisory data cannot be reached, never clean).
+
+`audit_log`: the audit trail (shop_ops/security/audit.py, read by the `audit_trail` resource): per run who
+launched which job with what configuration (redacted), the release ledger's approvals and the names of the
+secrets read; its check fails when a production deploy has no recorded approver.
 """
 
 from pathlib import Path
@@ -25,6 +29,7 @@ import pandas as pd
 from shop_ops.release.images import lint_dockerfile
 from shop_ops.resources.notifier import NotifierResource, NotifyError
 from shop_ops.resources.router import RouterError
+from shop_ops.security.audit import AuditTrail
 from shop_ops.security.certificates import CertificateError, CertificateSource
 from shop_ops.security.checkov import CheckovScanner, ScanError
 from shop_ops.security.scanners import ScannerResource, dockerfile_findings
@@ -36,6 +41,7 @@ EXPIRY_CHECK = "not_expiring"
 TLS_CHECK = "tls_compliant"
 DOCKERFILE_CHECK = "no_dockerfile_errors"
 AUDIT_CHECK = "no_known_vulnerabilities"
+APPROVAL_CHECK = "production_deploys_approved"
 
 
 @dg.asset(
@@ -274,6 +280,40 @@ def dependency_audit(context: dg.AssetExecutionContext, scanners: ScannerResourc
                 # Vulnerable: an error. Not checked: a warning that stays visible, not a clean pass.
                 severity=dg.AssetCheckSeverity.ERROR if audit.status == "vulnerable" else dg.AssetCheckSeverity.WARN,
                 metadata={"status": audit.status, "vulnerabilities": int(audit.metadata()["vulnerabilities"])},
+            )
+        ],
+    )
+
+
+@dg.asset(
+    group_name=GROUP,
+    check_specs=[
+        dg.AssetCheckSpec(
+            APPROVAL_CHECK,
+            asset="audit_log",
+            description="every production deploy in the release ledger (within the retention) has a recorded approver",
+        )
+    ],
+    kinds={"pandas"},
+    description=(
+        "The audit trail, one row per run: who launched which job (the shop-ops/launched-by tag; the UI records "
+        "no user in open-source Dagster), its run config and tags (redacted), the release ledger's approvals and "
+        "the names (never values) of the secrets it read; older than audit_retention_days left out"
+    ),
+)
+def audit_log(context: dg.AssetExecutionContext, audit_trail: AuditTrail):  # noqa: ANN201 (checks: no typed value)
+    audit = audit_trail.collect(context.instance)
+    metadata = audit.metadata()
+    context.log.info(f"{metadata['rows']} audit rows since {metadata['since']}, {metadata['runs']} of them runs")
+    return dg.MaterializeResult(
+        value=audit.frame,
+        metadata=metadata,
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=APPROVAL_CHECK,
+                passed=not audit.unapproved,
+                severity=dg.AssetCheckSeverity.ERROR,
+                metadata={"unapproved": len(audit.unapproved), "release_ids": ", ".join(audit.unapproved) or "none"},
             )
         ],
     )

@@ -399,6 +399,8 @@ class LocalStack:
         self.dagster.env = {
             "DOCKER_HOST": self.docker.docker_host,
             "SHOP_OPS_STATE": str(self.state),  # definitions.py finds the password files under it
+            # Notifications link to runs in this UI, unless the operator names another address for it.
+            "SHOP_OPS_UI_URL": os.environ.get("SHOP_OPS_UI_URL") or self.dagster.url,
             **{k: v for k, v in self.docker.podman_env().items() if k.startswith("CONTAINERS_")},
         }
         with self._step(f"launching dagster dev on {self.dagster.url} (DAGSTER_HOME {self.dagster.home})"):

@@ -4,7 +4,10 @@ A strategy (`bluegreen.BlueGreen` locally, `ecs_release.EcsService` on aws) supp
 steps: its lock, where the attempt goes, the migration, the roll-out, the way back, the retirement
 of what served before. The flow around them is written once here: guards, the ledger row, timing,
 verification through the environment's URL, and what happens on each failure. The guards live in
-`deploy` itself (DESIGN.md, release rules), so whatever launched it cannot get around them.
+`deploy` itself (DESIGN.md, release rules), so whatever launched it cannot get around them. So do the
+deployment notifications: given a `notify` callback, the flow emits each release event
+(`notifications.KINDS`: started, verified, promoted, rolled back, refused, failed) once, right after
+the ledger records it, with the row's id; a callback that raises costs a logged line, never the release.
 Plain functions; no Dagster.
 """
 
@@ -12,12 +15,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from shop_ops.release.notifications import Notify, ReleaseEvent
 from shop_ops.resources.ledger import LedgerEntry, ReleaseLedger
 from shop_ops.resources.postgres import DatabaseError, DatabaseTarget
+from shop_ops.services.redaction import redact
 
 PRODUCTION = "production"
 STAGING = "staging"
@@ -230,6 +235,52 @@ def deploy_lock(database: DatabaseTarget, environment: str) -> Iterator[None]:
         conn.close()
 
 
+# ---------------------------------------------------------------------------------------------- notifications
+def _announce(notify: Notify | None, event: ReleaseEvent, log: Log) -> None:
+    """Hand `event` to `notify`; whatever it raises is one logged line, and the release goes on."""
+    if notify is None:
+        return
+    try:
+        notify(event)
+    except Exception as exc:  # noqa: BLE001 - a notification never fails or hides the release
+        log(f"warning: release notice '{event.kind}' not sent: {redact(f'{type(exc).__name__}: {exc}')}")
+
+
+def _event(kind: str, result: ReleaseResult, approved_by: str | None = None) -> ReleaseEvent:
+    """The event `kind` of the attempt `result` (its ledger row's facts and the verifier's numbers)."""
+    return ReleaseEvent(
+        kind=kind, action=result.kind, environment=result.environment, version=result.version,
+        backend_digest=result.backend_digest, frontend_digest=result.frontend_digest, release_id=result.release_id,
+        approved_by=approved_by, previous_version=result.previous_version,
+        previous_release_id=result.previous_release_id, verification=dict(result.verification), reason=result.reason,
+    )  # fmt: skip
+
+
+def refused_event(
+    action: str, environment: str, reason: str, release: Release | LedgerEntry | None = None,
+    approved_by: str | None = None,
+) -> ReleaseEvent:  # fmt: skip
+    """A `refused` event: nothing changed, no ledger row; the release when it is known."""
+    return ReleaseEvent(
+        kind="refused", action=action, environment=environment, version=release.version if release else "",
+        backend_digest=release.backend_digest if release else "",
+        frontend_digest=release.frontend_digest if release else "", approved_by=approved_by, reason=reason,
+    )  # fmt: skip
+
+
+@contextmanager
+def announced_refusal(notify: Notify | None, event: Callable[[str], ReleaseEvent], log: Log) -> Iterator[None]:
+    """A DeployRefused raised in the block is announced (`event(reason)`, a `refused` event) and raised on.
+
+    Only around what comes before the attempt's ledger row: a refusal means nothing changed.
+    """
+    try:
+        yield
+    except DeployRefused as exc:
+        _announce(notify, event(str(exc)), log)
+        raise
+
+
 # ---------------------------------------------------------------------------------------------- the flow
 def _seconds(since: float) -> float:
     return round(time.monotonic() - since, 3)
@@ -269,7 +320,14 @@ def _verdict(verify: Verifier, url: str, result: ReleaseResult) -> tuple[bool, s
 
 
 def deploy(
-    environment: str, release: Release, strategy: Strategy, *, verify: Verifier, approved_by: str | None = None
+    environment: str,
+    release: Release,
+    strategy: Strategy,
+    *,
+    verify: Verifier,
+    approved_by: str | None = None,
+    notify: Notify | None = None,
+    preflight: Callable[[], None] | None = None,
 ) -> ReleaseResult:
     """Put `release` on `environment`; the verified ReleaseResult, or DeployRefused / DeployFailed.
 
@@ -277,20 +335,32 @@ def deploy(
     verify through the environment's URL (failed: back to what served, `rolled_back`) -> retire what
     served before, previous release `replaced`. DeployRefused: nothing changed, no ledger row.
     DeployFailed: the ledger row ends `failed` or `rolled_back` with the reason.
+    `notify` hears `refused`, or `started` and then one of `verified` (staging) / `promoted`
+    (production), `rolled_back`, `failed`. `preflight` runs right after the guards, before the lock (the
+    target's read of the secrets the release is given); its DeployRefused refuses like a guard's.
     """
-    check_guards(environment, release, strategy.ledger, approved_by)
-    with strategy.lock(environment):
-        began = time.monotonic()
-        place = strategy.place(environment)
+    log = strategy.log
+    with ExitStack() as held:
+        with announced_refusal(
+            notify, lambda why: refused_event("deploy", environment, why, release, approved_by), log
+        ):
+            check_guards(environment, release, strategy.ledger, approved_by)
+            if preflight is not None:
+                preflight()
+            held.enter_context(strategy.lock(environment))
+            began = time.monotonic()
+            place = strategy.place(environment)
         previous = strategy.ledger.serving(environment)
         result = _record(strategy, environment, release, place, previous, kind="deploy", approved_by=approved_by)
         steps = result.steps
+        _announce(notify, _event("started", result, approved_by), log)
 
         def fail(status: str, reason: str) -> DeployFailed:
             result.status, result.reason = status, reason
             result.total_seconds = _seconds(began)
             strategy.ledger.finish(result.release_id, status, reason=reason, steps=steps, measures=result.verification)
             strategy.log(f"{environment}: {release.version} {status}: {reason}")
+            _announce(notify, _event("rolled_back" if status == "rolled_back" else "failed", result, approved_by), log)
             return DeployFailed(
                 f"{environment} deploy of {release.version} {status.replace('_', ' ')}: {reason}", result
             )
@@ -332,25 +402,33 @@ def deploy(
             result.release_id, "verified", reason=result.reason, steps=steps, measures=result.verification
         )
         strategy.log(f"{environment}: {release.version} serves from {place.target} ({result.total_seconds}s)")
+        _announce(notify, _event("promoted" if environment == PRODUCTION else "verified", result, approved_by), log)
         return result
 
 
-def rollback(environment: str, strategy: Strategy, *, reason: str = "rollback requested") -> ReleaseResult:
+def rollback(
+    environment: str, strategy: Strategy, *, reason: str = "rollback requested", notify: Notify | None = None
+) -> ReleaseResult:
     """Put `environment` back on its previous verified release; the release that served is marked `rolled_back`.
 
     DeployRefused (nothing changed) when there is none, or the strategy says the environment cannot go
     back to it (a contracting migration since, no task definition that runs it). The rollback is a
     new ledger row: `verified` once the previous release serves, `failed` (DeployFailed) if not.
+    `notify` hears one of `refused`, `rolled_back` (the new row, back on the previous release), `failed`.
     """
-    with strategy.lock(environment):
-        began = time.monotonic()
-        place = strategy.place(environment)
-        current = strategy.ledger.serving(environment)
-        target = strategy.ledger.previous_verified(environment)
-        if target is None:
-            raise DeployRefused(f"{environment} has no previous verified release to roll back to")
-        images = strategy.images(target.backend_digest, target.frontend_digest)
-        strategy.check_rollback(environment, target, images, place)
+    log = strategy.log
+    target: LedgerEntry | None = None
+    with ExitStack() as held:
+        with announced_refusal(notify, lambda why: refused_event("rollback", environment, why, target), log):
+            held.enter_context(strategy.lock(environment))
+            began = time.monotonic()
+            place = strategy.place(environment)
+            current = strategy.ledger.serving(environment)
+            target = strategy.ledger.previous_verified(environment)
+            if target is None:
+                raise DeployRefused(f"{environment} has no previous verified release to roll back to")
+            images = strategy.images(target.backend_digest, target.frontend_digest)
+            strategy.check_rollback(environment, target, images, place)
         result = _record(strategy, environment, target, place, current, kind="rollback")
         strategy.log(f"{environment}: rolling back to {target.version} ({place.target})")
         try:
@@ -359,6 +437,7 @@ def rollback(environment: str, strategy: Strategy, *, reason: str = "rollback re
             result.status, result.reason = "failed", str(exc)
             result.total_seconds = _seconds(began)
             strategy.ledger.finish(result.release_id, "failed", reason=result.reason, steps=result.steps)
+            _announce(notify, _event("failed", result), log)
             raise DeployFailed(f"{environment} rollback to {target.version} failed: {result.reason}", result) from None
         strategy.retire(place, result.steps)
         if current is not None:
@@ -367,4 +446,5 @@ def rollback(environment: str, strategy: Strategy, *, reason: str = "rollback re
         result.reason = f"{reason}: back on {target.version} ({target.release_id}), {place.target}"
         result.total_seconds = _seconds(began)
         strategy.ledger.finish(result.release_id, "verified", reason=result.reason, steps=result.steps)
+        _announce(notify, _event("rolled_back", result), log)
         return result

@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import abstractmethod
 from functools import partial
 from pathlib import Path
+from typing import Protocol
 
 import dagster as dg
 from pydantic import Field
@@ -18,8 +19,19 @@ from shop_ops.release import apps
 from shop_ops.release.bluegreen import BlueGreen
 from shop_ops.release.ecs_release import EcsService
 from shop_ops.release.ecs_rotation import EcsLogins
-from shop_ops.release.flow import DeployRefused, Log, Release, ReleaseResult, Strategy, deploy, rollback
+from shop_ops.release.flow import (
+    DeployRefused,
+    Log,
+    Release,
+    ReleaseResult,
+    Strategy,
+    announced_refusal,
+    deploy,
+    refused_event,
+    rollback,
+)
 from shop_ops.release.login_rollout import BlueGreenLogins
+from shop_ops.release.notifications import Notify
 from shop_ops.release.verify import VERIFY_SCRIPT, verify_environment
 from shop_ops.resources.aws import AwsResource
 from shop_ops.resources.containers import ContainersResource, ServiceContainer
@@ -125,6 +137,15 @@ class ShopWiring(dg.Config):
         )  # fmt: skip
 
 
+class SecretReader(Protocol):
+    """What a deploy reads the release's secrets through: the `secrets` resource (shop_ops/security/secrets.py),
+    which records each read by name for the audit trail; its errors name the secret and the fix."""
+
+    def get(self, name: str) -> str: ...
+
+    def database_credentials(self, environment: str) -> tuple[str, str]: ...
+
+
 class ReleaseTarget(dg.ConfigurableResource):
     """Where releases go: `deploy` a release to an environment, `rollback` an environment; verified with k6."""
 
@@ -160,14 +181,44 @@ class ReleaseTarget(dg.ConfigurableResource):
         entry = self.ledger.open().serving(environment)
         return f"{entry.version} ({entry.release_id})" if entry else "none yet (the build `shop-ops local up` started)"
 
-    def deploy(self, environment: str, release: Release, approved_by: str | None, log: Log) -> ReleaseResult:
-        """`flow.deploy` with this target's steps and the smoke + k6 verifier."""
+    def deploy(
+        self, environment: str, release: Release, approved_by: str | None, log: Log, notify: Notify | None = None,
+        secrets: SecretReader | None = None,
+    ) -> ReleaseResult:  # fmt: skip
+        """`flow.deploy` with this target's steps and the smoke + k6 verifier; `notify` hears its release events
+        (a refusal to build the steps, e.g. an unknown environment, included). Given `secrets`, the secrets the
+        release is given are read through it after the guards (`check_secrets`)."""
         verify = partial(verify_environment, k6=self.k6, script=Path(self.verify_script))
-        return deploy(environment, release, self.strategy(environment, log), verify=verify, approved_by=approved_by)
+        with announced_refusal(
+            notify, lambda why: refused_event("deploy", environment, why, release, approved_by), log
+        ):
+            strategy = self.strategy(environment, log)
+        preflight = partial(self.check_secrets, environment, release, secrets) if secrets is not None else None
+        return deploy(
+            environment, release, strategy, verify=verify, approved_by=approved_by, notify=notify, preflight=preflight
+        )
 
-    def rollback(self, environment: str, reason: str, log: Log) -> ReleaseResult:
-        """`flow.rollback` with this target's steps."""
-        return rollback(environment, self.strategy(environment, log), reason=reason)
+    def release_secrets(self, environment: str) -> list[str]:
+        """The names (in the `secrets` resource) of the secrets besides the database's that a release of
+        `environment` is given; none here."""
+        return []
+
+    def check_secrets(self, environment: str, release: Release, secrets: SecretReader) -> None:
+        """Read the database secret and every other secret a release of `environment` is given through `secrets`,
+        before anything changes: each read is recorded by name (the audit trail), and a missing, unreadable or
+        placeholder secret refuses the deploy (DeployRefused naming the secret and the fix)."""
+        try:
+            secrets.database_credentials(environment)
+            for name in self.release_secrets(environment):
+                secrets.get(name)
+        except (RuntimeError, ValueError) as exc:  # SecretsError, PlaceholderSecretError: they name secret and fix
+            raise DeployRefused(f"{environment} deploy of {release.version} refused: {exc}") from None
+
+    def rollback(self, environment: str, reason: str, log: Log, notify: Notify | None = None) -> ReleaseResult:
+        """`flow.rollback` with this target's steps; `notify` hears its release event."""
+        with announced_refusal(notify, lambda why: refused_event("rollback", environment, why), log):
+            strategy = self.strategy(environment, log)
+        return rollback(environment, strategy, reason=reason, notify=notify)
 
     def login_rotation(self, environment: str, log: Log) -> LoginRotationSteps:
         """The steps of a database password rotation on `environment` (security.rotation.rotate runs them)."""
@@ -197,6 +248,21 @@ class BlueGreenTarget(ReleaseTarget):
 
     def url(self, environment: str) -> str:
         return self.router.router(environment).url
+
+    def release_secrets(self, environment: str) -> list[str]:
+        """What its backends mount besides the database password: the admin token, the payment webhook secret
+        (when configured), the serving login role's password and the Redis password, by the names the `secrets`
+        resource has for them (files of its folder; definitions.secrets_resource maps the first two to the
+        same files as `admin_token_files`, `payment_webhook_secret_files`)."""
+        names = [f"{environment}-admin-token"]
+        if self.payment_webhook_secret_files.get(environment):
+            names.append(f"{environment}-payment-webhook-secret")
+        wiring = self.shops.get(environment)
+        if wiring is not None:
+            serving = wiring.serving_login(environment)
+            names += [serving[1].name] if serving else []
+            names += [Path(wiring.redis_password_file).name] if wiring.redis_password_file else []
+        return names
 
     def _serving(self, environment: str, **labels: str) -> list[ServiceContainer]:
         """The running containers of the slot the router serves (with `labels` too)."""

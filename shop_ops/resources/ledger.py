@@ -1,10 +1,13 @@
-"""The release ledger: every deploy, rollback, schema migration and database login rotation per environment.
+"""The release ledger: every deploy, rollback, schema migration and database login rotation, and every secret access.
 
 A `releases` row is one attempt to put a release on an environment: `deploying` until it ends as
 `verified` (serving), `failed` (never got traffic), `rolled_back` (got traffic, failed verification
 or was rolled back later) or `replaced` (a newer release took over after verifying). A `migrations`
 row is one run of shop-migrate against an environment's database: which image, the revisions
-before and after, what it applied (with phases) and what it held back.
+before and after, what it applied (with phases) and what it held back. A `secret_access` row is one read
+or write through the `secrets` resource: the secret's name (never its value), backend, time and run.
+A release attempt records the Dagster run that made it (`run_id`), so the audit trail
+(shop_ops/security/audit.py) joins runs, approvals and secret reads.
 
 Where it lives (`ledger` in the settings; `LedgerResource`, `open_ledger`):
 - `state_dir` (local profile): SQLite, `<state>/releases.sqlite`. WAL mode and a busy timeout make
@@ -31,6 +34,7 @@ from typing import Any, Literal
 
 import dagster as dg
 import sqlalchemy as sa
+from pydantic import PrivateAttr
 from sqlalchemy.pool import NullPool
 
 STATUSES = ("deploying", "verified", "rolled_back", "failed", "replaced")
@@ -57,7 +61,8 @@ _SCHEMA = (
     previous_release_id TEXT,
     reason TEXT,
     steps TEXT NOT NULL DEFAULT '{}',
-    measures TEXT NOT NULL DEFAULT '{}'
+    measures TEXT NOT NULL DEFAULT '{}',
+    run_id TEXT
 )""",
     "CREATE INDEX IF NOT EXISTS releases_env ON releases (environment, started_at)",
     """CREATE TABLE IF NOT EXISTS migrations (
@@ -83,7 +88,19 @@ _SCHEMA = (
     steps TEXT NOT NULL DEFAULT '{}'
 )""",
     "CREATE INDEX IF NOT EXISTS rotations_env ON rotations (environment, started_at)",
+    # One read or write of a secret through the `secrets` resource (shop_ops/security/secrets.py): its NAME, never
+    # a value; the run it happened in (none outside a run). The audit trail reads it (shop_ops/security/audit.py).
+    """CREATE TABLE IF NOT EXISTS secret_access (
+    at DOUBLE PRECISION NOT NULL,
+    name TEXT NOT NULL,
+    backend TEXT NOT NULL,
+    action TEXT NOT NULL,
+    run_id TEXT
+)""",
+    "CREATE INDEX IF NOT EXISTS secret_access_at ON secret_access (at)",
 )
+# Columns added to `releases` after ledgers were first written: added to an older table on first use.
+_ADDED_RELEASE_COLUMNS = {"measures": "TEXT NOT NULL DEFAULT '{}'", "run_id": "TEXT"}
 
 
 class LedgerError(RuntimeError):
@@ -109,6 +126,7 @@ class LedgerEntry:
     reason: str | None
     steps: dict[str, float]
     measures: dict[str, float]
+    run_id: str | None = None  # the Dagster run that started the attempt (none before runs were recorded)
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> LedgerEntry:
@@ -155,12 +173,14 @@ class EnvironmentLocked(LedgerError):
 class ReleaseLedger:
     """The ledger in a state folder (SQLite, a `Path`) or a PostgreSQL database (a SQLAlchemy `URL`).
 
-    Tables are created on first use; each call is one short transaction.
+    Tables are created on first use; each call is one short transaction. `run_id`: the Dagster run this
+    handle works for, recorded with each release attempt it starts (the audit trail joins on it).
     """
 
-    def __init__(self, location: Path | sa.URL, timeout: float = 30) -> None:
+    def __init__(self, location: Path | sa.URL, timeout: float = 30, run_id: str | None = None) -> None:
         self.source = location  # ReleaseLedger(ledger.source) opens the same ledger again
         self.timeout = timeout
+        self.run_id = run_id
         if isinstance(location, sa.URL):
             if location.get_backend_name() != "postgresql":
                 raise LedgerError(f"a ledger URL must be PostgreSQL, not {location.get_backend_name()}")
@@ -186,10 +206,11 @@ class ReleaseLedger:
                 conn.exec_driver_sql("PRAGMA journal_mode=WAL")
             for statement in _SCHEMA:
                 conn.exec_driver_sql(statement)
-            if self._engine.dialect.name == "sqlite":  # a SQLite ledger from before measures were kept
-                columns = {column["name"] for column in sa.inspect(conn).get_columns("releases")}
-                if "measures" not in columns:
-                    conn.exec_driver_sql("ALTER TABLE releases ADD COLUMN measures TEXT NOT NULL DEFAULT '{}'")
+            # A ledger from before measures (SQLite) or run ids were kept gains the columns.
+            columns = {column["name"] for column in sa.inspect(conn).get_columns("releases")}
+            for name, kind in _ADDED_RELEASE_COLUMNS.items():
+                if name not in columns:
+                    conn.exec_driver_sql(f"ALTER TABLE releases ADD COLUMN {name} {kind}")
 
     @contextmanager
     def _connect(self, autocommit: bool = False) -> Iterator[sa.Connection]:
@@ -265,12 +286,13 @@ class ReleaseLedger:
             conn.execute(
                 sa.text(
                     "INSERT INTO releases (release_id, environment, kind, version, backend_digest, frontend_digest,"
-                    " slot, status, approved_by, started_at, previous_release_id) VALUES (:release_id, :environment,"
-                    " :kind, :version, :backend, :frontend, :slot, 'deploying', :approved_by, :at, :previous)"
+                    " slot, status, approved_by, started_at, previous_release_id, run_id) VALUES (:release_id,"
+                    " :environment, :kind, :version, :backend, :frontend, :slot, 'deploying', :approved_by, :at,"
+                    " :previous, :run_id)"
                 ),
                 {"release_id": release_id, "environment": environment, "kind": kind, "version": version,
                  "backend": backend_digest, "frontend": frontend_digest, "slot": slot, "approved_by": approved_by,
-                 "at": time.time(), "previous": previous_release_id},
+                 "at": time.time(), "previous": previous_release_id, "run_id": self.run_id},
             )  # fmt: skip
         return release_id
 
@@ -365,6 +387,29 @@ class ReleaseLedger:
                  "to_role": to_role, "status": status, "reason": reason, "run_id": run_id,
                  "steps": json.dumps(dict(steps or {}))},
             )  # fmt: skip
+
+    def record_secret_access(
+        self, name: str, backend: str, action: Literal["read", "write"], at: float, run_id: str | None
+    ) -> None:
+        """Record one read or write of the secret `name` (its name only: never a value) by the run `run_id`."""
+        with self._connect() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO secret_access (at, name, backend, action, run_id)"
+                    " VALUES (:at, :name, :backend, :action, :run_id)"
+                ),
+                {"at": at, "name": name, "backend": backend, "action": action, "run_id": run_id},
+            )
+
+    def secret_accesses(self, since: float = 0.0) -> list[dict[str, Any]]:
+        """The recorded secret reads and writes at or after `since` (epoch seconds), oldest first."""
+        return [dict(row) for row in self._select("SELECT * FROM secret_access WHERE at >= :since ORDER BY at",
+                                                  since=since)]  # fmt: skip
+
+    def prune_secret_accesses(self, before: float) -> int:
+        """Delete the secret access records older than `before` (epoch seconds); how many went."""
+        with self._connect() as conn:
+            return conn.execute(sa.text("DELETE FROM secret_access WHERE at < :before"), {"before": before}).rowcount
 
     def rotations(self, environment: str | None = None) -> list[dict[str, Any]]:
         """The recorded login rotations, oldest first (steps flattened to `<step>_seconds`)."""
@@ -464,23 +509,35 @@ def dagster_postgres_url(environ: Mapping[str, str] = os.environ) -> sa.URL:
     )
 
 
-def open_ledger(location: str, state_dir: Path, environ: Mapping[str, str] = os.environ) -> ReleaseLedger:
-    """The ledger at `location` (the settings' `ledger`): SQLite in `state_dir`, or Dagster's PostgreSQL storage."""
+def open_ledger(
+    location: str, state_dir: Path, environ: Mapping[str, str] = os.environ, run_id: str | None = None
+) -> ReleaseLedger:
+    """The ledger at `location` (the settings' `ledger`): SQLite in `state_dir`, or Dagster's PostgreSQL storage;
+    release attempts started through it are recorded with `run_id`."""
     if location == "dagster_postgres":
-        return ReleaseLedger(dagster_postgres_url(environ))
+        return ReleaseLedger(dagster_postgres_url(environ), run_id=run_id)
     if location != "state_dir":
         raise LedgerConfigError(f"ledger {location!r} is not a ledger location: use state_dir or dagster_postgres")
-    return ReleaseLedger(state_dir)
+    return ReleaseLedger(state_dir, run_id=run_id)
 
 
 class LedgerResource(dg.ConfigurableResource):
-    """The release ledger: SQLite in `state_dir`, or Dagster's own PostgreSQL storage (its DAGSTER_PG_* variables)."""
+    """The release ledger: SQLite in `state_dir`, or Dagster's own PostgreSQL storage (its DAGSTER_PG_* variables).
+
+    In a run it knows the run's id (also where it is nested in another resource, e.g. `release_target`), and
+    the release attempts it starts carry it.
+    """
 
     location: Literal["state_dir", "dagster_postgres"] = "state_dir"
     state_dir: str = ""
 
+    _run_id: str | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._run_id = context.run.run_id if context.run else None
+
     def open(self) -> ReleaseLedger:
-        return open_ledger(self.location, Path(self.state_dir))
+        return open_ledger(self.location, Path(self.state_dir), run_id=self._run_id)
 
     def sqlite_path(self) -> Path | None:
         """The SQLite file of a `state_dir` ledger (None when the ledger is in PostgreSQL)."""

@@ -3,7 +3,9 @@
 One resource, two backends chosen by `backend`; callers never ask which. Every value read is
 checked (a placeholder or known default is refused, naming the secret), remembered by the one
 redactor (shop_ops/services/redaction.py: masked in everything the pipeline logs or stores) and
-recorded by NAME in `accessed` (name, backend, action, time; never the value) for the run's audit.
+recorded by NAME (name, backend, action, time, run; never the value): in `accessed` for this process,
+and, given a `ledger`, in the release ledger's `secret_access` table, which every run shares and the
+audit trail reads (shop_ops/security/audit.py). A read or write that cannot be recorded there fails.
 
 `files`: `<state>/secrets/<name>` as `shop-ops local up` writes them (`<env>-db-password`,
 `<env>-admin-token`, `<env>-payment-webhook-secret`, `<env>-redis-password`, `<env>-redis-admin-password`,
@@ -29,6 +31,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import Field, PrivateAttr
 
 from shop_ops.resources.aws import AwsResource
+from shop_ops.resources.ledger import LedgerError, LedgerResource
 from shop_ops.services.files import write_private
 from shop_ops.services.redaction import KNOWN_SECRETS, accept_secret
 
@@ -41,15 +44,17 @@ class SecretsError(RuntimeError):
 
 @dataclass(frozen=True)
 class SecretAccess:
-    """One use of a secret: which (by name), where, read or written, when. Never the value."""
+    """One use of a secret: which (by name), where, read or written, when, in which run. Never the value."""
 
     name: str
     backend: Backend
     action: Literal["read", "write"]
     at: datetime
+    run_id: str | None = None
 
-    def as_dict(self) -> dict[str, str]:
-        return {"name": self.name, "backend": self.backend, "action": self.action, "at": self.at.isoformat()}
+    def as_dict(self) -> dict[str, str | None]:
+        return {"name": self.name, "backend": self.backend, "action": self.action, "at": self.at.isoformat(),
+                "run_id": self.run_id}  # fmt: skip
 
 
 def check_private(path: Path, shared_group: int | None = None) -> None:
@@ -131,7 +136,8 @@ class AwsSecrets:
 
 
 class SecretsResource(dg.ConfigurableResource):
-    """Secrets by name: `files` (local) or `aws` (Secrets Manager); reads recorded by name in `accessed`."""
+    """Secrets by name: `files` (local) or `aws` (Secrets Manager); reads recorded by name in `accessed` and
+    in the ledger's `secret_access` (with the run's id)."""
 
     backend: Backend = "files"
     folder: str = Field(default="", description="files: the state's secrets/ folder")
@@ -141,8 +147,15 @@ class SecretsResource(dg.ConfigurableResource):
     region: str = Field(default="", description="aws: the region of the secrets")
     endpoint_url: str | None = Field(default=None, description="aws: another endpoint (tests: moto)")
     database_secrets: dict[str, str] = Field(default_factory=dict, description="aws: environment -> secret ARN")
+    ledger: LedgerResource | None = Field(
+        default=None, description="where every read and write is recorded by name for the audit trail; None: nowhere"
+    )
 
     _accessed: list[SecretAccess] = PrivateAttr(default_factory=list)
+    _run_id: str | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self._run_id = context.run.run_id if context.run else None  # None outside a run (a sensor, the command line)
 
     @property
     def accessed(self) -> list[SecretAccess]:
@@ -159,7 +172,13 @@ class SecretsResource(dg.ConfigurableResource):
         return FileSecrets(Path(self.folder), {k: Path(v) for k, v in self.paths.items()}, self.shared_group)
 
     def _record(self, name: str, action: Literal["read", "write"]) -> None:
-        self._accessed.append(SecretAccess(name, self.backend, action, datetime.now(UTC)))
+        access = SecretAccess(name, self.backend, action, datetime.now(UTC), self._run_id)
+        if self.ledger is not None:
+            try:
+                self.ledger.open().record_secret_access(name, self.backend, action, access.at.timestamp(), self._run_id)
+            except LedgerError as exc:  # an access the audit trail would miss is refused
+                raise SecretsError(f"secret {name}: its {action} could not be recorded for the audit ({exc})") from None
+        self._accessed.append(access)
 
     def get(self, name: str) -> str:
         """The secret `name` (a file name, or a secret's ARN or name on aws); refused if a placeholder."""

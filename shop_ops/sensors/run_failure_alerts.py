@@ -4,6 +4,13 @@ Dagster's run status sensor cursor makes it once per run: the cursor moves past 
 whether the message went out or not. A notifier failure is logged and re-raised (redacted), so the
 tick shows as failed in the UI with the reason; Dagster still advances the cursor (it never repeats
 a run status sensor's side effects), so the next tick carries on with later runs instead of sticking.
+
+A release that was refused, rolled back or failed has already been announced by its deployment
+notification (shop_ops/release/notifications.py), which the release step sent with the same facts
+and the run link: that step tags the run `shop-ops/release-notice/<step key>` once the notice
+reached a channel. A failed run whose every failed step carries that tag gets no second message (the
+tick's log says so); a run that failed for anything else (another step, the run worker dying, a
+notice that did not go out) is announced here as before.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from typing import Any
 import dagster as dg
 
 from shop_ops.release.alerts import RunFailure, StepFailure, build_failure_alert, redact
+from shop_ops.release.notifications import already_announced
 from shop_ops.resources.notifier import NotifierResource, NotifyError
 
 SENSOR_NAME = "run_failure_alert_sensor"
@@ -60,11 +68,17 @@ def build_run_failure_alert_sensor(
     )
     def _sensor(context: dg.RunFailureSensorContext, notifier: NotifierResource) -> None:
         run_id = context.dagster_run.run_id
+        failure = run_failure_from_context(context)
+        if already_announced(context.dagster_run.tags, (step.step_key for step in failure.steps)):
+            context.log.info(
+                f"failed run {run_id} ({failure.job_name}): a release notice already announced it; no second message"
+            )
+            return
         secrets: tuple[str | None, ...] = ()
         try:
             sender = notifier.notifier()
             secrets = (sender.slack_webhook_url, sender.smtp_password)
-            alert = build_failure_alert(run_failure_from_context(context), notifier.ui_url, secrets=secrets)
+            alert = build_failure_alert(failure, notifier.ui_url, secrets=secrets)
             channels = sender.send(alert.subject, alert.text, logger=context.log)
         except NotifyError as exc:
             # NotifyError never carries the webhook URL; redact again for anything the error text quotes.

@@ -27,7 +27,7 @@ def test_definitions_names_and_blocking_checks():
         "production/nightly_load_test", "capacity_report", "cost_estimate", "actual_spend", "cost_report",
         "terraform_scan", "slo_report", "staging/slow_queries", "production/slow_queries",
         "staging/certificates", "production/certificates", "staging/tls_scan", "production/tls_scan",
-        "dockerfile_scan", "dependency_audit", "api_docs",
+        "dockerfile_scan", "dependency_audit", "api_docs", "audit_log",
     }  # fmt: skip
     checks = graph.asset_check_keys
     assert {(c.asset_key.to_user_string(), c.name) for c in checks} >= {
@@ -88,6 +88,10 @@ def test_definitions_names_and_blocking_checks():
     schedules = {s.name: s for s in defs.schedules}
     assert schedules["daily_certificate_schedule"].job_name == "renew_certificates"
     assert schedules["daily_security_scan_schedule"].job_name == "security_scans"
+    # The audit trail: its own daily job, launchable from the UI, in the security group.
+    assert schedules["daily_audit_schedule"].job_name == "audit_trail"
+    assert graph.get(dg.AssetKey("audit_log")).group_name == "security"
+    assert ("audit_log", "production_deploys_approved") in {(c.asset_key.to_user_string(), c.name) for c in checks}
     assert type(defs.resources["certificate_authority"]).__name__ == "CertificateAuthorityResource"
     assert graph.get(dg.AssetKey(["production", "load_test_baseline"])).parent_keys == {
         dg.AssetKey(["production", "deployment"])

@@ -356,6 +356,11 @@ def aws_profile(
     for environment in ("staging", "production"):
         config["environments"][environment]["url"] = server.url
         monkeypatch.setenv(f"SHOP_OPS_{environment.upper()}_ADMIN_TOKEN_FILE", str(token_file))
+        # A deploy reads the environment's database secret (the JSON RDS writes) first: one in moto.
+        config["environments"][environment]["database_secret_arn"] = aws.client("secretsmanager").create_secret(
+            Name=f"shop/{environment}/db-{uuid.uuid4().hex[:8]}",
+            SecretString=json.dumps({"username": "shop", "password": uuid.uuid4().hex}),
+        )["ARN"]
     path = tmp_path / "aws.yaml"
     path.write_text(yaml.safe_dump(config))
     for name in ("SHOP_OPS_STATE", "SHOP_OPS_PROFILE", "SHOP_OPS_REGISTRY_URL", "SHOP_OPS_REGISTRY_CREDENTIALS_FILE"):
@@ -424,6 +429,9 @@ def test_release_jobs_on_the_aws_profile(aws_profile, ecs, cluster, tmp_path):
         # ... and goes through with both
         promoted = run("promote_production", release_config("production", V1, approved_by="ada"))
         assert promoted.success, failure_of(promoted)
+        # its read of the database secret is in the shared ledger, by name, with the run (the audit trail's)
+        reads = {(a["name"], a["run_id"]) for a in defs.resources["ledger"].open().secret_accesses()}
+        assert (defs.resources["secrets"].database_secrets["production"], promoted.run_id) in reads
         assert images_in(ecs, service_of(ecs, cluster, "production")["taskDefinition"]) == images_of(V1)
 
         # a second staging release, then the rollback job puts V1's revision back
@@ -478,5 +486,5 @@ print(json.dumps({
     assert {"release_staging", "promote_production", "rollback"} <= set(loaded["jobs"])
     assert loaded["sensor"] == "RUNNING" and loaded["sensor_reads"] == "EcrImages"  # the release path's entry, on ECR
     assert loaded["release_target"] == "EcsTarget"
-    assert set(loaded["deployment"]) - {"io_manager"} == {"release_target"}
-    assert set(loaded["rollback"]) - {"io_manager"} == {"release_target"}
+    assert set(loaded["deployment"]) - {"io_manager"} == {"release_target", "notifier", "secrets"}
+    assert set(loaded["rollback"]) - {"io_manager"} == {"release_target", "notifier"}

@@ -123,7 +123,7 @@ def test_run_workers_on_other_machines_share_the_postgres_ledger(postgres) -> No
         " WHERE table_schema = 'shop_ops'",
         database=env["DAGSTER_PG_DB"],
     )
-    assert tables == "migrations,releases,rotations"  # beside Dagster's own tables, not among them
+    assert tables == "migrations,releases,rotations,secret_access"  # beside Dagster's own tables, not among them
 
 
 def test_the_postgres_ledger_needs_the_storage_variables_and_says_which() -> None:

@@ -19,7 +19,9 @@ from shop_ops.definitions import defs, registry_resource, release_target
 from shop_ops.release.images import BuiltImage, ReleaseBlocked, release_image
 from shop_ops.resources.containers import DockerEngine, RegistryAuth
 from shop_ops.resources.ledger import LedgerResource, ReleaseLedger
+from shop_ops.resources.notifier import NotifierResource
 from shop_ops.resources.registry import RegistryClient, RegistryResource
+from shop_ops.security.secrets import SecretsResource
 from shop_ops.sensors.registry_push import build_registry_push_sensor
 from shop_ops.settings import load_settings
 
@@ -53,7 +55,11 @@ def test_production_cannot_be_deployed_around_the_guards(tmp_path, approved_by, 
     config = {"version": "9.9.9", "backend_digest": DIGEST, "frontend_digest": DIGEST, "approved_by": approved_by}
     result = dg.materialize(
         [production],
-        resources={"release_target": target},
+        resources={
+            "release_target": target,
+            "notifier": NotifierResource(),
+            "secrets": SecretsResource(folder=str(tmp_path), ledger=LedgerResource(state_dir=str(tmp_path))),
+        },
         run_config={"ops": {"production__deployment": {"config": config}}},
         raise_on_error=False,
     )
@@ -61,6 +67,7 @@ def test_production_cannot_be_deployed_around_the_guards(tmp_path, approved_by, 
     failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE)
     assert refusal in failure.step_failure_data.error.message + str(failure.step_failure_data.user_failure_data)
     assert ReleaseLedger(tmp_path).history() == []  # refused before the ledger, the lock or a container
+    assert ReleaseLedger(tmp_path).secret_accesses() == []  # and before any secret is read
 
 
 @pytest.fixture(scope="module")
