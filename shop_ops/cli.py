@@ -1,4 +1,6 @@
-"""The `shop-ops` command line: `shop-ops local up | down | status [--json]`, `shop-ops jobs ...`, `shop-ops github ...`."""
+"""The `shop-ops` command line: `shop-ops local up | down | status [--json]` and the operator commands
+(`jobs`, `deploy`, `migrate`, `health`, `rollback`, `backup`, `renew-certs`, `db`, `cache`, `restart`, `logs`,
+`github`: shop_ops/operator/cli.py; docs/operations.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,8 @@ import sys
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="shop-ops", description="Operate the shop: the local environment, Dagster jobs launched from outside."
+        prog="shop-ops",
+        description="Operate the shop: the local environment, its Dagster jobs and its services (docs/operations.md).",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     local = sub.add_parser("local", help="the local environment (every service on 127.0.0.1)")
@@ -18,7 +21,7 @@ def main(argv: list[str] | None = None) -> int:
 
     operator_cli.add_parsers(sub)
     args = parser.parse_args(argv)
-    if args.command in ("jobs", "github"):
+    if args.command != "local":
         return operator_cli.run(args)
     from shop_ops.localenv import cli as local_cli
 

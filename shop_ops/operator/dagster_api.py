@@ -10,18 +10,20 @@ the release flow (approval, verified on staging), so this module is only a remot
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from dagster import DagsterRunStatus
+from dagster import AssetKey, DagsterRunStatus
 from dagster_graphql import DagsterGraphQLClient, DagsterGraphQLClientError
 
 # The one code location (workspace.yaml) and Dagster's name for a Definitions object's repository.
 LOCATION = "shop_ops"
 REPOSITORY = "__repository__"
+# The job the UI launches when someone clicks "Materialize" on assets that no named job covers alone.
+ASSET_JOB = "__ASSET_JOB"
 FINAL = frozenset({DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED})
 
 _EVENTS_QUERY = """
@@ -83,8 +85,24 @@ query Locations {
 """
 
 
+_RUNS_QUERY = """
+query Runs($filter: RunsFilter!, $limit: Int) {
+  runsOrError(filter: $filter, limit: $limit) {
+    __typename
+    ... on Runs { results { runId jobName status startTime } }
+    ... on InvalidPipelineRunsFilterError { message }
+    ... on PythonError { message }
+  }
+}
+"""
+
+
 class OperatorError(RuntimeError):
     """A launch or a query did not go through; the message names the cause and what to do."""
+
+
+class CommandFailed(OperatorError):
+    """What an operator command acts on is not in order (down, refusing): the message names it and the fix."""
 
 
 @dataclass(frozen=True)
@@ -215,14 +233,20 @@ class DagsterApi:
             time.sleep(poll)
 
     def launch(
-        self, job: str, run_config: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None
+        self,
+        job: str,
+        run_config: Mapping[str, Any] | None = None,
+        tags: Mapping[str, str] | None = None,
+        asset_selection: Sequence[Sequence[str]] | None = None,
     ) -> str:
-        """Submit `job` of the code location `shop_ops` as the Launchpad does; returns the run id."""
+        """Submit `job` of the code location `shop_ops` as the Launchpad does (with `asset_selection`: only those
+        assets, as the UI's "Materialize" launches ASSET_JOB); returns the run id."""
         self.wait_for_location()  # also the clear error when the webserver is not there
+        selection = [AssetKey(list(key)) for key in asset_selection] if asset_selection else None
         try:
             return self.client.submit_job_execution(
                 job, repository_location_name=LOCATION, repository_name=REPOSITORY, run_config=dict(run_config or {}),
-                tags=dict(tags or {}),
+                tags=dict(tags or {}), asset_selection=selection,
             )  # fmt: skip
         except DagsterGraphQLClientError as exc:
             raise OperatorError(f"launching {job} at {self.url} failed: {_client_error(exc)}") from None
@@ -283,9 +307,28 @@ class DagsterApi:
                 return RunOutcome(job, run_id, status.value, self.run_url(run_id), tuple(errors), timed_out=True)
             time.sleep(poll)
 
+    def runs(
+        self, job: str, tags: Mapping[str, str] | None = None, statuses: Sequence[str] = (), limit: int = 10
+    ) -> list[dict[str, Any]]:
+        """The newest `limit` runs of `job` with all of `tags` (and one of `statuses`, e.g. SUCCESS), newest first:
+        {runId, jobName, status, startTime}."""
+        run_filter: dict[str, Any] = {
+            "pipelineName": job,
+            "tags": [{"key": key, "value": value} for key, value in (tags or {}).items()],
+        }
+        if statuses:
+            run_filter["statuses"] = list(statuses)
+        found = self.query(_RUNS_QUERY, {"filter": run_filter, "limit": limit})["runsOrError"]
+        if found["__typename"] != "Runs":
+            raise OperatorError(f"runs of {job} at {self.url}: {found['__typename']}: {found.get('message', '')}")
+        return list(found["results"])
+
     def materializations(self, asset_key: list[str], limit: int = 50) -> list[dict[str, Any]]:
-        """The newest `limit` materializations of an asset, newest first: {run_id, timestamp, metadata}."""
+        """The newest `limit` materializations of an asset, newest first: {run_id, timestamp, metadata} (none when
+        the instance never materialized it)."""
         found = self.query(_MATERIALIZATIONS_QUERY, {"key": {"path": asset_key}, "limit": limit})["assetOrError"]
+        if found["__typename"] == "AssetNotFoundError":  # never materialized in this instance
+            return []
         if found["__typename"] != "Asset":
             raise OperatorError(f"asset {'/'.join(asset_key)} at {self.url}: {found.get('message', 'not found')}")
         rows = []
@@ -311,6 +354,17 @@ def verified_release(api: DagsterApi, version: str, environment: str = "staging"
         f"no verified deployment of {version} on {environment} in Dagster at {api.url}: release it to {environment} "
         "first (the registry push sensor does), or check the version"
     )
+
+
+def serving_release(api: DagsterApi, environment: str) -> dict[str, str] | None:
+    """What the pipeline last put on `environment`, when that ended verified (a deploy or a rollback records a
+    materialization of its deployment asset): {version, backend_digest, frontend_digest, run_id}; None otherwise."""
+    rows = api.materializations([environment, "deployment"], limit=1)
+    if not rows or rows[0]["metadata"].get("status") != "verified":
+        return None
+    metadata = rows[0]["metadata"]
+    found = {key: str(metadata.get(key) or "") for key in ("version", "backend_digest", "frontend_digest")}
+    return {**found, "run_id": rows[0]["run_id"]}
 
 
 def promote_run_config(release: Mapping[str, str], approved_by: str, environment: str = "production") -> dict:
