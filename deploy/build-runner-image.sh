@@ -19,15 +19,17 @@
 # The scanners that pin what /opt/venv must not get each go into a virtualenv of their own, from
 # wheels built the same way: checkov (scripts/checkov-requirements.txt, the pin `make install`
 # reads too) in /opt/checkov (SHOP_OPS_CHECKOV), sslyze (scripts/sslyze-requirements.txt) in
-# /opt/sslyze (SHOP_OPS_SSLYZE); wheels kept in .build/runner/wheels-<name>. The Dockerfile's
-# `scanners` stage is built as an image of its own, localhost/shop-ops-scanners:<key> (key: the
-# base image's id, the pin files and that stage's text), and the run image's final stage starts
-# from it (SCANNERS_IMAGE): it is built only when its key
-# changes (~40 s, a ~290 MB layer), not on every rebuild of the run image, --force included; its
-# older images are removed (their layers stay while a run image uses them). It is also saved as
-# an archive, $SHOP_OPS_CACHE/runner/scanners-<key>.tar, which a fresh clone loads instead of
-# building (image storage is per clone, like the base images'). infra/terraform and
-# infra/pricing are copied to /opt/shop-ops/infra (SHOP_OPS_INFRA) without .terraform/ folders
+# /opt/sslyze (SHOP_OPS_SSLYZE); wheels kept in .build/runner/wheels-<name>. Two of the Dockerfile's
+# stages are built as images of their own, each once per key: `scanners`,
+# localhost/shop-ops-scanners:<key> (the base image's id, the pin files, the stage's text; ~290 MB),
+# and `runtime`, localhost/shop-ops-runtime:<key> (the scanners key, the Debian packages, the
+# dependency wheels' names, the stage's text: the packages, the dagster user and /opt/venv with
+# every dependency). The run image's final stage starts from the runtime image (RUNTIME_IMAGE) and
+# installs only the shop_ops wheel, so a rebuild after a change of shop_ops/ (or --force) builds a
+# layer of a few MB. Both are also saved as archives, $SHOP_OPS_CACHE/runner/<stage>-<key>.tar,
+# which a fresh clone loads instead of building (image storage is per clone, like the base
+# images'); their older images are removed (their layers stay while a run image uses them).
+# infra/terraform and infra/pricing are copied to /opt/shop-ops/infra (SHOP_OPS_INFRA) without .terraform/ folders
 # and Terraform state files.
 #
 # Debian packages (RUNNER_DEBS: PostgreSQL 15 client and server programs, pgBackRest, Redis): nothing
@@ -60,6 +62,7 @@ DEB_CACHE=$SHOP_OPS_CACHE/runner-debs
 CHECKOV_REQUIREMENTS=scripts/checkov-requirements.txt
 SSLYZE_REQUIREMENTS=scripts/sslyze-requirements.txt
 SCANNERS_REPO=localhost/shop-ops-scanners
+RUNTIME_REPO=localhost/shop-ops-runtime
 # What of infra/ the image carries; never .terraform/ (providers, modules) nor state files.
 INFRA_DIRS=(infra/terraform infra/pricing)
 
@@ -219,28 +222,49 @@ py=$(wheel_python_for "$BASE_IMAGE") || die "no interpreter for the runner's whe
 log "pip wheel: shop-ops and its dependencies ($py)"
 host_wheels "$py" "$SRC" "$CONTEXT/wheels" "$WORK/wheels.log" || die "runner wheels failed (see above)"
 rm -rf "$SRC"
+# shop_ops's own wheel apart (wheels-shop-ops/, with pip's): wheels/ keeps its dependencies for the runtime stage.
+mkdir -p "$CONTEXT/wheels-shop-ops"
+mv "$CONTEXT"/wheels/shop_ops-*.whl "$CONTEXT/wheels-shop-ops/" || die "pip wheel left no shop_ops wheel (log: $WORK/wheels.log)"
+cp "$CONTEXT"/wheels/pip-*.whl "$CONTEXT/wheels-shop-ops/" || die "pip wheel left no pip wheel (log: $WORK/wheels.log)"
 wheels_s=$((SECONDS - t0))
-log "$(find "$CONTEXT/wheels" -name '*.whl' | wc -l) wheels ($wheels_s s)"
+log "$(find "$CONTEXT/wheels" -name '*.whl' | wc -l) dependency wheels ($wheels_s s)"
 
-# The scanners image (the Dockerfile's `scanners` stage: checkov and sslyze), once per key.
-scanners_key=$(
-    cd "$ROOT"
-    stage=$(sed -n '/^FROM .* AS scanners$/,/^FROM /p' deploy/Dockerfile)
-    [ -n "$stage" ] || { echo "deploy/Dockerfile has no 'AS scanners' stage" >&2; exit 1; }
-    { printf 'base %s\n%s\n' "$BASE_ID" "$stage"; cat "$CHECKOV_REQUIREMENTS" "$SSLYZE_REQUIREMENTS"; } |
-        sha256sum | cut -c1-16
-) || die "cannot compute the scanners image's key"
+# stage_key NAME LINES...: a key for the Dockerfile's stage NAME: its text and LINES (what else decides it).
+stage_key() {
+    local name=$1 stage
+    shift
+    stage=$(sed -n "/^FROM .* AS $name\$/,/^FROM /p" "$DEPLOY_DIR/Dockerfile")
+    [ -n "$stage" ] || { echo "deploy/Dockerfile has no 'AS $name' stage" >&2; return 1; }
+    { printf '%s\n' "$stage" "$@"; } | sha256sum | cut -c1-16
+}
+
+# cached_stage NAME REF BUILD_FUNCTION: REF (localhost/shop-ops-NAME:<key>) present in image storage: from
+# storage, else from its archive in $SHOP_OPS_CACHE/runner (image storage is per clone; a fresh clone
+# loads the archive in seconds), else built by BUILD_FUNCTION and kept as the archive (older ones go).
+cached_stage() {
+    local name=$1 ref=$2 build=$3 archive stage_t0=$SECONDS
+    archive=$SHOP_OPS_CACHE/runner/$name-${ref##*:}.tar
+    if podman image exists "$ref"; then
+        log "$name image up to date: $ref"
+    elif [ -f "$archive" ] && podman load -q -i "$archive" >/dev/null && podman image exists "$ref"; then
+        log "$name image loaded from $archive ($((SECONDS - stage_t0)) s)"
+    else
+        "$build" || return 1
+        log "built $ref ($((SECONDS - stage_t0)) s)"
+        mkdir -p "${archive%/*}"
+        rm -f "${archive%/*}/$name"-*.tar
+        podman save -q --format docker-archive -o "$archive.tmp" "$ref" && mv -f "$archive.tmp" "$archive" ||
+            log "note: could not keep $archive (the next clone builds it)"
+    fi
+    podman tag "$ref" "localhost/shop-ops-$name:local"
+}
+
+# The scanners image (the Dockerfile's `scanners` stage: checkov and sslyze).
+scanners_key=$(stage_key scanners "base $BASE_ID" "$(cat "$ROOT/$CHECKOV_REQUIREMENTS" "$ROOT/$SSLYZE_REQUIREMENTS")") ||
+    die "cannot compute the scanners image's key"
 SCANNERS_REF=$SCANNERS_REPO:$scanners_key
-# Image storage is per clone; the scanners image, like the base images, is also kept as an archive
-# in $SHOP_OPS_CACHE/runner, so a fresh clone loads it (~15 s) instead of building it again (~1 min).
-SCANNERS_ARCHIVE=$SHOP_OPS_CACHE/runner/scanners-$scanners_key.tar
-if podman image exists "$SCANNERS_REF"; then
-    log "scanners image up to date: $SCANNERS_REF"
-elif [ -f "$SCANNERS_ARCHIVE" ] && podman load -q -i "$SCANNERS_ARCHIVE" >/dev/null &&
-    podman image exists "$SCANNERS_REF"; then
-    log "scanners image loaded from $SCANNERS_ARCHIVE"
-else
-    scanners_t0=$SECONDS
+build_scanners() {
+    local tool requirements
     for tool in checkov sslyze; do
         requirements=scripts/$tool-requirements.txt
         log "pip wheel: $tool ($py)"
@@ -254,20 +278,30 @@ else
     podman_build_replace "$WORK/build-scanners.log" "$DEPLOY_DIR/Dockerfile" "$CONTEXT" "$SCANNERS_REF" \
         "$SCANNERS_REPO:local" --target scanners --build-arg BASE_IMAGE="$BASE_IMAGE" ||
         die "podman build of the scanners image failed (log: $WORK/build-scanners.log)"
-    log "built $SCANNERS_REF ($((SECONDS - scanners_t0)) s)"
-    mkdir -p "${SCANNERS_ARCHIVE%/*}"
-    rm -f "${SCANNERS_ARCHIVE%/*}"/scanners-*.tar
-    podman save -q --format docker-archive -o "$SCANNERS_ARCHIVE.tmp" "$SCANNERS_REF" &&
-        mv -f "$SCANNERS_ARCHIVE.tmp" "$SCANNERS_ARCHIVE" || log "note: could not keep $SCANNERS_ARCHIVE (the next clone builds it)"
-fi
-podman tag "$SCANNERS_REF" "$SCANNERS_REPO:local"
+}
 
-log "podman build $REF (base $BASE_IMAGE, $SCANNERS_REF)"
+# The runtime image (the `runtime` stage: the Debian packages, the dagster user, /opt/venv with the
+# dependencies), from the scanners image; its key: the scanners', the packages' and the wheels' names.
+runtime_key=$(stage_key runtime "scanners $scanners_key" "$(printf 'deb %s\n' "${DEBS[@]}")" \
+    "$(cd "$CONTEXT/wheels" && find . -name '*.whl' | LC_ALL=C sort)") || die "cannot compute the runtime image's key"
+RUNTIME_REF=$RUNTIME_REPO:$runtime_key
+build_runtime() {
+    cached_stage scanners "$SCANNERS_REF" build_scanners || return 1
+    log "podman build $RUNTIME_REF"
+    podman_build_replace "$WORK/build-runtime.log" "$DEPLOY_DIR/Dockerfile" "$CONTEXT" "$RUNTIME_REF" \
+        "$RUNTIME_REPO:local" --target runtime --build-arg BASE_IMAGE="$BASE_IMAGE" \
+        --build-arg SCANNERS_IMAGE="$SCANNERS_REF" ||
+        die "podman build of the runtime image failed (log: $WORK/build-runtime.log)"
+}
+cached_stage runtime "$RUNTIME_REF" build_runtime || die "no runtime image (see above)"
+
+log "podman build $REF (from $RUNTIME_REF)"
 podman_build_replace "$WORK/build.log" "$DEPLOY_DIR/Dockerfile" "$CONTEXT" "$REF" "$REPO:local" \
-    --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg SCANNERS_IMAGE="$SCANNERS_REF" --build-arg VERSION="$VERSION" \
+    --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg SCANNERS_IMAGE="$SCANNERS_REF" \
+    --build-arg RUNTIME_IMAGE="$RUNTIME_REF" --build-arg VERSION="$VERSION" \
     --build-arg GIT_COMMIT="$GIT_COMMIT" --build-arg SOURCE_HASH="$SOURCE_HASH" ||
     die "podman build failed (log: $WORK/build.log)"
-# Of older commits' images (~1.2 GB each, ~810 MB of it a layer of their own) the newest KEEP_OLD
+# Of older commits' images (each a layer of a few MB over its runtime image) the newest KEEP_OLD
 # stay, for runs still using them.
 KEEP_OLD=${RUNNER_KEEP_OLD:-2}
 current=$(podman image inspect --format '{{.Id}}' "$REF")
@@ -276,11 +310,14 @@ for id in $(podman images --quiet --no-trunc "$REPO" | sort -u); do
 done | sort -rn | tail -n +"$((KEEP_OLD + 1))" | while read -r _ stale; do
     podman rmi "$stale" >/dev/null 2>&1 || true
 done
-# Older scanners images go (and those of the former checkov-only stage); their layers stay while a
-# run image still starts from them.
-scanners_id=$(podman image inspect --format '{{.Id}}' "$SCANNERS_REF")
-for id in $(for repo in "$SCANNERS_REPO" localhost/shop-ops-checkov; do podman images --quiet --no-trunc "$repo"; done | sort -u); do
-    [ "${id#sha256:}" = "$scanners_id" ] || podman rmi "$id" >/dev/null 2>&1 || true
+# Older scanners and runtime images go (and those of the former checkov-only stage); their layers stay
+# while a run image still starts from them.
+for repo_and_kept in "$SCANNERS_REPO $SCANNERS_REF" "localhost/shop-ops-checkov -" "$RUNTIME_REPO $RUNTIME_REF"; do
+    read -r repo kept <<<"$repo_and_kept"
+    kept_id=$(podman image inspect --format '{{.Id}}' "$kept" 2>/dev/null || true)
+    for id in $(podman images --quiet --no-trunc "$repo" | sort -u); do
+        [ "${id#sha256:}" = "$kept_id" ] || podman rmi "$id" >/dev/null 2>&1 || true
+    done
 done
 
 user=$(podman image inspect --format '{{.Config.User}}' "$REF")
