@@ -12,6 +12,13 @@ from shop_ops.backup.partitions import newest_complete_day
 
 
 def build_schedules(default_status: dg.DefaultScheduleStatus) -> list[dg.ScheduleDefinition]:
+    def utc_schedule(name: str, cron: str, description: str, **target: object) -> dg.ScheduleDefinition:
+        """A schedule of `target` (job_name= or target=) on `cron` in UTC, with the profile's default status."""
+        return dg.ScheduleDefinition(
+            name=name, cron_schedule=cron, execution_timezone="UTC", default_status=default_status,
+            description=description, **target,
+        )  # fmt: skip
+
     @dg.schedule(
         name="nightly_backup_schedule",
         job_name="nightly_backup",
@@ -25,12 +32,10 @@ def build_schedules(default_status: dg.DefaultScheduleStatus) -> list[dg.Schedul
         return dg.RunRequest(run_key=f"nightly-backup-{day}", partition_key=day.isoformat())
 
     # Sundays 04:00 UTC, after that night's backup and restore test.
-    weekly_dr_drill_schedule = dg.ScheduleDefinition(
-        name="weekly_dr_drill_schedule",
+    weekly_dr_drill_schedule = utc_schedule(
+        "weekly_dr_drill_schedule",
+        "0 4 * * 0",
         job_name="dr_drill",
-        cron_schedule="0 4 * * 0",
-        execution_timezone="UTC",
-        default_status=default_status,
         description="Sundays 04:00 UTC: point-in-time recovery drill of each environment (RTO, RPO).",
     )
 
@@ -71,63 +76,51 @@ def build_schedules(default_status: dg.DefaultScheduleStatus) -> list[dg.Schedul
         return dg.RunRequest(run_key=f"daily-budget-{day}", partition_key=day.replace(day=1).isoformat())
 
     # 06:30 UTC: yesterday's day is complete; the report covers the last `observability.slo_days` days.
-    daily_slo_schedule = dg.ScheduleDefinition(
-        name="daily_slo_schedule",
+    daily_slo_schedule = utc_schedule(
+        "daily_slo_schedule",
+        "30 6 * * *",
         target=dg.AssetSelection.assets("slo_report"),
-        cron_schedule="30 6 * * *",
-        execution_timezone="UTC",
-        default_status=default_status,
         description="06:30 UTC: the SLO report (availability, p95, error budgets per environment and day).",
     )
 
     # 06:45 UTC: each environment's top statements by total time (pg_stat_statements), one picture a day.
-    daily_slow_queries_schedule = dg.ScheduleDefinition(
-        name="daily_slow_queries_schedule",
+    daily_slow_queries_schedule = utc_schedule(
+        "daily_slow_queries_schedule",
+        "45 6 * * *",
         target=dg.AssetSelection.groups("database") & dg.AssetSelection.key_substring("slow_queries"),
-        cron_schedule="45 6 * * *",
-        execution_timezone="UTC",
-        default_status=default_status,
         description="06:45 UTC: each environment's top statements by total execution time (slow_queries).",
     )
 
     # 05:30 UTC, before the working day: certificates renewed (and scanned) with weeks to spare.
-    daily_certificate_schedule = dg.ScheduleDefinition(
-        name="daily_certificate_schedule",
+    daily_certificate_schedule = utc_schedule(
+        "daily_certificate_schedule",
+        "30 5 * * *",
         job_name="renew_certificates",
-        cron_schedule="30 5 * * *",
-        execution_timezone="UTC",
-        default_status=default_status,
         description="05:30 UTC: renew certificates with fewer than tls.renew_before_days left, reload, scan with sslyze.",
     )
 
     # 05:45 UTC: checkov, hadolint and the dependency audits, one picture a day.
-    daily_security_scan_schedule = dg.ScheduleDefinition(
-        name="daily_security_scan_schedule",
+    daily_security_scan_schedule = utc_schedule(
+        "daily_security_scan_schedule",
+        "45 5 * * *",
         job_name="security_scans",
-        cron_schedule="45 5 * * *",
-        execution_timezone="UTC",
-        default_status=default_status,
         description="05:45 UTC: checkov (Terraform), hadolint (Dockerfiles), pip-audit and npm audit (dependencies).",
     )
 
     # 06:00 UTC: the audit trail, after the night's releases, backups and scans.
-    daily_audit_schedule = dg.ScheduleDefinition(
-        name="daily_audit_schedule",
+    daily_audit_schedule = utc_schedule(
+        "daily_audit_schedule",
+        "0 6 * * *",
         job_name="audit_trail",
-        cron_schedule="0 6 * * *",
-        execution_timezone="UTC",
-        default_status=default_status,
         description="06:00 UTC: the audit trail (runs, launchers, approvals, secrets read by name); older rows pruned.",
     )
 
     # Sundays 01:30 UTC: registry housekeeping, before the nightly backup and away from the weekly drill. The
     # registry is read-only (pushes refused) for the seconds its garbage collection takes.
-    weekly_registry_retention_schedule = dg.ScheduleDefinition(
-        name="weekly_registry_retention_schedule",
+    weekly_registry_retention_schedule = utc_schedule(
+        "weekly_registry_retention_schedule",
+        "30 1 * * 0",
         job_name="registry_retention",
-        cron_schedule="30 1 * * 0",
-        execution_timezone="UTC",
-        default_status=default_status,
         description="Sundays 01:30 UTC: keep what serves, recent releases and the last builds; delete and collect the rest.",
     )
 

@@ -31,7 +31,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import Field, PrivateAttr
 
 from shop_ops.resources.aws import AwsResource
-from shop_ops.resources.ledger import LedgerError, LedgerResource
+from shop_ops.resources.ledger import LedgerError, LedgerResource, ReleaseLedger
 from shop_ops.services.files import write_private
 from shop_ops.services.redaction import KNOWN_SECRETS, accept_secret
 
@@ -153,6 +153,7 @@ class SecretsResource(dg.ConfigurableResource):
 
     _accessed: list[SecretAccess] = PrivateAttr(default_factory=list)
     _run_id: str | None = PrivateAttr(default=None)
+    _audit: ReleaseLedger | None = PrivateAttr(default=None)  # `ledger`, opened at the first access
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self._run_id = context.run.run_id if context.run else None  # None outside a run (a sensor, the command line)
@@ -175,7 +176,9 @@ class SecretsResource(dg.ConfigurableResource):
         access = SecretAccess(name, self.backend, action, datetime.now(UTC), self._run_id)
         if self.ledger is not None:
             try:
-                self.ledger.open().record_secret_access(name, self.backend, action, access.at.timestamp(), self._run_id)
+                if self._audit is None:
+                    self._audit = self.ledger.open()
+                self._audit.record_secret_access(name, self.backend, action, access.at.timestamp(), self._run_id)
             except LedgerError as exc:  # an access the audit trail would miss is refused
                 raise SecretsError(f"secret {name}: its {action} could not be recorded for the audit ({exc})") from None
         self._accessed.append(access)

@@ -183,7 +183,13 @@ def log_rows(dsn: str, sql: str, *params: object) -> list[tuple]:
 
 
 def shop_ops(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([SHOP_OPS, "local", *args], env=env, capture_output=True, text=True, timeout=timeout)
+    """`shop-ops local ARGS...`."""
+    return operator(env, "local", *args, timeout=timeout)
+
+
+def operator(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """`shop-ops ARGS...` as an operator runs it in a shell of the stack."""
+    return subprocess.run([SHOP_OPS, *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def status(env: dict[str, str]) -> dict:
@@ -320,11 +326,6 @@ class StackUi:
 
 STEP_FAILURE = dg.DagsterEventType.STEP_FAILURE
 FINAL_STATUSES = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
-
-
-def operator(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """`shop-ops ARGS...` as an operator runs it in a shell of the stack."""
-    return subprocess.run([SHOP_OPS, *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def launched_run_id(out: str) -> str:
